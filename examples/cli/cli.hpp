@@ -1,0 +1,52 @@
+// cli.hpp - what every `universeg` subcommand shares: argument parsing, thread setup and
+// the one-line error convention (message on stderr, exit code 1).
+#pragma once
+
+#include <universeg/tensor.hpp>
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace cli {
+
+using universeg::Error;
+
+// `--name value` options, `--name` switches and positional arguments of one subcommand.
+// Unknown options and missing values are errors naming the option; `--help` prints usage.
+class Args {
+public:
+    Args(const std::string& command, const std::string& usage, int argc, char** argv,
+         const std::vector<std::string>& value_options, const std::vector<std::string>& switches = {});
+
+    bool help() const { return help_; }
+    bool has(const std::string& name) const { return values_.count(name) || switches_.count(name); }
+    const std::vector<std::string>& positional() const { return positional_; }
+
+    std::string get(const std::string& name) const;  // required
+    std::string get(const std::string& name, const std::string& fallback) const;
+    int64_t get_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) const;
+    double get_double(const std::string& name, double fallback, double min, double max) const;
+
+    const std::string& command() const { return command_; }
+    const std::string& usage() const { return usage_; }
+
+private:
+    std::string command_, usage_;
+    std::map<std::string, std::string> values_;
+    std::set<std::string> switches_;
+    std::vector<std::string> positional_;
+    bool help_ = false;
+};
+
+// Applies --threads N (0 = the OpenMP default) to OpenMP and Eigen.
+void set_threads(int64_t n);
+
+// Subcommands: each takes the arguments after its name, returns the exit code.
+int cmd_run(int argc, char** argv);
+int cmd_convert(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+
+}  // namespace cli

@@ -1,0 +1,133 @@
+// universeg - few-shot medical image segmentation from the command line.
+#include "cli.hpp"
+
+#include <Eigen/Core>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace cli {
+
+Args::Args(const std::string& command, const std::string& usage, int argc, char** argv,
+           const std::vector<std::string>& value_options, const std::vector<std::string>& switches)
+    : command_(command), usage_(usage) {
+    for (int i = 0; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "-h" || a == "--help") {
+            help_ = true;
+        } else if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
+            const size_t eq = a.find('=');
+            const std::string name = a.substr(0, eq);
+            bool takes_value = false;
+            for (const auto& o : value_options) takes_value |= o == name;
+            bool is_switch = false;
+            for (const auto& s : switches) is_switch |= s == name;
+            if (takes_value) {
+                if (eq != std::string::npos) {
+                    values_[name] = a.substr(eq + 1);
+                } else {
+                    if (i + 1 >= argc) throw Error(name + " needs a value");
+                    values_[name] = argv[++i];
+                }
+            } else if (is_switch && eq == std::string::npos) {
+                switches_.insert(name);
+            } else {
+                throw Error("unknown option " + name + " (see universeg " + command + " --help)");
+            }
+        } else {
+            positional_.push_back(a);
+        }
+    }
+}
+
+std::string Args::get(const std::string& name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) throw Error("missing " + name + " (see universeg " + command_ + " --help)");
+    return it->second;
+}
+
+std::string Args::get(const std::string& name, const std::string& fallback) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? fallback : it->second;
+}
+
+int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) return fallback;
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end || errno || v < min || v > max)
+        throw Error(name + " must be an integer in [" + std::to_string(min) + ", " +
+                    std::to_string(max) + "], got '" + it->second + "'");
+    return v;
+}
+
+double Args::get_double(const std::string& name, double fallback, double min, double max) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) return fallback;
+    char* end = nullptr;
+    const double v = std::strtod(it->second.c_str(), &end);
+    if (it->second.empty() || *end || !(v >= min && v <= max))
+        throw Error(name + " must be a number in [" + std::to_string(min) + ", " +
+                    std::to_string(max) + "], got '" + it->second + "'");
+    return v;
+}
+
+void set_threads(int64_t n) {
+    if (n <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(int(n));
+#endif
+    Eigen::setNbThreads(int(n));
+}
+
+}  // namespace cli
+
+namespace {
+
+struct Command {
+    const char* name;
+    int (*run)(int, char**);
+    const char* summary;
+};
+
+const Command kCommands[] = {
+    {"run", cli::cmd_run, "segment .npy arrays: query + support set -> logits"},
+    {"convert", cli::cmd_convert, "convert a PyTorch checkpoint to safetensors"},
+    {"info", cli::cmd_info, "describe a weights file: architecture, parameters, dtype"},
+};
+
+void print_usage(std::FILE* out) {
+    std::fprintf(out, "usage: universeg <command> [options]   (universeg <command> --help for details)\n\ncommands:\n");
+    for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
+        print_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    for (const Command& c : kCommands) {
+        if (std::strcmp(argv[1], c.name) != 0) continue;
+        try {
+            return c.run(argc - 2, argv + 2);
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr, "universeg %s: error: out of memory\n", c.name);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "universeg %s: error: %s\n", c.name, e.what());
+        }
+        return 1;
+    }
+    std::fprintf(stderr, "universeg: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
+    return 1;
+}

@@ -1,0 +1,364 @@
+// universeg/io/pickle.hpp - a restricted unpickler for the data.pkl inside PyTorch checkpoints.
+//
+// It builds a small value tree (None, bool, int, float, str, bytes, list, tuple, dict,
+// globals, tensor storages and tensor references) and never executes anything. The only
+// globals it accepts are those torch.save writes for state dicts: collections.OrderedDict,
+// torch._utils._rebuild_tensor_v2 / _rebuild_parameter, and the float32/float16/bfloat16/
+// float64 storage types and dtypes. Any other global, or an opcode outside what protocols
+// 2-5 use for such data, is an Error naming it. Memory use is bounded by the input: every
+// value, memo entry and stack slot costs at least one input byte, and string lengths are
+// checked against the bytes left before anything is allocated.
+//
+// API (namespace universeg::detail):
+//   Pickle unpickle(const uint8_t* data, size_t size, const std::string& what);
+//   size_t dict_get(const Pickle& pk, const PyValue& dict, const std::string& key);  // or npos
+// Values live in Pickle::values and refer to each other by index, so shared (memoized) and
+// even self-containing containers need no ownership bookkeeping.
+#pragma once
+
+#include "bytes.hpp"
+
+#include <cstdio>
+#include <unordered_map>
+
+namespace universeg {
+namespace detail {
+
+enum class PyKind : uint8_t { None, Bool, Int, Float, String, Bytes, List, Tuple, Dict, Global, Storage, Tensor };
+
+struct PyValue {
+    PyKind kind = PyKind::None;
+    DType dtype = DType::F32;   // Storage, Global naming a storage type or dtype
+    int64_t i = 0;              // Bool, Int; Tensor: index into Pickle::tensors
+    double f = 0;               // Float
+    std::string s;              // String, Bytes; Global: "module.name"; Storage: its key under data/
+    std::vector<size_t> items;  // List, Tuple; Dict: key0, value0, key1, value1, ... in insertion order
+};
+
+// What torch._utils._rebuild_tensor_v2 would build: a strided view into a storage.
+struct PyTensor {
+    std::string storage;  // key of the storage: zip entry <prefix>/data/<key>
+    DType dtype = DType::F32;
+    int64_t offset = 0;   // in elements
+    std::vector<int64_t> size, stride;
+};
+
+struct Pickle {
+    std::vector<PyValue> values;
+    std::vector<PyTensor> tensors;
+    size_t root = 0;
+};
+
+constexpr size_t npos = size_t(-1);
+
+// The value stored under a string key; duplicate keys resolve to the last, as in Python.
+inline size_t dict_get(const Pickle& pk, const PyValue& dict, const std::string& key) {
+    for (size_t k = dict.items.size(); k >= 2; k -= 2) {
+        const PyValue& kv = pk.values[dict.items[k - 2]];
+        if (kv.kind == PyKind::String && kv.s == key) return dict.items[k - 1];
+    }
+    return npos;
+}
+
+// Storage types (torch.FloatStorage, as torch.save writes) and dtypes (torch.float32, which
+// some writers use in their place) that name a tensor's element type.
+inline bool torch_element_type(const std::string& name, DType& out) {
+    static const std::pair<const char*, DType> known[] = {
+        {"torch.FloatStorage", DType::F32},     {"torch.float32", DType::F32},
+        {"torch.HalfStorage", DType::F16},      {"torch.float16", DType::F16},
+        {"torch.BFloat16Storage", DType::BF16}, {"torch.bfloat16", DType::BF16},
+        {"torch.DoubleStorage", DType::F64},    {"torch.float64", DType::F64}};
+    for (const auto& k : known)
+        if (name == k.first) return out = k.second, true;
+    return false;
+}
+
+inline std::string pickle_opcode_name(uint8_t op) {
+    static const std::pair<uint8_t, const char*> names[] = {
+        {'(', "MARK"}, {'.', "STOP"}, {'0', "POP"}, {'1', "POP_MARK"}, {'2', "DUP"}, {'F', "FLOAT"},
+        {'I', "INT"}, {'J', "BININT"}, {'K', "BININT1"}, {'L', "LONG"}, {'M', "BININT2"}, {'N', "NONE"},
+        {'P', "PERSID"}, {'Q', "BINPERSID"}, {'R', "REDUCE"}, {'S', "STRING"}, {'T', "BINSTRING"},
+        {'U', "SHORT_BINSTRING"}, {'V', "UNICODE"}, {'X', "BINUNICODE"}, {'a', "APPEND"}, {'b', "BUILD"},
+        {'c', "GLOBAL"}, {'d', "DICT"}, {'}', "EMPTY_DICT"}, {'e', "APPENDS"}, {'g', "GET"}, {'h', "BINGET"},
+        {'i', "INST"}, {'j', "LONG_BINGET"}, {'l', "LIST"}, {']', "EMPTY_LIST"}, {'o', "OBJ"}, {'p', "PUT"},
+        {'q', "BINPUT"}, {'r', "LONG_BINPUT"}, {'s', "SETITEM"}, {'t', "TUPLE"}, {')', "EMPTY_TUPLE"},
+        {'u', "SETITEMS"}, {'G', "BINFLOAT"}, {'B', "BINBYTES"}, {'C', "SHORT_BINBYTES"}, {0x80, "PROTO"},
+        {0x81, "NEWOBJ"}, {0x82, "EXT1"}, {0x83, "EXT2"}, {0x84, "EXT4"}, {0x85, "TUPLE1"}, {0x86, "TUPLE2"},
+        {0x87, "TUPLE3"}, {0x88, "NEWTRUE"}, {0x89, "NEWFALSE"}, {0x8a, "LONG1"}, {0x8b, "LONG4"},
+        {0x8c, "SHORT_BINUNICODE"}, {0x8d, "BINUNICODE8"}, {0x8e, "BINBYTES8"}, {0x8f, "EMPTY_SET"},
+        {0x90, "ADDITEMS"}, {0x91, "FROZENSET"}, {0x92, "NEWOBJ_EX"}, {0x93, "STACK_GLOBAL"}, {0x94, "MEMOIZE"},
+        {0x95, "FRAME"}, {0x96, "BYTEARRAY8"}, {0x97, "NEXT_BUFFER"}, {0x98, "READONLY_BUFFER"}};
+    for (const auto& n : names)
+        if (n.first == op) return n.second;
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "0x%02x", unsigned(op));
+    return buf;
+}
+
+inline Pickle unpickle(const uint8_t* data, size_t size, const std::string& what) {
+    Pickle pk;
+    std::vector<size_t> stack, marks;            // marks: stack heights at each MARK
+    std::unordered_map<uint64_t, size_t> memo;  // memo key -> value index
+    size_t pos = 0, op_pos = 0;
+
+    auto corrupt = [&](const std::string& msg) {
+        return Error(what + ": corrupt pickle at byte " + std::to_string(op_pos) + ": " + msg);
+    };
+    auto take = [&](uint64_t n) {
+        if (n > size - pos) throw corrupt("truncated");
+        const uint8_t* p = data + pos;
+        pos += size_t(n);
+        return p;
+    };
+    auto arg = [&](int n) { return load_uint(take(uint64_t(n)), n); };
+    auto text = [&](uint64_t n) {
+        const uint8_t* p = take(n);
+        return std::string(reinterpret_cast<const char*>(p), size_t(n));
+    };
+    auto line = [&] {  // GLOBAL's newline-terminated operands
+        const void* nl = std::memchr(data + pos, '\n', size - pos);
+        if (!nl) throw corrupt("truncated");
+        std::string s = text(uint64_t(static_cast<const uint8_t*>(nl) - (data + pos)));
+        ++pos;
+        return s;
+    };
+    auto val = [&](size_t i) -> const PyValue& { return pk.values[i]; };
+    auto push = [&](PyValue v) {
+        pk.values.push_back(std::move(v));
+        stack.push_back(pk.values.size() - 1);
+    };
+    auto make = [](PyKind kind, int64_t i = 0) {
+        PyValue v;
+        v.kind = kind;
+        v.i = i;
+        return v;
+    };
+    auto top = [&]() {
+        if (stack.empty() || (!marks.empty() && stack.size() == marks.back())) throw corrupt("stack underflow");
+        return stack.back();
+    };
+    auto pop = [&]() {
+        size_t v = top();
+        stack.pop_back();
+        return v;
+    };
+    auto pop_mark = [&]() {
+        if (marks.empty()) throw corrupt("no MARK to pop to");
+        std::vector<size_t> items(stack.begin() + std::ptrdiff_t(marks.back()), stack.end());
+        stack.resize(marks.back());
+        marks.pop_back();
+        return items;
+    };
+    auto push_container = [&](PyKind kind, std::vector<size_t> items) {
+        PyValue v = make(kind);
+        v.items = std::move(items);
+        push(std::move(v));
+    };
+    auto append_to = [&](size_t target, const std::vector<size_t>& items, PyKind kind, const char* opcode) {
+        if (val(target).kind != kind) throw corrupt(std::string(opcode) + " on something that is not a " +
+                                                    (kind == PyKind::List ? "list" : "dict"));
+        if (kind == PyKind::Dict && items.size() % 2) throw corrupt("SETITEMS with an odd number of items");
+        auto& dst = pk.values[target].items;
+        dst.insert(dst.end(), items.begin(), items.end());
+    };
+    auto global = [&](const std::string& module, const std::string& name) {
+        std::string full = module + "." + name;
+        PyValue v = make(PyKind::Global);
+        if (!torch_element_type(full, v.dtype) && full != "collections.OrderedDict" &&
+            full != "torch._utils._rebuild_tensor_v2" && full != "torch._utils._rebuild_parameter") {
+            if (module == "torch" && name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0)
+                throw Error(what + ": tensor storage type " + full +
+                            " is not supported (only float32, float16, bfloat16 and float64 tensors are)");
+            throw Error(what + ": pickle refers to " + full +
+                        ", which is not allowed: nothing in a checkpoint is ever executed");
+        }
+        v.s = std::move(full);
+        push(std::move(v));
+    };
+    auto ints = [&](size_t idx, const char* field) {
+        const PyValue& t = val(idx);
+        if (t.kind != PyKind::Tuple) throw corrupt(std::string("tensor ") + field + " is not a tuple");
+        std::vector<int64_t> out;
+        for (size_t k : t.items) {
+            if (val(k).kind != PyKind::Int || val(k).i < 0) throw corrupt(std::string("bad tensor ") + field);
+            out.push_back(val(k).i);
+        }
+        return out;
+    };
+    auto rebuild_tensor = [&](const std::vector<size_t>& a) {
+        if (a.size() != 6 && a.size() != 7)
+            throw corrupt("_rebuild_tensor_v2 takes 6 or 7 arguments, got " + std::to_string(a.size()));
+        const PyValue& storage = val(a[0]);
+        if (storage.kind != PyKind::Storage) throw corrupt("_rebuild_tensor_v2 without a storage");
+        if (val(a[1]).kind != PyKind::Int || val(a[1]).i < 0) throw corrupt("bad tensor storage offset");
+        if (val(a[4]).kind != PyKind::Bool || val(a[5]).kind != PyKind::Dict ||
+            (a.size() == 7 && val(a[6]).kind != PyKind::Dict && val(a[6]).kind != PyKind::None))
+            throw corrupt("bad _rebuild_tensor_v2 arguments");
+        PyTensor t;
+        t.storage = storage.s;
+        t.dtype = storage.dtype;
+        t.offset = val(a[1]).i;
+        t.size = ints(a[2], "size");
+        t.stride = ints(a[3], "stride");
+        if (t.size.size() != t.stride.size()) throw corrupt("tensor size and stride differ in length");
+        pk.tensors.push_back(std::move(t));
+        push(make(PyKind::Tensor, int64_t(pk.tensors.size() - 1)));
+    };
+
+    for (;;) {
+        op_pos = pos;
+        const uint8_t op = *take(1);
+        switch (op) {
+            case 0x80:  // PROTO
+                if (int v = int(arg(1)); v > 5) throw Error(what + ": pickle protocol " + std::to_string(v) + " is not supported");
+                break;
+            case 0x95: {  // FRAME: framing only groups opcodes; its length must still fit
+                uint64_t frame = arg(8);
+                if (frame > size - pos) throw corrupt("frame runs past the end");
+                break;
+            }
+            case '(': marks.push_back(stack.size()); break;
+            case '.':  // STOP
+                pk.root = top();
+                return pk;
+            case 'c': {  // GLOBAL
+                std::string module = line();
+                global(module, line());
+                break;
+            }
+            case 0x93: {  // STACK_GLOBAL
+                size_t name = pop(), module = pop();
+                if (val(name).kind != PyKind::String || val(module).kind != PyKind::String)
+                    throw corrupt("STACK_GLOBAL needs two strings");
+                global(val(module).s, val(name).s);
+                break;
+            }
+            case 'q': memo[arg(1)] = top(); break;  // BINPUT
+            case 'r': memo[arg(4)] = top(); break;  // LONG_BINPUT
+            case 0x94: {                            // MEMOIZE
+                size_t v = top();
+                memo[memo.size()] = v;
+                break;
+            }
+            case 'h': case 'j': {  // BINGET, LONG_BINGET
+                uint64_t key = arg(op == 'h' ? 1 : 4);
+                auto it = memo.find(key);
+                if (it == memo.end()) throw corrupt("memo key " + std::to_string(key) + " was never stored");
+                stack.push_back(it->second);
+                break;
+            }
+            case '}': push(make(PyKind::Dict)); break;
+            case ']': push(make(PyKind::List)); break;
+            case ')': push(make(PyKind::Tuple)); break;
+            case 't': push_container(PyKind::Tuple, pop_mark()); break;
+            case 'l': push_container(PyKind::List, pop_mark()); break;
+            case 'd': {
+                std::vector<size_t> items = pop_mark();
+                if (items.size() % 2) throw corrupt("DICT with an odd number of items");
+                push_container(PyKind::Dict, std::move(items));
+                break;
+            }
+            case 0x85: case 0x86: case 0x87: {  // TUPLE1, TUPLE2, TUPLE3
+                std::vector<size_t> items(size_t(op - 0x84));
+                for (size_t k = items.size(); k-- > 0;) items[k] = pop();
+                push_container(PyKind::Tuple, std::move(items));
+                break;
+            }
+            case 'a': {  // APPEND
+                size_t v = pop();
+                append_to(top(), {v}, PyKind::List, "APPEND");
+                break;
+            }
+            case 'e': {  // APPENDS
+                std::vector<size_t> items = pop_mark();
+                append_to(top(), items, PyKind::List, "APPENDS");
+                break;
+            }
+            case 's': {  // SETITEM
+                size_t v = pop(), k = pop();
+                append_to(top(), {k, v}, PyKind::Dict, "SETITEM");
+                break;
+            }
+            case 'u': {  // SETITEMS
+                std::vector<size_t> items = pop_mark();
+                append_to(top(), items, PyKind::Dict, "SETITEMS");
+                break;
+            }
+            case 'J': push(make(PyKind::Int, int64_t(int32_t(uint32_t(arg(4)))))); break;  // BININT
+            case 'K': push(make(PyKind::Int, int64_t(arg(1)))); break;                      // BININT1
+            case 'M': push(make(PyKind::Int, int64_t(arg(2)))); break;                      // BININT2
+            case 0x8a: {                                                                    // LONG1
+                int n = int(arg(1));
+                if (n > 8) throw Error(what + ": pickle holds an integer wider than 64 bits");
+                uint64_t v = n ? load_uint(take(uint64_t(n)), n) : 0;
+                if (n && n < 8 && (v >> (8 * n - 1)) & 1u) v |= ~uint64_t(0) << (8 * n);  // sign-extend
+                push(make(PyKind::Int, int64_t(v)));
+                break;
+            }
+            case 'G': {  // BINFLOAT, big-endian
+                PyValue v = make(PyKind::Float);
+                uint64_t bits = load_uint(take(8), 8, true);
+                std::memcpy(&v.f, &bits, 8);
+                push(std::move(v));
+                break;
+            }
+            case 'X': case 0x8c: case 0x8d: case 'C': case 'B': case 0x8e: {  // str and bytes
+                const bool is_text = op == 'X' || op == 0x8c || op == 0x8d;
+                const int width = (op == 0x8c || op == 'C') ? 1 : (op == 'X' || op == 'B') ? 4 : 8;
+                PyValue v = make(is_text ? PyKind::String : PyKind::Bytes);
+                v.s = text(arg(width));
+                push(std::move(v));
+                break;
+            }
+            case 'N': push(make(PyKind::None)); break;
+            case 0x88: push(make(PyKind::Bool, 1)); break;  // NEWTRUE
+            case 0x89: push(make(PyKind::Bool, 0)); break;  // NEWFALSE
+            case 'R': {                                     // REDUCE: only the allowed constructors
+                size_t args = pop(), fn = pop();
+                if (val(fn).kind != PyKind::Global || val(args).kind != PyKind::Tuple)
+                    throw corrupt("REDUCE needs a global and an argument tuple");
+                const std::string name = val(fn).s;
+                const std::vector<size_t> a = val(args).items;
+                if (name == "collections.OrderedDict" && a.empty()) {
+                    push(make(PyKind::Dict));
+                } else if (name == "torch._utils._rebuild_tensor_v2") {
+                    rebuild_tensor(a);
+                } else if (name == "torch._utils._rebuild_parameter" && a.size() == 3 && val(a[0]).kind == PyKind::Tensor) {
+                    stack.push_back(a[0]);  // a Parameter is its tensor; requires_grad and hooks do not matter here
+                } else {
+                    throw Error(what + ": pickle calls " + name + " in a way checkpoints never do");
+                }
+                break;
+            }
+            case 'b': {  // BUILD: attribute state; OrderedDict's (e.g. _metadata) is ignored
+                const PyValue& state = val(pop());
+                const PyValue& obj = val(top());
+                bool empty_state = state.kind == PyKind::None || (state.kind == PyKind::Dict && state.items.empty());
+                if (!(obj.kind == PyKind::Dict && (empty_state || state.kind == PyKind::Dict)) &&
+                    !(obj.kind == PyKind::Tensor && empty_state))
+                    throw corrupt("BUILD of something other than an OrderedDict or tensor");
+                break;
+            }
+            case 'Q': {  // BINPERSID: ('storage', storage type, key, location, numel)
+                const PyValue& pid = val(pop());
+                const auto& t = pid.items;
+                if (pid.kind != PyKind::Tuple || t.size() != 5 || val(t[0]).kind != PyKind::String ||
+                    val(t[0]).s != "storage" || val(t[1]).kind != PyKind::Global || val(t[2]).kind != PyKind::String ||
+                    val(t[3]).kind != PyKind::String || val(t[4]).kind != PyKind::Int)
+                    throw corrupt("unsupported persistent id");
+                PyValue v = make(PyKind::Storage);
+                if (!torch_element_type(val(t[1]).s, v.dtype))
+                    throw corrupt(val(t[1]).s + " is not a storage type");
+                v.s = val(t[2]).s;
+                push(std::move(v));
+                break;
+            }
+            default:
+                throw Error(what + ": pickle opcode " + pickle_opcode_name(op) + " at byte " + std::to_string(op_pos) +
+                            " is not supported in a checkpoint");
+        }
+    }
+}
+
+}  // namespace detail
+}  // namespace universeg

@@ -1,0 +1,184 @@
+// The model against the official PyTorch implementation's golden cases (tests/data/golden,
+// copied from ../shared/reference), plus architecture inference and input validation.
+#include <catch2/catch.hpp>
+#include <universeg/universeg.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <thread>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+using namespace universeg;
+
+namespace {
+
+const std::string kGolden = std::string(UNIVERSEG_TEST_DATA) + "/golden/";
+
+struct Case {
+    Model model;
+    Tensor query, images, labels, logits;
+    int64_t B, S, H, W;
+};
+
+Case load_case(const std::string& name) {
+    const std::string dir = kGolden + name + "/";
+    Tensor q = load_npy(dir + "query.npy"), si = load_npy(dir + "support_images.npy");
+    return Case{load_model(dir + "weights.pt"), q, si, load_npy(dir + "support_labels.npy"), load_npy(dir + "logits.npy"),
+                si.shape[0], si.shape[1], si.shape[3], si.shape[4]};
+}
+
+double max_abs(const std::vector<float>& v) {
+    double m = 0;
+    for (float x : v) m = std::max(m, double(std::abs(x)));
+    return m;
+}
+
+template <class A, class B>
+double max_diff(const A& a, const B& b) {
+    REQUIRE(a.size() == b.size());
+    double m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+    return m;
+}
+
+std::vector<float> run(const Case& c) {
+    std::vector<float> out(size_t(c.B * c.H * c.W));
+    c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data());
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("golden v1 (B=2, S=4, 128x128): logits match the official model") {
+    const Case c = load_case("v1_b2_s4_128");
+    CHECK(c.model.config().to_string() == "encoder [64,64,64,64] decoder [64,64,64]");
+    CHECK(c.model.parameter_count() == 1182785);
+    const auto out = run(c);
+    CHECK(max_diff(out, c.logits.data) <= 1e-4 * std::max(1.0, max_abs(c.logits.data)));
+}
+
+TEST_CASE("golden custom config (B=1, S=3, 48x80): logits and every block's outputs match") {
+    const Case c = load_case("custom_b1_s3_48x80");
+    CHECK(c.model.config().to_string() == "encoder [[16,8],[24,16],32] decoder [[24,16],[16,8]]");
+    CHECK(max_diff(run(c), c.logits.data) <= 1e-4 * std::max(1.0, max_abs(c.logits.data)));
+
+    int observed = 0;
+    c.model.forward_reference<float>(
+        c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W,
+        [&](const std::string& module, const Tensor& target, const Tensor& support) {
+            // "enc_blocks.1" -> activations/enc_1_target.npy
+            const std::string stem = kGolden + "custom_b1_s3_48x80/activations/" + module.substr(0, 3) + "_" +
+                                     module.substr(module.rfind('.') + 1);
+            const Tensor t = load_npy(stem + "_target.npy"), v = load_npy(stem + "_support.npy");
+            INFO(module);
+            CHECK(target.shape == t.shape);
+            CHECK(support.shape == v.shape);
+            CHECK(max_diff(target.data, t.data) <= 1e-4 * std::max(1.0, max_abs(t.data)));
+            CHECK(max_diff(support.data, v.data) <= 1e-4 * std::max(1.0, max_abs(v.data)));
+            ++observed;
+        });
+    CHECK(observed == 5);
+}
+
+TEST_CASE("the fp64 reference forward agrees with the official logits") {
+    const Case c = load_case("custom_b1_s3_48x80");
+    const auto out = c.model.forward_reference<double>(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
+    CHECK(max_diff(out, c.logits.data) <= 1e-5);
+}
+
+TEST_CASE("logits do not depend on the thread count, nor on concurrent callers") {
+    const Case c = load_case("custom_b1_s3_48x80");
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const auto one = run(c);
+    omp_set_num_threads(2);
+    const auto two = run(c);
+    omp_set_num_threads(threads);
+    CHECK(one == two);
+#endif
+    const auto expected = run(c);
+    std::vector<std::vector<float>> results(3);
+    std::vector<std::thread> pool;
+    for (auto& r : results) pool.emplace_back([&c, &r] { r = run(c); });
+    for (auto& t : pool) t.join();
+    for (const auto& r : results) CHECK(r == expected);
+}
+
+TEST_CASE("the Eigen tensor overload equals the raw-pointer one") {
+    const Case c = load_case("custom_b1_s3_48x80");
+    Model::Tensor4 q(c.B, 1, c.H, c.W);
+    Model::Tensor5 si(c.B, c.S, 1, c.H, c.W), sl(c.B, c.S, 1, c.H, c.W);
+    std::copy(c.query.data.begin(), c.query.data.end(), q.data());
+    std::copy(c.images.data.begin(), c.images.data.end(), si.data());
+    std::copy(c.labels.data.begin(), c.labels.data.end(), sl.data());
+    const Model::Tensor4 out = c.model.forward(q, si, sl);
+    const auto raw = run(c);
+    CHECK(std::equal(raw.begin(), raw.end(), out.data()));
+    Model::Tensor5 wrong(c.B, c.S, 1, c.H, c.W + 1);
+    CHECK_THROWS_WITH(c.model.forward(q, wrong, sl), Catch::Contains("supports must be (B,S,1,H,W)"));
+}
+
+TEST_CASE("state_dict() gives back the weights it was built from") {
+    const Case c = load_case("custom_b1_s3_48x80");
+    const StateDict sd = load_state_dict(kGolden + "custom_b1_s3_48x80/weights.pt");
+    const StateDict back = c.model.state_dict();
+    REQUIRE(back.size() == sd.size());
+    for (const auto& kv : sd) {
+        REQUIRE(back.count(kv.first));
+        CHECK(back.at(kv.first).shape == kv.second.shape);
+        CHECK(back.at(kv.first).data == kv.second.data);
+    }
+}
+
+TEST_CASE("the architecture is read off the shapes, and bad state dicts are refused by name") {
+    const StateDict good = load_state_dict(kGolden + "custom_b1_s3_48x80/weights.pt");
+    SECTION("missing tensor") {
+        StateDict sd = good;
+        sd.erase("dec_blocks.1.support.vmapped.conv.bias");
+        CHECK_THROWS_WITH(Model(sd), Catch::Contains("dec_blocks.1.support.vmapped.conv.bias"));
+    }
+    SECTION("mis-shaped tensor") {
+        StateDict sd = good;
+        sd["enc_blocks.1.cross.cross_conv.weight"] = Tensor({24, 15, 3, 3});
+        CHECK_THROWS_WITH(Model(sd), Catch::Contains("enc_blocks.1.cross.cross_conv.weight") && Catch::Contains("(24, 16, 3, 3)"));
+    }
+    SECTION("decoder count") {
+        StateDict sd = good;
+        for (const char* k : {"cross.cross_conv", "target.vmapped.conv", "support.vmapped.conv"})
+            for (const char* p : {".weight", ".bias"}) sd.erase(std::string("dec_blocks.1.") + k + p);
+        CHECK_THROWS_WITH(Model(sd), Catch::Contains("decoder blocks"));
+    }
+    SECTION("unexpected extra tensor") {
+        StateDict sd = good;
+        sd["enc_blocks.0.extra.weight"] = Tensor({1});
+        CHECK_THROWS_WITH(Model(sd), Catch::Contains("expected 32"));
+    }
+    SECTION("non-finite weight") {
+        StateDict sd = good;
+        sd["out_conv.conv.bias"].data[0] = std::nanf("");
+        CHECK_THROWS_WITH(Model(sd), Catch::Contains("out_conv.conv") && Catch::Contains("non-finite"));
+    }
+    SECTION("not UniverSeg at all") {
+        CHECK_THROWS_WITH(Model(StateDict{{"fc.weight", Tensor({2, 2})}}), Catch::Contains("not a UniverSeg model"));
+    }
+}
+
+TEST_CASE("invalid inputs are refused before any work") {
+    const Case c = load_case("custom_b1_s3_48x80");  // 3 encoder blocks: sizes must be multiples of 4
+    std::vector<float> out(size_t(c.H * c.W));
+    const float* q = c.query.ptr();
+    const float* si = c.images.ptr();
+    const float* sl = c.labels.ptr();
+    CHECK_THROWS_WITH(c.model.forward(q, si, sl, 1, 0, c.H, c.W, out.data()), Catch::Contains("support size"));
+    CHECK_THROWS_WITH(c.model.forward(q, si, sl, 0, 1, c.H, c.W, out.data()), Catch::Contains("batch size"));
+    CHECK_THROWS_WITH(c.model.forward(q, si, sl, 1, 1, 46, c.W, out.data()), Catch::Contains("multiple of 4"));
+    std::vector<float> bad(c.labels.data);
+    bad[17] = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_WITH(c.model.forward(q, si, bad.data(), 1, 3, c.H, c.W, out.data()),
+                      Catch::Contains("support labels") && Catch::Contains("non-finite"));
+}
