@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+namespace universeg {
+class Model;
+}
+
 namespace cli {
 
 using universeg::Error;
@@ -44,9 +48,32 @@ private:
 // Applies --threads N (0 = the OpenMP default) to OpenMP and Eigen.
 void set_threads(int64_t n);
 
+// --device cuda for run and bench (cuda_device.cpp): the forward pass on the current CUDA
+// device, precision fp32 (TF32 off), tf32 or bf16. In a build without -DUNIVERSEG_CUDA=ON,
+// require_cuda() and both calls throw "this build has no CUDA support; ...".
+struct CudaRun {
+    std::string device;      // the GPU's name
+    std::vector<double> ms;  // cuda_bench: each timed forward pass (CUDA events, inputs already on the GPU)
+    double device_mb = 0;    // weights + workspace on the GPU
+};
+void require_cuda();
+CudaRun cuda_forward(const universeg::Model& model, const std::string& precision, const float* query,
+                     const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
+                     int64_t W, float* logits);
+// One warm-up, then `repeats` timed forward passes.
+CudaRun cuda_bench(const universeg::Model& model, const std::string& precision, const float* query,
+                   const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
+                   int64_t W, int64_t repeats);
+
 // Subcommands: each takes the arguments after its name, returns the exit code.
 int cmd_run(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_segment(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_finetune(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+int cmd_bench_chart(int argc, char** argv);
 
 }  // namespace cli

@@ -13,7 +13,8 @@ namespace {
 
 const char* kRunUsage =
     "usage: universeg run --weights W --query Q.npy --support-images SI.npy --support-labels SL.npy\n"
-    "                     --out LOGITS.npy [--reference R.npy] [--threads N]\n"
+    "                     --out LOGITS.npy [--reference R.npy] [--threads N] [--device cpu|cuda]\n"
+    "                     [--precision P]\n"
     "\n"
     "  --weights W          PyTorch checkpoint (.pt) or safetensors file\n"
     "  --query Q.npy        (B,1,H,W) or (B,H,W) query images in [0,1]\n"
@@ -22,7 +23,10 @@ const char* kRunUsage =
     "  --out LOGITS.npy     (B,1,H,W) float32 logits (probability = sigmoid(logit))\n"
     "  --reference R.npy    expected logits: report the largest difference and fail beyond\n"
     "                       1e-4 * max(1, max|R|)\n"
-    "  --threads N          OpenMP threads (default: all cores)\n";
+    "  --threads N          OpenMP threads (default: all cores)\n"
+    "  --device D           cpu (default) or cuda (the current GPU; needs a -DUNIVERSEG_CUDA=ON build)\n"
+    "  --precision P        fp32 (default) or bf16 (CPU: needs AVX512_BF16); cuda also tf32.\n"
+    "                       fp32 keeps TF32 off on the GPU\n";
 
 // Accepts (B,1,H,W) / (B,S,1,H,W) or the same without the channel axis.
 universeg::Tensor load_array(const std::string& path, int rank, const char* expected) {
@@ -37,11 +41,16 @@ universeg::Tensor load_array(const std::string& path, int rank, const char* expe
 
 int cmd_run(int argc, char** argv) {
     Args a("run", kRunUsage, argc, argv,
-           {"--weights", "--query", "--support-images", "--support-labels", "--out", "--reference", "--threads"});
+           {"--weights", "--query", "--support-images", "--support-labels", "--out", "--reference", "--threads", "--device",
+            "--precision"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
     set_threads(a.get_int("--threads", 0, 0, 1024));
-    const std::string out_path = a.get("--out");
+    const std::string out_path = a.get("--out"), device = a.get("--device", "cpu"), precision = a.get("--precision", "fp32");
+    if (device != "cpu" && device != "cuda") throw Error("--device must be cpu or cuda, got '" + device + "'");
+    if (device == "cuda") require_cuda();
+    if (device == "cpu" && precision != "fp32" && precision != "bf16")
+        throw Error("--precision must be fp32 or bf16 on the CPU, got '" + precision + "'");
 
     const universeg::Model model = universeg::load_model(a.get("--weights"));
     const universeg::Tensor q = load_array(a.get("--query"), 4, "(B,1,H,W)");
@@ -53,13 +62,22 @@ int cmd_run(int argc, char** argv) {
                     " do not match each other and the query " + universeg::shape_string(q.shape));
 
     universeg::Tensor logits({B, 1, H, W});
-    model.forward(q.ptr(), si.ptr(), sl.ptr(), B, S, H, W, logits.ptr());
+    std::string ran_on = "cpu, " + precision;
+    if (device == "cuda") {
+        ran_on = "cuda: " + cuda_forward(model, precision, q.ptr(), si.ptr(), sl.ptr(), B, S, H, W, logits.ptr()).device +
+                 ", " + precision;
+    } else {
+        universeg::engine::Options opt;
+        if (precision == "bf16") opt.precision = universeg::kernels::Precision::bf16;
+        model.forward(q.ptr(), si.ptr(), sl.ptr(), B, S, H, W, logits.ptr(), opt);
+    }
     universeg::save_npy(out_path, logits);
 
     int64_t positive = 0;
     for (float v : logits.data) positive += v > 0.0f;
-    std::printf("wrote %s: logits %s, %.2f%% of pixels in the mask\n", out_path.c_str(),
-                universeg::shape_string(logits.shape).c_str(), 100.0 * double(positive) / double(logits.numel()));
+    std::printf("wrote %s: logits %s, %.2f%% of pixels in the mask (%s)\n", out_path.c_str(),
+                universeg::shape_string(logits.shape).c_str(), 100.0 * double(positive) / double(logits.numel()),
+                ran_on.c_str());
     if (!a.has("--reference")) return 0;
 
     const universeg::Tensor ref = universeg::load_npy(a.get("--reference"));

@@ -99,9 +99,15 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"segment", cli::cmd_segment, "segment images or volumes like a folder of labelled examples"},
+    {"eval", cli::cmd_eval, "Dice and IoU of predicted label maps against ground truth"},
+    {"train", cli::cmd_train, "train UniverSeg on synthetic tasks and/or labelled folders"},
+    {"finetune", cli::cmd_finetune, "adapt weights to a labelled folder, with held-out Dice"},
     {"run", cli::cmd_run, "segment .npy arrays: query + support set -> logits"},
     {"convert", cli::cmd_convert, "convert a PyTorch checkpoint to safetensors"},
     {"info", cli::cmd_info, "describe a weights file: architecture, parameters, dtype"},
+    {"bench", cli::cmd_bench, "time the forward pass: median ms, peak memory, GFLOP/s"},
+    {"bench-chart", cli::cmd_bench_chart, "draw bench/compare.py's latency-vs-support-size chart (SVG)"},
 };
 
 void print_usage(std::FILE* out) {

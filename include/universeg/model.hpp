@@ -25,10 +25,22 @@
 
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace universeg {
+
+class Model;
+// The fast forward pass (engine.hpp, included at the end of this header).
+namespace engine {
+struct Options;
+class State;
+inline std::shared_ptr<State> make_state();
+inline void forward(const Model& m, State& state, const float* query, const float* support_images,
+                    const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                    const Options& opt);
+}  // namespace engine
 
 // A CrossBlock's feature counts: the cross conv's outputs and the target/support convs' outputs.
 struct BlockFeatures {
@@ -245,11 +257,15 @@ public:
     }
 
     // logits (B,1,H,W) for query (B,1,H,W) and supports (B,S,1,H,W). Const and thread-safe.
+    // Runs the fast engine (engine.hpp): fp32, the best kernels this CPU supports.
     void forward(const float* query, const float* support_images, const float* support_labels, int64_t B, int64_t S,
-                 int64_t H, int64_t W, float* logits) const {
+                 int64_t H, int64_t W, float* logits) const;
+
+    // The same with options: precision (fp32, or bf16 on AVX512_BF16 CPUs), instruction-set cap.
+    void forward(const float* query, const float* support_images, const float* support_labels, int64_t B, int64_t S,
+                 int64_t H, int64_t W, float* logits, const engine::Options& options) const {
         check_inputs(query, support_images, support_labels, B, S, H, W);
-        const std::vector<float> out = forward_reference<float>(query, support_images, support_labels, B, S, H, W);
-        std::copy(out.begin(), out.end(), logits);
+        engine::forward(*this, *engine_, query, support_images, support_labels, B, S, H, W, logits, options);
     }
 
     // The same on Eigen tensors (row-major, PyTorch shapes).
@@ -361,6 +377,19 @@ private:
     Config config_;
     std::vector<CrossBlock> encoder_, decoder_;
     Conv out_;
+    // Packed weights and reusable workspaces of the fast forward, shared by copies of the model.
+    std::shared_ptr<engine::State> engine_ = engine::make_state();
 };
+
+}  // namespace universeg
+
+#include "engine.hpp"
+
+namespace universeg {
+
+inline void Model::forward(const float* query, const float* support_images, const float* support_labels, int64_t B,
+                           int64_t S, int64_t H, int64_t W, float* logits) const {
+    forward(query, support_images, support_labels, B, S, H, W, logits, engine::Options{});
+}
 
 }  // namespace universeg

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #ifdef _OPENMP
@@ -45,10 +46,11 @@ constexpr int64_t kConvChunk = 2048;
 // Weight-gradient partial sums: work items are split into at most this many contiguous groups,
 // each summed on its own and then added in group order, so the result does not depend on the
 // number of threads.
-constexpr int64_t kGradGroups = 32;
+constexpr int64_t kGradGroups = 16;
 
 // im2col of pixels [p0, p0 + np) of one image (Cin, H, W): row (c, ky, kx) of cols (Cin*K*K, np)
-// holds the input pixel under that tap for every output pixel, zero outside the image.
+// holds the input pixel under that tap for every output pixel, zero outside the image. Copied
+// one output-row segment at a time (a shifted slice of an input row).
 template <class T>
 void im2col(T* cols, const T* src, int64_t Cin, int64_t H, int64_t W, int64_t K, int64_t p0, int64_t np) {
     const int64_t pad = K / 2;
@@ -56,11 +58,51 @@ void im2col(T* cols, const T* src, int64_t Cin, int64_t H, int64_t W, int64_t K,
         for (int64_t ky = 0; ky < K; ++ky)
             for (int64_t kx = 0; kx < K; ++kx) {
                 T* dst = cols + ((c * K + ky) * K + kx) * np;
-                for (int64_t j = 0; j < np; ++j) {
-                    const int64_t y = (p0 + j) / W + ky - pad, x = (p0 + j) % W + kx - pad;
-                    dst[j] = (y >= 0 && y < H && x >= 0 && x < W) ? src[(c * H + y) * W + x] : T(0);
+                for (int64_t j = 0; j < np;) {
+                    const int64_t y = (p0 + j) / W, x0 = (p0 + j) % W, len = std::min(W - x0, np - j);
+                    const int64_t sy = y + ky - pad, shift = kx - pad;  // source x = x + shift
+                    T* d = dst + j;
+                    if (sy < 0 || sy >= H) {
+                        std::fill(d, d + len, T(0));
+                    } else {
+                        const T* row = src + (c * H + sy) * W;
+                        const int64_t a = std::clamp(-shift - x0, int64_t(0), len);     // first in-image i
+                        const int64_t b = std::clamp(W - shift - x0, a, len);          // one past the last
+                        std::fill(d, d + a, T(0));
+                        std::copy(row + x0 + a + shift, row + x0 + b + shift, d + a);
+                        std::fill(d + b, d + len, T(0));
+                    }
+                    j += len;
                 }
             }
+}
+
+// out (N, Cout, H, W) (+)= conv(in, weight) [+ bias]: the im2col + GEMM shared by the forward
+// and by the input gradient (accumulate = true adds into out).
+template <class T>
+void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N, int64_t Cin, int64_t Cout, int64_t H,
+                 int64_t W, int64_t K, bool accumulate) {
+    using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const int64_t HW = H * W, rows = Cin * K * K;
+    const int64_t chunks = (HW + kConvChunk - 1) / kConvChunk;
+    Eigen::Map<const RowMat> Wm(weight, Cout, rows);
+#pragma omp parallel
+    {
+        // Uninitialised on purpose: im2col writes every element before the GEMM reads it.
+        std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, kConvChunk))]);
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < N * chunks; ++item) {
+            const int64_t n = item / chunks, p0 = (item % chunks) * kConvChunk;
+            const int64_t np = std::min(kConvChunk, HW - p0);
+            im2col(cols.get(), in + n * Cin * HW, Cin, H, W, K, p0, np);
+            Eigen::Map<const RowMat> C(cols.get(), rows, np);
+            Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out + n * Cout * HW + p0, Cout, np, Eigen::OuterStride<>(HW));
+            if (accumulate) O.noalias() += Wm * C;
+            else O.noalias() = Wm * C;
+            if (bias)
+                for (int64_t o = 0; o < Cout; ++o) O.row(o).array() += bias[o];
+        }
+    }
 }
 }  // namespace detail
 
@@ -68,24 +110,7 @@ void im2col(T* cols, const T* src, int64_t Cin, int64_t H, int64_t W, int64_t K,
 template <class T>
 void conv2d_forward(T* out, const T* in, const T* weight, const T* bias, int64_t N, int64_t Cin, int64_t Cout,
                     int64_t H, int64_t W, int64_t K) {
-    using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const int64_t HW = H * W, rows = Cin * K * K;
-    const int64_t chunks = (HW + detail::kConvChunk - 1) / detail::kConvChunk;
-    Eigen::Map<const RowMat> Wm(weight, Cout, rows);
-#pragma omp parallel
-    {
-        std::vector<T> cols(size_t(rows * std::min(HW, detail::kConvChunk)));
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < N * chunks; ++item) {
-            const int64_t n = item / chunks, p0 = (item % chunks) * detail::kConvChunk;
-            const int64_t np = std::min(detail::kConvChunk, HW - p0);
-            detail::im2col(cols.data(), in + n * Cin * HW, Cin, H, W, K, p0, np);
-            Eigen::Map<const RowMat> C(cols.data(), rows, np);
-            Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out + n * Cout * HW + p0, Cout, np, Eigen::OuterStride<>(HW));
-            O.noalias() = Wm * C;
-            for (int64_t o = 0; o < Cout; ++o) O.row(o).array() += bias[o];
-        }
-    }
+    detail::conv2d_gemm(out, in, weight, bias, N, Cin, Cout, H, W, K, false);
 }
 
 // Gradients of conv2d_forward. dout (N, Cout, H, W); in, weight as in the forward.
@@ -99,14 +124,11 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
     if (din) {
         // d in[c, y, x] = sum_{o, ky, kx} w[o, c, ky, kx] dout[o, y - ky + pad, x - kx + pad]: a forward
         // convolution of dout with weight'[c, o, K-1-ky, K-1-kx] and no bias.
-        std::vector<T> wt(size_t(Cin * Cout * KK)), zero(size_t(Cin), T(0)), tmp(size_t(N * Cin * HW));
+        std::vector<T> wt(size_t(Cin * Cout * KK));
         for (int64_t o = 0; o < Cout; ++o)
             for (int64_t c = 0; c < Cin; ++c)
                 for (int64_t k = 0; k < KK; ++k) wt[size_t((c * Cout + o) * KK + (KK - 1 - k))] = weight[(o * Cin + c) * KK + k];
-        conv2d_forward(tmp.data(), dout, wt.data(), zero.data(), N, Cout, Cin, H, W, K);
-        const int64_t n_all = N * Cin * HW;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n_all; ++i) din[i] += tmp[size_t(i)];
+        detail::conv2d_gemm(din, dout, wt.data(), static_cast<const T*>(nullptr), N, Cout, Cin, H, W, K, true);
     }
     if (!dweight && !dbias) return;
     const int64_t chunks = (HW + detail::kConvChunk - 1) / detail::kConvChunk, items = N * chunks;
@@ -115,7 +137,7 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
     std::vector<T> partial(size_t(groups * stride), T(0));
 #pragma omp parallel
     {
-        std::vector<T> cols(size_t(rows * std::min(HW, detail::kConvChunk)));
+        std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, detail::kConvChunk))]);
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < groups; ++g) {
             Eigen::Map<RowMat> dW(partial.data() + g * stride, Cout, rows);
@@ -126,11 +148,18 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
                 Eigen::Map<const RowMat, 0, Eigen::OuterStride<>> dO(dout + n * Cout * HW + p0, Cout, np,
                                                                      Eigen::OuterStride<>(HW));
                 if (dweight) {
-                    detail::im2col(cols.data(), in + n * Cin * HW, Cin, H, W, K, p0, np);
-                    Eigen::Map<const RowMat> C(cols.data(), rows, np);
+                    detail::im2col(cols.get(), in + n * Cin * HW, Cin, H, W, K, p0, np);
+                    Eigen::Map<const RowMat> C(cols.get(), rows, np);
                     dW.noalias() += dO * C.transpose();
                 }
-                for (int64_t o = 0; o < Cout; ++o) db[o] += dO.row(o).sum();
+                // A plain loop: Eigen's vectorised sum peels by address, so its rounding would
+                // depend on where the buffer happens to be allocated.
+                for (int64_t o = 0; o < Cout; ++o) {
+                    const T* row = dout + (n * Cout + o) * HW + p0;
+                    T s = T(0);
+                    for (int64_t j = 0; j < np; ++j) s += row[j];
+                    db[o] += s;
+                }
             }
         }
     }

@@ -1,0 +1,579 @@
+// universeg segment / eval: few-shot segmentation of image files and volumes with a folder of
+// labelled examples, and Dice/IoU of label maps against ground truth.
+#include "cli.hpp"
+
+#include <universeg/io/nifti.hpp>
+#include <universeg/segment.hpp>
+#include <universeg/universeg.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+namespace fs = std::filesystem;
+
+namespace cli {
+
+namespace {
+
+const char* kSegmentUsage =
+    "usage: universeg segment --support DIR --out DIR [options] QUERY...\n"
+    "\n"
+    "Segments each QUERY (an image, a NIfTI volume, or a folder of them) like the labelled examples\n"
+    "in DIR/images/NAME.ext + DIR/labels/NAME.png (matching names; the nnU-Net layout). Every distinct\n"
+    "non-zero label value is its own task; the output label map uses the same values.\n"
+    "\n"
+    "  --support DIR        labelled examples: images/ and labels/ (PNG, JPEG, BMP, TGA, PGM/PPM, or\n"
+    "                       NIfTI .nii/.nii.gz volumes whose labelled slices become examples)\n"
+    "  --out DIR            writes DIR/NAME.png (label map at the query's size; NIfTI in, NIfTI out)\n"
+    "  --weights W          UniverSeg weights (.pt or .safetensors); default: the bundled weights\n"
+    "  --size N | HxW       model working size (default: the weights' image_size, else 128)\n"
+    "  --threshold T        a pixel gets the most probable label above T, else 0 (default 0.5)\n"
+    "  --label V            segment only label value V\n"
+    "  --support-size S     examples per prediction, a seeded random subset (default: all, at most 64)\n"
+    "  --ensemble K         average the probabilities over K different subsets (default 1)\n"
+    "  --seed N             picks the subsets (default 0)\n"
+    "  --clip LOW,HIGH      clip intensities to these percentiles before normalising (e.g. 0.5,99.5 for CT)\n"
+    "  --axis A             volumes: slice along voxel axis 0, 1 or 2 (default 2, the last)\n"
+    "  --probabilities FMT  also write NAME_prob_V.png (16-bit) or .npy per label (FMT png or npy;\n"
+    "                       volumes: float32 NIfTI)\n"
+    "  --overlay            also write NAME_overlay.png: the query with coloured labels and contours\n"
+    "  --quiet              no progress bar or summary\n"
+    "  --threads N          OpenMP threads (default: all cores)\n"
+    "\n"
+    "Images are converted to grey (BT.601), min-max normalised, resized to the model size (bilinear;\n"
+    "labels nearest) and the probabilities resized back before thresholding. A query that fails is\n"
+    "reported and skipped; the others are still written and the exit code is 1.\n";
+
+const char* kEvalUsage =
+    "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--quiet]\n"
+    "\n"
+    "Dice and IoU of every predicted label map in --pred against the ground truth with the same name\n"
+    "in --truth (or --truth/labels), per label value and image, with mean, standard deviation and\n"
+    "range per label. Labels absent from both maps of an image are not scored.\n"
+    "\n"
+    "  --csv FILE   also write the per-image rows as CSV\n"
+    "  --quiet      print only the summary lines\n";
+
+// A progress bar on stderr: "[=====     ] 3/10 queries, 1.2/s, 6s left". Silent unless
+// stderr is a terminal, so logs and pipes stay clean.
+struct Progress {
+    bool on = false;
+    int64_t total = 0;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last;
+
+    Progress(int64_t n, bool quiet) : on(!quiet && isatty(2)), total(n) {}
+
+    void show(double done, bool force = false) {
+        if (!on) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (!force && now - last < std::chrono::milliseconds(100)) return;
+        last = now;
+        const double secs = std::chrono::duration<double>(now - start).count();
+        const int width = 30, filled = int(width * std::min(1.0, done / double(std::max<int64_t>(total, 1))));
+        std::string bar = std::string(size_t(filled), '=') + std::string(size_t(width - filled), ' ');
+        std::fprintf(stderr, "\r[%s] %.0f/%lld queries", bar.c_str(), std::floor(done), (long long)total);
+        if (done > 0 && secs > 0) {
+            std::fprintf(stderr, ", %.2f/s", done / secs);
+            if (done < double(total)) std::fprintf(stderr, ", %.0fs left", secs / done * (double(total) - done));
+        }
+        std::fprintf(stderr, "\033[K");
+        std::fflush(stderr);
+    }
+    // Clears the bar so a message can take the line.
+    void clear() {
+        if (on) std::fprintf(stderr, "\r\033[K");
+    }
+    void finish() {
+        if (on) std::fprintf(stderr, "\n");
+    }
+};
+
+// "N" or "HxW".
+void parse_size(const std::string& s, int64_t& h, int64_t& w, const std::string& what) {
+    char* end = nullptr;
+    h = std::strtoll(s.c_str(), &end, 10);
+    w = h;
+    if (*end == 'x' || *end == 'X') w = std::strtoll(end + 1, &end, 10);
+    if (s.empty() || *end || h < 1 || w < 1 || h > 4096 || w > 4096)
+        throw Error(what + " must be N or HxW with sizes in [1, 4096], got '" + s + "'");
+}
+
+// The safetensors header's __metadata__ (empty for other formats), read without the tensors.
+std::map<std::string, std::string> weights_metadata(const std::string& path) {
+    std::map<std::string, std::string> out;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+    uint8_t len[8];
+    if (!f || std::fread(len, 1, 8, f.get()) != 8) return out;
+    const uint64_t n = universeg::detail::load_uint(len, 8);
+    if (n < 2 || n > (100u << 20)) return out;
+    std::string header(size_t(n), '\0');
+    if (std::fread(&header[0], 1, header.size(), f.get()) != header.size() || header[0] != '{') return out;
+    const universeg::detail::Json root = universeg::detail::parse_json(header.data(), header.size(), path);
+    const universeg::detail::Json* meta = universeg::detail::json_get(root, "__metadata__");
+    if (meta)
+        for (size_t k = 0; k < meta->keys.size(); ++k)
+            if (meta->items[k].kind == universeg::detail::Json::String) out[meta->keys[k]] = meta->items[k].str;
+    return out;
+}
+
+// The bundled weights: a directory's universeg.safetensors, else its only .safetensors or .pt
+// (training checkpoints, *.ckpt.safetensors, are not weights files).
+std::string weights_in(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return "";
+    if (fs::is_regular_file(dir / "universeg.safetensors", ec)) return (dir / "universeg.safetensors").string();
+    std::vector<std::string> found;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string(), e = it->path().extension().string();
+        const bool checkpoint = name.size() > 17 && name.compare(name.size() - 17, 17, ".ckpt.safetensors") == 0;
+        if ((e == ".safetensors" || e == ".pt") && !checkpoint && it->is_regular_file(ec)) found.push_back(it->path().string());
+    }
+    if (found.size() > 1)
+        throw Error(dir.string() + " holds several weights files and no universeg.safetensors; choose one with --weights");
+    return found.empty() ? "" : found[0];
+}
+
+// Default weights: $UNIVERSEG_WEIGHTS, then weights/ next to the executable, the install
+// prefix's share/universeg/weights (relative to the executable, then as configured), and the
+// source tree's weights/.
+std::string default_weights() {
+    if (const char* env = std::getenv("UNIVERSEG_WEIGHTS")) {
+        if (fs::is_directory(env)) {
+            const std::string w = weights_in(env);
+            if (w.empty()) throw Error(std::string("UNIVERSEG_WEIGHTS=") + env + " holds no .safetensors or .pt file");
+            return w;
+        }
+        return env;
+    }
+    std::vector<fs::path> dirs;
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        dirs.push_back(exe.parent_path() / "weights");
+        dirs.push_back(exe.parent_path().parent_path() / "share" / "universeg" / "weights");
+    }
+#ifdef UNIVERSEG_INSTALL_DATADIR
+    dirs.push_back(fs::path(UNIVERSEG_INSTALL_DATADIR) / "weights");
+#endif
+#ifdef UNIVERSEG_SOURCE_DIR
+    dirs.push_back(fs::path(UNIVERSEG_SOURCE_DIR) / "weights");
+#endif
+    std::string looked;
+    for (const fs::path& d : dirs) {
+        const std::string w = weights_in(d);
+        if (!w.empty()) return w;
+        looked += (looked.empty() ? "" : ", ") + d.string();
+    }
+    throw Error("no default weights are bundled yet (looked in " + looked +
+                "); pass --weights FILE, e.g. the official universeg_v1_nf64_ss64_STA.pt");
+}
+
+struct Settings {
+    int64_t height = 128, width = 128;
+    double clip_low = 0, clip_high = 100;
+    int axis = 2;
+    std::string probabilities;  // "", "png" or "npy"
+    bool overlay = false;
+    double threshold = 0.5;
+};
+
+// Clip and min-max normalise in place (a whole volume at once, so slices keep their contrast).
+void normalize(std::vector<float>& v, const Settings& s) {
+    if (s.clip_low > 0 || s.clip_high < 100) universeg::clip_percentiles(v.data(), v.size(), s.clip_low, s.clip_high);
+    universeg::normalize_min_max(v.data(), v.size());
+}
+
+// The support folder as support pairs at the model size: 2-D pairs as they are, volumes as
+// their slices (along the axis) that hold any label.
+universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
+    universeg::SupportSet set;
+    set.height = s.height;
+    set.width = s.width;
+    for (const universeg::LabelledPair& p : universeg::list_labelled_folder(dir)) {
+        if (universeg::is_volume_path(p.image_path) != universeg::is_volume_path(p.label_path))
+            throw Error(p.image_path + " and " + p.label_path + ": an image and a volume cannot form a support pair");
+        if (universeg::is_volume_path(p.image_path)) {
+            universeg::Volume img = universeg::load_nifti(p.image_path);
+            const universeg::Volume lab = universeg::load_nifti(p.label_path);
+            if (img.nx != lab.nx || img.ny != lab.ny || img.nz != lab.nz)
+                throw Error(p.label_path + ": label volume of " + std::to_string(lab.nx) + "x" + std::to_string(lab.ny) + "x" +
+                            std::to_string(lab.nz) + " does not match its image " + p.image_path + " (" +
+                            std::to_string(img.nx) + "x" + std::to_string(img.ny) + "x" + std::to_string(img.nz) + ")");
+            normalize(img.voxels, s);
+            int64_t h, w, n;
+            universeg::slice_shape(img, s.axis, h, w, n);
+            for (int64_t k = 0; k < n; ++k) {
+                const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
+                universeg::check_label_map(labels, p.label_path);
+                if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
+                universeg::add_support(set, universeg::resize_bilinear(universeg::volume_slice(img, s.axis, k), s.height, s.width),
+                                       universeg::resize_nearest(labels, s.height, s.width),
+                                       p.label_path + " slice " + std::to_string(k));
+            }
+        } else {
+            universeg::Image img = universeg::load_image(p.image_path);
+            const universeg::Image labels = universeg::load_label_map(p.label_path);
+            if (img.height != labels.height || img.width != labels.width)
+                throw Error(p.label_path + ": label map of " + std::to_string(labels.height) + "x" +
+                            std::to_string(labels.width) + " does not match its image " + p.image_path + " (" +
+                            std::to_string(img.height) + "x" + std::to_string(img.width) + ")");
+            universeg::check_label_map(labels, p.label_path);
+            normalize(img.pixels, s);
+            universeg::add_support(set, universeg::resize_bilinear(img, s.height, s.width),
+                                   universeg::resize_nearest(labels, s.height, s.width), p.label_path);
+        }
+    }
+    if (set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
+    return set;
+}
+
+// Per label: the probabilities at the model size resized to the query's, then the label map.
+universeg::Image segment_slice(const universeg::Task& task, const universeg::Image& normalized, const Settings& s,
+                               std::vector<universeg::Image>& probs) {
+    probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
+    for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
+    return universeg::label_map(probs, task.values, s.threshold);
+}
+
+std::string out_path(const std::string& out_dir, const std::string& name) { return (fs::path(out_dir) / name).string(); }
+
+void write_overlay(const std::string& path, const universeg::Image& normalized, const universeg::Image& labels) {
+    const std::vector<uint8_t> rgb = universeg::overlay_labels(normalized, labels);
+    universeg::save_png(path, std::vector<uint16_t>(rgb.begin(), rgb.end()), labels.height, labels.width, 3, 8);
+}
+
+// One 2-D query: NAME.png (+ probabilities, overlay). Returns the label map.
+universeg::Image segment_image(const universeg::Task& task, const std::string& query, const std::string& out_dir,
+                               const Settings& s) {
+    universeg::Image img = universeg::load_image(query);
+    normalize(img.pixels, s);
+    std::vector<universeg::Image> probs;
+    const universeg::Image labels = segment_slice(task, img, s, probs);
+    const std::string stem = universeg::image_stem(query);
+    universeg::save_label_png(out_path(out_dir, stem + ".png"), labels);
+    for (size_t l = 0; l < probs.size() && !s.probabilities.empty(); ++l) {
+        const std::string base = out_path(out_dir, stem + "_prob_" + std::to_string(task.values[l]));
+        if (s.probabilities == "png") {
+            universeg::save_image_png(base + ".png", probs[l], 16);
+        } else {
+            universeg::Tensor t({probs[l].height, probs[l].width});
+            t.data = probs[l].pixels;
+            universeg::save_npy(base + ".npy", t);
+        }
+    }
+    if (s.overlay) write_overlay(out_path(out_dir, stem + "_overlay.png"), img, labels);
+    return labels;
+}
+
+// One volume: every slice along the axis segmented, NAME.nii[.gz] with the query's header.
+void segment_volume(const universeg::Task& task, const std::string& query, const std::string& out_dir, const Settings& s,
+                    Progress& progress, int64_t done) {
+    const universeg::Volume vol = universeg::load_nifti(query);
+    universeg::Volume normalized = vol, labels = vol;
+    normalize(normalized.voxels, s);
+    std::vector<universeg::Volume> prob_vols(s.probabilities.empty() ? 0 : task.values.size(), vol);
+    int64_t h, w, n;
+    universeg::slice_shape(vol, s.axis, h, w, n);
+    int64_t best_slice = 0, best_area = -1;
+    for (int64_t k = 0; k < n; ++k) {
+        std::vector<universeg::Image> probs;
+        const universeg::Image lab = segment_slice(task, universeg::volume_slice(normalized, s.axis, k), s, probs);
+        universeg::set_volume_slice(labels, s.axis, k, lab);
+        for (size_t l = 0; l < prob_vols.size(); ++l) universeg::set_volume_slice(prob_vols[l], s.axis, k, probs[l]);
+        const int64_t area = std::count_if(lab.pixels.begin(), lab.pixels.end(), [](float v) { return v != 0; });
+        if (area > best_area) best_area = area, best_slice = k;
+        progress.show(double(done) + double(k + 1) / double(n));
+    }
+    const std::string ext = universeg::image_extension(query), stem = universeg::image_stem(query);
+    const int64_t top = task.values.back();
+    universeg::save_nifti(out_path(out_dir, stem + ext), labels,
+                          top <= 255 ? universeg::kNiftiUint8 : top <= 32767 ? universeg::kNiftiInt16 : universeg::kNiftiInt32);
+    for (size_t l = 0; l < prob_vols.size(); ++l)
+        universeg::save_nifti(out_path(out_dir, stem + "_prob_" + std::to_string(task.values[l]) + ext), prob_vols[l],
+                              universeg::kNiftiFloat32);
+    if (s.overlay)  // the slice with the most labelled pixels
+        write_overlay(out_path(out_dir, stem + "_overlay.png"), universeg::volume_slice(normalized, s.axis, best_slice),
+                      universeg::volume_slice(labels, s.axis, best_slice));
+}
+
+// Files given directly, and the files inside given folders (sorted; hidden files and
+// subfolders skipped). A file that is not an image fails alone, like any other bad query.
+std::vector<std::string> expand_queries(const std::vector<std::string>& args) {
+    std::vector<std::string> out;
+    for (const std::string& a : args) {
+        std::error_code ec;
+        if (!fs::is_directory(a, ec)) {
+            out.push_back(a);
+            continue;
+        }
+        std::vector<std::string> files;
+        for (fs::directory_iterator it(a, ec), end; !ec && it != end; it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (!name.empty() && name[0] != '.' && !it->is_directory(ec)) files.push_back(it->path().string());
+        }
+        if (ec) throw Error(a + ": cannot list: " + ec.message());
+        if (files.empty()) throw Error(a + ": no images in this folder");
+        std::sort(files.begin(), files.end());
+        out.insert(out.end(), files.begin(), files.end());
+    }
+    return out;
+}
+
+std::string join_values(const std::vector<int64_t>& v) {
+    std::string s;
+    for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+    return s;
+}
+
+}  // namespace
+
+int cmd_segment(int argc, char** argv) {
+    Args a("segment", kSegmentUsage, argc, argv,
+           {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed",
+            "--clip", "--axis", "--probabilities", "--threads"},
+           {"--overlay", "--quiet"});
+    if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
+    if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
+    set_threads(a.get_int("--threads", 0, 0, 1024));
+    const bool quiet = a.has("--quiet");
+    Settings s;
+    s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
+    s.axis = int(a.get_int("--axis", 2, 0, 2));
+    s.overlay = a.has("--overlay");
+    s.probabilities = a.get("--probabilities", "");
+    if (!s.probabilities.empty() && s.probabilities != "png" && s.probabilities != "npy")
+        throw Error("--probabilities must be png or npy, got '" + s.probabilities + "'");
+    if (a.has("--clip")) {
+        const std::string c = a.get("--clip");
+        char* end = nullptr;
+        s.clip_low = std::strtod(c.c_str(), &end);
+        const bool comma = *end == ',';
+        if (comma) s.clip_high = std::strtod(end + 1, &end);
+        if (!comma || *end || !(s.clip_low >= 0 && s.clip_low < s.clip_high && s.clip_high <= 100))
+            throw Error("--clip must be LOW,HIGH percentiles with 0 <= LOW < HIGH <= 100, got '" + c + "'");
+    }
+    universeg::SegmentOptions opt;
+    opt.support_size = a.get_int("--support-size", 0, 1, 100000);
+    opt.ensemble = a.get_int("--ensemble", 1, 1, 1000);
+    opt.seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
+    opt.threshold = s.threshold;
+    if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
+    const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
+    const std::vector<std::string> queries = expand_queries(a.positional());
+
+    const std::string weights = a.has("--weights") ? a.get("--weights") : default_weights();
+    const universeg::Model model = universeg::load_model(weights);
+    if (a.has("--size")) {
+        parse_size(a.get("--size"), s.height, s.width, "--size");
+    } else {
+        const auto meta = weights_metadata(weights);
+        auto it = meta.find("image_size");
+        if (it != meta.end()) parse_size(it->second, s.height, s.width, weights + ": metadata image_size");
+    }
+    const int64_t m = model.config().size_multiple();
+    if (s.height % m || s.width % m)
+        throw Error("model size " + std::to_string(s.height) + "x" + std::to_string(s.width) + " is not a multiple of " +
+                    std::to_string(m) + ", as " + weights + " needs (--size)");
+
+    const universeg::SupportSet set = load_supports(support_dir, s);
+    const universeg::Task task = universeg::make_task(model, set, opt);
+    if (!quiet) {
+        std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)s.height, (long long)s.width);
+        std::printf("support: %lld examples from %s, labels %s; %lld per prediction", (long long)set.size(),
+                    support_dir.c_str(), join_values(task.values).c_str(), (long long)task.members[0].size);
+        if (int64_t(task.members.size()) < opt.ensemble)
+            std::printf(", ensemble of %lld asked for but only %lld distinct subset(s) exist", (long long)opt.ensemble,
+                        (long long)task.members.size());
+        else if (opt.ensemble > 1)
+            std::printf(", ensemble of %lld", (long long)opt.ensemble);
+        std::printf("\n");
+        std::fflush(stdout);
+    }
+
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (!fs::is_directory(out_dir)) throw Error(out_dir + ": cannot create the output folder" + (ec ? ": " + ec.message() : ""));
+    Progress progress(int64_t(queries.size()), quiet);
+    std::map<std::string, std::string> written;  // output stem -> query, to refuse overwriting one with another
+    int64_t failed = 0;
+    for (size_t q = 0; q < queries.size(); ++q) {
+        const std::string& query = queries[q];
+        progress.show(double(q), true);
+        try {
+            const std::string stem = universeg::image_stem(query);
+            auto ins = written.emplace(stem, query);
+            if (!ins.second) throw Error("its output name " + stem + " clashes with the query " + ins.first->second);
+            const std::string out = out_path(out_dir, stem + (universeg::is_volume_path(query) ? universeg::image_extension(query) : ".png"));
+            if (fs::exists(out, ec) && fs::equivalent(out, query, ec)) throw Error("the output would overwrite the query itself");
+            if (universeg::is_volume_path(query)) {
+                segment_volume(task, query, out_dir, s, progress, int64_t(q));
+            } else {
+                if (!universeg::is_image_path(query))
+                    throw Error("not a supported image (PNG, JPEG, BMP, TGA, PGM/PPM, NIfTI .nii/.nii.gz)");
+                segment_image(task, query, out_dir, s);
+            }
+        } catch (const std::exception& e) {
+            progress.clear();
+            const std::string msg = e.what();
+            // Most errors already start with the file's name; the rest get it.
+            std::fprintf(stderr, "universeg segment: error: %s%s\n", msg.rfind(query, 0) == 0 ? "" : (query + ": ").c_str(),
+                         msg.c_str());
+            ++failed;
+        }
+    }
+    progress.show(double(queries.size()), true);
+    progress.finish();
+    if (!quiet)
+        std::printf("segmented %lld of %zu queries into %s\n", (long long)(int64_t(queries.size()) - failed), queries.size(),
+                    out_dir.c_str());
+    if (failed) std::fprintf(stderr, "universeg segment: %lld of %zu queries failed\n", (long long)failed, queries.size());
+    return failed ? 1 : 0;
+}
+
+namespace {
+
+struct EvalRow {
+    std::string image;
+    int64_t label;
+    universeg::Overlap o;
+};
+
+// Label map files by stem: 2-D images and volumes; other files (overlays are images too, but
+// their stems match no truth) are left alone.
+std::map<std::string, std::string> label_files(const std::string& dir) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw Error(dir + ": not a directory");
+    std::map<std::string, std::string> out;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string path = it->path().string(), name = it->path().filename().string();
+        if (name.empty() || name[0] == '.' || !universeg::is_image_path(path) || it->is_directory(ec)) continue;
+        auto ins = out.emplace(universeg::image_stem(path), path);
+        if (!ins.second) throw Error(path + ": name clashes with " + ins.first->second);
+    }
+    return out;
+}
+
+// Both maps as flat label values of the same shape.
+void load_pair(const std::string& truth, const std::string& pred, std::vector<float>& t, std::vector<float>& p) {
+    if (universeg::is_volume_path(truth) != universeg::is_volume_path(pred))
+        throw Error(pred + ": cannot compare a volume with a 2-D image (" + truth + ")");
+    std::string ts, ps;
+    if (universeg::is_volume_path(truth)) {
+        universeg::Volume a = universeg::load_nifti(truth), b = universeg::load_nifti(pred);
+        ts = std::to_string(a.nx) + "x" + std::to_string(a.ny) + "x" + std::to_string(a.nz);
+        ps = std::to_string(b.nx) + "x" + std::to_string(b.ny) + "x" + std::to_string(b.nz);
+        t = std::move(a.voxels), p = std::move(b.voxels);
+        if (ts == ps) {
+            universeg::check_label_map({1, int64_t(t.size()), t}, truth);
+            universeg::check_label_map({1, int64_t(p.size()), p}, pred);
+        }
+    } else {
+        universeg::Image a = universeg::load_label_map(truth), b = universeg::load_label_map(pred);
+        ts = std::to_string(a.height) + "x" + std::to_string(a.width);
+        ps = std::to_string(b.height) + "x" + std::to_string(b.width);
+        t = std::move(a.pixels), p = std::move(b.pixels);
+    }
+    if (ts != ps) throw Error(pred + ": prediction of " + ps + " does not match the ground truth " + truth + " (" + ts + ")");
+}
+
+// mean, sample standard deviation, min, max of the finite values; count in n.
+void stats(const std::vector<double>& v, double& mean, double& sd, double& lo, double& hi, size_t& n) {
+    mean = sd = 0, lo = INFINITY, hi = -INFINITY, n = 0;
+    for (double x : v)
+        if (std::isfinite(x)) mean += x, lo = std::min(lo, x), hi = std::max(hi, x), ++n;
+    if (!n) return;
+    mean /= double(n);
+    for (double x : v)
+        if (std::isfinite(x)) sd += (x - mean) * (x - mean);
+    sd = n > 1 ? std::sqrt(sd / double(n - 1)) : 0;
+}
+
+std::string fmt(double v) {
+    if (!std::isfinite(v)) return "n/a";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4f", v);
+    return buf;
+}
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+    Args a("eval", kEvalUsage, argc, argv, {"--pred", "--truth", "--csv"}, {"--quiet"});
+    if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
+    if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
+    const bool quiet = a.has("--quiet");
+    std::string truth_dir = a.get("--truth");
+    std::error_code ec;
+    if (fs::is_directory(fs::path(truth_dir) / "labels", ec)) truth_dir = (fs::path(truth_dir) / "labels").string();
+    const std::map<std::string, std::string> truths = label_files(truth_dir), preds = label_files(a.get("--pred"));
+    if (truths.empty()) throw Error(truth_dir + ": no label maps");
+
+    std::vector<EvalRow> rows;
+    int64_t failed = 0;
+    for (const auto& kv : truths) {
+        try {
+            auto it = preds.find(kv.first);
+            if (it == preds.end()) throw Error(kv.second + ": no prediction named " + kv.first + " in " + a.get("--pred"));
+            std::vector<float> t, p;
+            load_pair(kv.second, it->second, t, p);
+            for (const auto& lo : universeg::label_overlaps(t.data(), p.data(), t.size())) rows.push_back({kv.first, lo.first, lo.second});
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "universeg eval: error: %s\n", e.what());
+            ++failed;
+        }
+    }
+
+    size_t name_w = 5;
+    for (const EvalRow& r : rows) name_w = std::max(name_w, r.image.size());
+    if (!quiet) {
+        std::printf("%-*s %6s %8s %8s %10s %10s\n", int(name_w), "image", "label", "dice", "iou", "truth_px", "pred_px");
+        for (const EvalRow& r : rows)
+            std::printf("%-*s %6lld %8s %8s %10lld %10lld\n", int(name_w), r.image.c_str(), (long long)r.label,
+                        fmt(r.o.dice()).c_str(), fmt(r.o.iou()).c_str(), (long long)r.o.truth, (long long)r.o.pred);
+        std::printf("\n");
+    }
+    std::map<int64_t, std::pair<std::vector<double>, std::vector<double>>> per_label;
+    for (const EvalRow& r : rows) per_label[r.label].first.push_back(r.o.dice()), per_label[r.label].second.push_back(r.o.iou());
+    std::vector<double> label_dice, label_iou;
+    for (const auto& kv : per_label) {
+        double dm, ds, dlo, dhi, im, is, ilo, ihi;
+        size_t n;
+        stats(kv.second.first, dm, ds, dlo, dhi, n);
+        stats(kv.second.second, im, is, ilo, ihi, n);
+        std::printf("label %lld: dice %s +- %s (min %s, max %s), iou %s +- %s over %zu images\n", (long long)kv.first,
+                    fmt(n ? dm : NAN).c_str(), fmt(n ? ds : NAN).c_str(), fmt(dlo).c_str(), fmt(dhi).c_str(),
+                    fmt(n ? im : NAN).c_str(), fmt(n ? is : NAN).c_str(), n);
+        if (n) label_dice.push_back(dm), label_iou.push_back(im);
+    }
+    if (!label_dice.empty()) {
+        double dm, ds, lo, hi, im, is;
+        size_t n;
+        stats(label_dice, dm, ds, lo, hi, n);
+        stats(label_iou, im, is, lo, hi, n);
+        std::printf("mean over %zu labels: dice %s, iou %s\n", n, fmt(dm).c_str(), fmt(im).c_str());
+    }
+    if (a.has("--csv")) {
+        std::string csv = "image,label,dice,iou,truth_pixels,pred_pixels,overlap_pixels\n";
+        for (const EvalRow& r : rows) {
+            std::string name = r.image;
+            if (name.find_first_of(",\"\n") != std::string::npos) {  // RFC 4180 quoting
+                std::string q = "\"";
+                for (char c : name) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+                name = q + "\"";
+            }
+            csv += name + "," + std::to_string(r.label) + "," + (std::isfinite(r.o.dice()) ? fmt(r.o.dice()) : "") + "," +
+                   (std::isfinite(r.o.iou()) ? fmt(r.o.iou()) : "") + "," + std::to_string(r.o.truth) + "," +
+                   std::to_string(r.o.pred) + "," + std::to_string(r.o.both) + "\n";
+        }
+        universeg::write_file_atomic(a.get("--csv"), std::vector<uint8_t>(csv.begin(), csv.end()));
+    }
+    if (failed) std::fprintf(stderr, "universeg eval: %lld of %zu ground-truth maps could not be scored\n", (long long)failed, truths.size());
+    return failed ? 1 : 0;
+}
+
+}  // namespace cli

@@ -1,0 +1,718 @@
+// universeg/engine.hpp - the fast forward pass behind Model::forward.
+//
+//   model.forward(query, images, labels, B, S, H, W, logits);           // fp32, best kernels
+//   model.forward(query, images, labels, B, S, H, W, logits, engine::Options{Precision::bf16});
+//   engine::forward(model, state, ws, ...)   // the same with a State and Workspace of one's own
+//
+// Same function as Model::forward_reference, computed differently:
+//
+// Exact algebra. The cross conv has no activation, so for every support i
+//   Z_i = conv(W, [T; V_i]) + b = (conv(W_T, T) + b) + conv(W_V, V_i) = ZT + conv(W_V, V_i):
+// ZT is computed once per query instead of S times, and the new target only needs
+//   mean_i Z_i = ZT + conv(W_V, mean_i V_i),
+// so the S-fold Z never feeds the target path and no S-fold concatenation is ever built. The
+// last block's support output is never used, so that block needs only the mean of its support
+// inputs, which is concat(up(mean of the previous block's outputs), mean of the level-0 skip):
+// the most expensive layer of the official graph (256 -> 64 channels, S times at full size)
+// becomes one convolution per query.
+//
+// Memory. Supports run in chunks of a few images per layer (a fixed budget, not a fixed
+// count of threads), through a Workspace of named buffers that is reused across calls (the
+// model keeps a small pool of them, one per concurrent caller). Kept per support: the pooled
+// inputs of the next encoder block and the skips that a decoder block with a support output
+// reads; the level-0 skip is kept as its mean only. The support convolution runs in bands of
+// rows whose outputs are pooled and averaged while in cache, so V' at full size is never
+// stored; the first block's 2-channel cross conv and the decoder's upsample + concat are
+// computed per band too, so neither Z_0 nor a concatenated input reaches memory.
+//
+// Layout: NHWC with a zero border and channels padded to 16 (kernels/simd.hpp), chosen so the
+// kernels vectorise over channels and never test bounds.
+//
+// Threads and determinism. Every parallel loop splits into work items fixed by the shapes
+// (images x tile groups, images x rows); each item computes its outputs alone, and sums over
+// supports run in support order inside an item. Results are bit-identical for any number of
+// threads. Concurrent calls each take their own workspace from a small pool.
+#pragma once
+
+#include "kernels.hpp"
+#include "model.hpp"
+#include "ops.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+namespace universeg {
+namespace engine {
+
+using kernels::Geom;
+using kernels::Precision;
+
+struct Options {
+    Precision precision = Precision::fp32;
+    kernels::Isa isa = kernels::Isa::avx512;  // highest instruction set to use (UNIVERSEG_ARCH caps it too)
+    bool winograd = true;                      // false: direct convolution everywhere (for comparisons)
+};
+
+// Uninitialised floats (the engine writes everything it reads). Buffers of 4 MB and more ask
+// Linux for transparent huge pages: first-touch page faults cost tens of microseconds per
+// 4 KB page in virtual machines, which made a one-shot run at S=64 spend longer faulting
+// its workspace in than computing.
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    ~Buffer() { std::free(p_); }
+
+    float* reserve(int64_t floats) {
+        if (floats <= n_) return p_;
+        std::free(p_);
+        p_ = nullptr;
+        n_ = 0;
+        size_t bytes = size_t(floats) * sizeof(float);
+#ifdef __linux__
+        constexpr size_t huge = size_t(2) << 20;
+        if (bytes >= 2 * huge) {
+            bytes = (bytes + huge - 1) / huge * huge;
+            p_ = static_cast<float*>(std::aligned_alloc(huge, bytes));
+            if (p_) madvise(p_, bytes, MADV_HUGEPAGE);
+        }
+#endif
+        if (!p_) p_ = static_cast<float*>(std::malloc(bytes));
+        if (!p_) throw std::bad_alloc();
+        n_ = int64_t(bytes / sizeof(float));
+        return p_;
+    }
+    int64_t size() const { return n_; }
+
+private:
+    float* p_ = nullptr;
+    int64_t n_ = 0;
+};
+
+// Named buffers that grow to the largest size asked for and are never shrunk.
+struct Workspace {
+    std::map<std::string, Buffer> buffers;
+
+    float* get(const std::string& name, int64_t floats) { return buffers[name].reserve(floats); }
+};
+
+// n images (n >= 1) of one geometry in the kernels' layout, contiguous.
+struct Images {
+    float* p = nullptr;
+    Geom g;
+    int64_t c = 0, cp = 0, n = 1;
+    int64_t floats() const { return g.pixels() * cp; }  // per image
+    float* at(int64_t i) const { return p + i * floats(); }
+};
+
+inline Images images(Workspace& ws, const std::string& name, Geom g, int64_t c, int64_t n, int64_t cp = 0) {
+    Images im{nullptr, g, c, cp ? cp : kernels::channel_stride(c), n};
+    im.p = ws.get(name, n * im.floats());
+    return im;
+}
+
+// One convolution packed for one kernel table.
+struct PackedConv {
+    int64_t cin = 0, cout = 0, cout_p = 0;
+    bool winograd = false;
+    std::vector<float> w, bias;  // w: pack_direct or pack_winograd; bias padded to cout_p
+    std::vector<uint16_t> w16;   // pack_winograd_bf16
+};
+
+struct PackedBlock {
+    PackedConv cross_t, cross_v, target, support;  // cross_t: target half of the cross conv (with the bias)
+    bool first = false;  // the first block: 2-channel support inputs, a direct cross conv fused per band
+};
+
+struct Packed {
+    const kernels::Table* table = nullptr;
+    bool bf16 = false;
+    std::vector<PackedBlock> enc, dec;
+};
+
+inline PackedConv pack_conv(const kernels::Table& t, bool bf16, bool winograd, const Conv& c, int64_t ci0, int64_t cin,
+                            bool with_bias) {
+    PackedConv p;
+    p.cin = cin;
+    p.cout = c.out;
+    p.cout_p = kernels::channel_stride(c.out);
+    p.winograd = winograd;
+    p.bias.assign(size_t(p.cout_p), 0.0f);
+    if (with_bias) std::copy(c.bias.begin(), c.bias.end(), p.bias.begin());
+    p.w = winograd ? kernels::pack_winograd(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb)
+                   : kernels::pack_direct(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb);
+    if (winograd && bf16) p.w16 = kernels::pack_winograd_bf16(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb);
+    return p;
+}
+
+// Winograd needs feature maps (channel stride a multiple of 16); the raw inputs of the first
+// block (1 and 2 channels) go through the direct kernel.
+//
+// bf16 mode: only the support path's convolutions with at least 64 input and output channels
+// get bf16 weights. Those carry the cost (S of them per query); on them bf16 Winograd runs
+// 1.8x faster than fp32, on 16-32 channels only 1.3-1.5x (transforms dominate, measured by
+// bench/bench_kernels) for the same ~1.6% rounding error per layer (Winograd amplifies bf16's
+// 2^-9 about 8x). The target path (once per query) stays fp32: its errors would reach every
+// pixel of the output, while support-path errors are averaged over the supports.
+inline PackedBlock pack_block(const kernels::Table& t, bool bf16, bool winograd, const CrossBlock& b, bool first) {
+    auto low = [bf16](int64_t cin, int64_t cout) { return bf16 && cin >= 64 && cout >= 64; };
+    PackedBlock p;
+    p.cross_t = pack_conv(t, low(b.target_in, b.cross.out), winograd && !first, b.cross, 0, b.target_in, true);
+    p.cross_v = pack_conv(t, low(b.support_in, b.cross.out), winograd && !first, b.cross, b.target_in, b.support_in, false);
+    p.target = pack_conv(t, low(b.target.in, b.target.out), winograd, b.target, 0, b.target.in, true);
+    p.support = pack_conv(t, low(b.support.in, b.support.out), winograd, b.support, 0, b.support.in, true);
+    p.first = first;
+    return p;
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// f(item, thread) for item in [0, n): any thread may take any item.
+template <class F>
+void parallel_for(int64_t n, const F& f) {
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (int64_t i = 0; i < n; ++i) f(i, thread_id());
+}
+
+// Zeroes the border and the padding rows/columns of every image (the kernels read them).
+inline void clear_borders(const Images& im) {
+    const Geom& g = im.g;
+    for (int64_t i = 0; i < im.n; ++i) {
+        float* p = im.at(i);
+        std::fill(p, p + g.wp * im.cp, 0.0f);
+        std::fill(p + (g.h + 1) * g.wp * im.cp, p + g.pixels() * im.cp, 0.0f);
+        for (int64_t y = 1; y <= g.h; ++y) {
+            float* row = p + y * g.wp * im.cp;
+            std::fill(row, row + im.cp, 0.0f);
+            std::fill(row + (g.w + 1) * im.cp, row + g.wp * im.cp, 0.0f);
+        }
+    }
+}
+
+// Where a block's per-support outputs V'_i go (any combination; an Images with p == nullptr is
+// not wanted). Means are summed in support order and divided by S at the end of the block.
+struct Sinks {
+    Images store;        // all S outputs, kept (n = S)
+    Images mean;         // the mean of the outputs (one image)
+    Images pooled;       // all S outputs max-pooled (n = S, half size)
+    Images pooled_mean;  // the mean of the pooled outputs: the next block's mean support input
+};
+
+// The engine's per-call context: kernels, packed weights, buffers, scratch.
+struct Run {
+    const Packed& pk;
+    Workspace& ws;
+    int64_t S;
+
+    // out[i] = conv(in[i]) + (addend ? addend[i * addend_step] : bias), LeakyReLU if asked;
+    // with bf16 products if `low` and the weights have them.
+    void conv(const PackedConv& pc, const Images& in, const Images& out, const Images* addend, int64_t addend_step,
+              bool leaky, bool low = false) {
+        const kernels::Table& t = *pk.table;
+        kernels::ConvArgs base;
+        base.in_cp = in.cp;
+        base.cin = pc.cin;
+        base.out_cp = out.cp;
+        base.cout = pc.cout_p;
+        base.h = in.g.h;
+        base.w = in.g.w;
+        base.wp = in.g.wp;
+        base.weight = pc.w.data();
+        base.weight_bf16 = pc.w16.data();
+        base.bias = pc.bias.data();
+        base.leaky = leaky;
+        clear_borders(out);
+        if (pc.winograd) {
+            const int64_t tiles = in.g.tiles(), group = t.tile_group, groups = (tiles + group - 1) / group;
+            const int64_t scratch_floats = kernels::winograd_scratch_floats(group, in.cp, out.cp);
+            float* scratch = ws.get("scratch", scratch_floats * max_threads());
+            auto fn = low && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+            parallel_for(in.n * groups, [&](int64_t item, int thread) {
+                const int64_t i = item / groups, t0 = item % groups * group;
+                kernels::ConvArgs a = base;
+                a.in = in.at(i);
+                a.out = out.at(i);
+                a.addend = addend ? addend->at(i * addend_step) : nullptr;
+                fn(a, t0, std::min(tiles, t0 + group), scratch + thread * scratch_floats);
+            });
+        } else {
+            const int64_t rows = 4, groups = (in.g.h + rows - 1) / rows;
+            parallel_for(in.n * groups, [&](int64_t item, int) {
+                const int64_t i = item / groups, y0 = item % groups * rows;
+                kernels::ConvArgs a = base;
+                a.in = in.at(i);
+                a.out = out.at(i);
+                a.addend = addend ? addend->at(i * addend_step) : nullptr;
+                t.conv3x3_direct(a, y0, std::min(in.g.h, y0 + rows));
+            });
+        }
+    }
+
+    // The support convolution of a chunk of supports i0 .. i0+z.n-1, V'_i = LeakyReLU(conv(Z_i)),
+    // with each band of four output rows sent to the sinks while it is in cache: kept in
+    // sinks.store, max-pooled into sinks.pooled, summed into sinks.mean (in support order: a
+    // work item is a band, looping over the chunk's supports). Without a store the band lives
+    // in a per-thread buffer, so no image of V' is ever written out.
+    //
+    // With `cross` (a direct convolution: the first block's 2-channel cross conv), Z_i is not
+    // read from z but computed band by band from the support inputs `v` (z.n images from i0)
+    // plus `zt`, into a per-thread buffer of the six rows the band needs: the cheap cross conv
+    // redoes its two halo rows (1.5x its work) so that full-size Z_i never reaches memory.
+    void support_conv(const PackedConv& pc, const Images& z, const Sinks& sinks, int64_t i0, bool low,
+                      const PackedConv* cross = nullptr, const Images* v = nullptr, const Images* zt = nullptr) {
+        const kernels::Table& t = *pk.table;
+        const Geom g = z.g;
+        // Bands of four rows (one row of Winograd tiles); eight when the cross conv is redone per
+        // band, so that its halo costs 1.25x rather than 1.5x.
+        const int64_t bh = cross ? 8 : 4, bands = (g.h + bh - 1) / bh, ntx = (g.w + 3) / 4, tiles = g.tiles();
+        const int64_t cp = kernels::channel_stride(pc.cout);
+        const int64_t band_floats = bh * g.wp * cp, zband_floats = (bh + 2) * g.wp * z.cp;
+        const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, z.cp, cp);
+        float* band_buf = sinks.store.p ? nullptr : ws.get("band", band_floats * max_threads());
+        float* zband_buf = cross ? ws.get("zband", zband_floats * max_threads()) : nullptr;
+        if (cross) std::fill(zband_buf, zband_buf + zband_floats * max_threads(), 0.0f);  // border columns stay 0
+        kernels::ConvArgs cbase;
+        if (cross) {
+            cbase.in_cp = v->cp;
+            cbase.cin = cross->cin;
+            cbase.out_cp = z.cp;
+            cbase.cout = cross->cout_p;
+            cbase.h = g.h;
+            cbase.w = g.w;
+            cbase.wp = g.wp;
+            cbase.weight = cross->w.data();
+            cbase.addend = zt->p;
+        }
+        float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
+        auto fn = low && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+        kernels::ConvArgs base;
+        base.in_cp = z.cp;
+        base.cin = pc.cin;
+        base.out_cp = cp;
+        base.cout = pc.cout_p;
+        base.h = g.h;
+        base.w = g.w;
+        base.wp = g.wp;
+        base.weight = pc.w.data();
+        base.weight_bf16 = pc.w16.data();
+        base.bias = pc.bias.data();
+        base.leaky = true;
+        for (const Images* im : {&sinks.store, &sinks.pooled})
+            if (im->p) {
+                Images part = *im;
+                part.p = im->at(i0);
+                part.n = z.n;
+                clear_borders(part);
+            }
+        for (const Images* im : {&sinks.mean, &sinks.pooled_mean})
+            if (im->p && i0 == 0) clear_borders(*im);
+        parallel_for(bands, [&](int64_t band, int thread) {
+            const int64_t y0 = bh * band, rows = std::min(bh, g.h - y0);
+            for (int64_t i = 0; i < z.n; ++i) {
+                kernels::ConvArgs a = base;
+                if (!cross) a.in = z.at(i);
+                if (cross) {  // Z_i's padded rows y0 .. y0+bh+1, zero outside the image
+                    kernels::ConvArgs c = cbase;
+                    float* zb = zband_buf + thread * zband_floats;
+                    c.in = v->at(i0 + i);
+                    c.out = zb;
+                    c.out_row0 = y0;
+                    const int64_t lo = std::max<int64_t>(0, y0 - 1), hi = std::min(g.h, y0 + bh + 1);
+                    t.conv3x3_direct(c, lo, hi);
+                    for (int64_t r = 0; r < bh + 2; ++r)
+                        if (y0 + r - 1 < lo || y0 + r - 1 >= hi) std::fill(zb + r * g.wp * z.cp, zb + (r + 1) * g.wp * z.cp, 0.0f);
+                    a.in = zb;
+                    a.in_row0 = y0;
+                }
+                if (sinks.store.p) {
+                    a.out = sinks.store.at(i0 + i);
+                } else {
+                    a.out = band_buf + thread * band_floats;
+                    a.out_row0 = y0 + 1;
+                }
+                if (pc.winograd)
+                    for (int64_t t0 = y0 / 4 * ntx, t1 = std::min(tiles, (y0 + bh) / 4 * ntx); t0 < t1; t0 += t.tile_group)
+                        fn(a, t0, std::min(t1, t0 + t.tile_group), scratch + thread * scratch_floats);
+                else
+                    t.conv3x3_direct(a, y0, y0 + rows);
+                // Row r of the band (padded row y0 + 1 + r), interior pixel x at column x + 1.
+                auto row = [&](int64_t r) { return a.out + ((y0 + 1 + r - a.out_row0) * g.wp + 1) * cp; };
+                const bool first = i0 == 0 && i == 0;
+                if (sinks.mean.p)
+                    for (int64_t r = 0; r < rows; ++r)
+                        t.accumulate(sinks.mean.p + ((y0 + 1 + r) * g.wp + 1) * cp, row(r), g.w * cp, first);
+                if (sinks.pooled.p) {
+                    const Images& pd = sinks.pooled;
+                    for (int64_t r = 0; r + 1 < rows; r += 2) {
+                        const int64_t offset = ((y0 / 2 + r / 2 + 1) * pd.g.wp + 1) * cp;
+                        float* d = pd.at(i0 + i) + offset;
+                        t.maxpool_row(d, row(r), row(r + 1), pd.g.w, cp);
+                        if (sinks.pooled_mean.p) t.accumulate(sinks.pooled_mean.p + offset, d, pd.g.w * cp, first);
+                    }
+                }
+            }
+        });
+    }
+
+    // sum (one image) += each of `src`'s images in order; `first` starts the sum at zero.
+    void accumulate(const Images& sum, const Images& src, bool first) {
+        const int64_t total = src.floats(), block = 4096, items = (total + block - 1) / block;
+        parallel_for(items, [&](int64_t item, int) {
+            const int64_t j0 = item * block, j1 = std::min(total, j0 + block);
+            float* d = sum.p;
+            if (first) std::fill(d + j0, d + j1, 0.0f);
+            for (int64_t i = 0; i < src.n; ++i) {
+                const float* s = src.at(i);
+                for (int64_t j = j0; j < j1; ++j) d[j] += s[j];
+            }
+        });
+    }
+
+    void divide(const Images& im, float by) {
+        float* d = im.p;
+        for (int64_t j = 0; j < im.floats(); ++j) d[j] /= by;
+    }
+
+    // mean over the images of `src` into `dst` (one image), summed in order.
+    void mean(const Images& dst, const Images& src) {
+        accumulate(dst, src, true);
+        divide(dst, float(src.n));
+    }
+
+    // dst[i] = 2x2 max pool of src[i] (dst at half size).
+    void maxpool(const Images& dst, const Images& src) {
+        clear_borders(dst);
+        const int64_t cp = src.cp;
+        parallel_for(src.n * dst.g.h, [&](int64_t item, int) {
+            const int64_t i = item / dst.g.h, y = item % dst.g.h;
+            const float* s0 = src.at(i) + ((2 * y + 1) * src.g.wp + 1) * cp;
+            const float* s1 = s0 + src.g.wp * cp;
+            float* d = dst.at(i) + ((y + 1) * dst.g.wp + 1) * cp;
+            for (int64_t x = 0; x < dst.g.w; ++x)
+                for (int64_t c = 0; c < cp; ++c) {
+                    const int64_t a = 2 * x * cp + c, b = a + cp;
+                    d[x * cp + c] = std::max(std::max(s0[a], s0[b]), std::max(s1[a], s1[b]));
+                }
+        });
+    }
+
+    // Interior row y of concat(up(low), skip) on channels (one image each), written at `d`
+    // (pixel 0 of the row), channel stride cp, padding channels zeroed. up = bilinear x2 with
+    // align_corners=True: the reference's formula and rounding (ops.hpp).
+    static void up_concat_row(float* d, int64_t cp, int64_t y, const float* low_img, const Images& low, const float* skip_img,
+                              const Images& skip, const LinearTap<float>* xs, int64_t w) {
+        const LinearTap<float> ty = upsample2x_tap<float>(y, low.g.h);
+        const float* r0 = low_img + ((ty.i0 + 1) * low.g.wp + 1) * low.cp;
+        const float* r1 = low_img + ((ty.i1 + 1) * low.g.wp + 1) * low.cp;
+        const float* s = skip_img + ((y + 1) * skip.g.wp + 1) * skip.cp;
+        const int64_t c = low.c, cs = skip.c;
+        for (int64_t x = 0; x < w; ++x) {
+            const LinearTap<float>& tx = xs[x];
+            const float *a0 = r0 + tx.i0 * low.cp, *a1 = r0 + tx.i1 * low.cp;
+            const float *b0 = r1 + tx.i0 * low.cp, *b1 = r1 + tx.i1 * low.cp;
+            float* o = d + x * cp;
+            for (int64_t k = 0; k < c; ++k)
+                o[k] = ty.w0 * (tx.w0 * a0[k] + tx.w1 * a1[k]) + ty.w1 * (tx.w0 * b0[k] + tx.w1 * b1[k]);
+            std::copy(s + x * skip.cp, s + x * skip.cp + cs, o + c);
+            std::fill(o + c + cs, o + cp, 0.0f);
+        }
+    }
+
+    static std::vector<LinearTap<float>> x_taps(int64_t w, int64_t low_w) {
+        std::vector<LinearTap<float>> xs(static_cast<size_t>(w));
+        for (int64_t x = 0; x < w; ++x) xs[size_t(x)] = upsample2x_tap<float>(x, low_w);
+        return xs;
+    }
+
+    // dst = concat(up(low), skip) on channels (one image each).
+    void up_concat(const Images& dst, const Images& low, const Images& skip) {
+        clear_borders(dst);
+        const Geom& g = dst.g;
+        const std::vector<LinearTap<float>> xs = x_taps(g.w, low.g.w);
+        parallel_for(g.h, [&](int64_t y, int) {
+            up_concat_row(dst.p + ((y + 1) * g.wp + 1) * dst.cp, dst.cp, y, low.p, low, skip.p, skip, xs.data(), g.w);
+        });
+    }
+
+    // z[i] = conv(concat(up(low[i0 + i]), skip[i0 + i])) + zt for the chunk's supports, a band of
+    // four output rows at a time: the band's six input rows are built in a per-thread buffer
+    // (its two halo rows twice), so the concatenated full-size input never reaches memory.
+    void cross_conv_concat(const PackedConv& pc, const Images& low, const Images& skip, int64_t i0, const Images& z,
+                           const Images& zt, bool low_prec) {
+        const kernels::Table& t = *pk.table;
+        const Geom g = z.g;
+        const int64_t in_cp = kernels::channel_stride(low.c + skip.c), bands = (g.h + 3) / 4, ntx = (g.w + 3) / 4;
+        const int64_t band_floats = 6 * g.wp * in_cp;
+        const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, in_cp, z.cp);
+        float* band_buf = ws.get("concat_band", band_floats * max_threads());
+        std::fill(band_buf, band_buf + band_floats * max_threads(), 0.0f);  // border columns stay 0
+        float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
+        auto fn = low_prec && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+        const std::vector<LinearTap<float>> xs = x_taps(g.w, low.g.w);
+        clear_borders(z);
+        parallel_for(z.n * bands, [&](int64_t item, int thread) {
+            const int64_t i = item / bands, band = item % bands, y0 = 4 * band;
+            float* buf = band_buf + thread * band_floats;
+            for (int64_t r = 0; r < 6; ++r) {  // padded rows y0 .. y0+5 = interior rows y0-1 .. y0+4
+                float* row = buf + r * g.wp * in_cp;
+                const int64_t y = y0 + r - 1;
+                if (y >= 0 && y < g.h) up_concat_row(row + in_cp, in_cp, y, low.at(i0 + i), low, skip.at(i0 + i), skip, xs.data(), g.w);
+                else std::fill(row, row + g.wp * in_cp, 0.0f);
+            }
+            kernels::ConvArgs a;
+            a.in = buf;
+            a.in_cp = in_cp;
+            a.cin = pc.cin;
+            a.in_row0 = y0;
+            a.out = z.at(i);
+            a.out_cp = z.cp;
+            a.cout = pc.cout_p;
+            a.h = g.h;
+            a.w = g.w;
+            a.wp = g.wp;
+            a.weight = pc.w.data();
+            a.weight_bf16 = pc.w16.data();
+            a.addend = zt.p;
+            if (pc.winograd)
+                for (int64_t t0 = band * ntx; t0 < (band + 1) * ntx; t0 += t.tile_group)
+                    fn(a, t0, std::min((band + 1) * ntx, t0 + t.tile_group), scratch + thread * scratch_floats);
+            else
+                t.conv3x3_direct(a, y0, std::min(g.h, y0 + 4));
+        });
+    }
+};
+
+// One CrossBlock. T: the target (one image); mean_v: mean of the support inputs; tout: new target.
+// Per-support inputs are either `stored` (S images) or concat(up(low[i]), skip[i]) built per
+// chunk; with no sinks the support path is skipped.
+inline void cross_block(Run& r, const PackedBlock& pb, const Images& T, const Images& mean_v, const Images& tout,
+                        const Images* stored, const Images* low, const Images* skip, const Sinks& sinks) {
+    Workspace& ws = r.ws;
+    const Geom g = T.g;
+    const int64_t f = pb.cross_v.cout;
+    const Images zt = images(ws, "zt", g, f, 1), zm = images(ws, "zm", g, f, 1);
+    r.conv(pb.cross_t, T, zt, nullptr, 0, false, r.pk.bf16);
+    r.conv(pb.cross_v, mean_v, zm, &zt, 0, false, r.pk.bf16);
+    r.conv(pb.target, zm, tout, nullptr, 0, true, r.pk.bf16);
+    if (!sinks.store.p && !sinks.mean.p && !sinks.pooled.p && !sinks.pooled_mean.p) return;
+
+    // Chunk: about 12 MB of per-chunk buffers, whatever the thread count.
+    const int64_t per_support = pb.first ? 0 : g.pixels() * 4 * kernels::channel_stride(f);
+    const int64_t chunk =
+        per_support ? std::max<int64_t>(1, std::min<int64_t>(r.S, (int64_t(12) << 20) / per_support)) : r.S;
+    for (int64_t i0 = 0; i0 < r.S; i0 += chunk) {
+        const int64_t n = std::min(chunk, r.S - i0);
+        Images in;
+        if (stored) {
+            in = *stored;
+            in.p = stored->at(i0);
+            in.n = n;
+        }
+        Images z{nullptr, g, f, kernels::channel_stride(f), n};
+        if (pb.first) {
+            r.support_conv(pb.support, z, sinks, i0, r.pk.bf16, &pb.cross_v, &in, &zt);
+            continue;
+        }
+        z = images(ws, "chunk_z", g, f, n);
+        if (stored) r.conv(pb.cross_v, in, z, &zt, 0, false, r.pk.bf16);
+        else r.cross_conv_concat(pb.cross_v, *low, *skip, i0, z, zt, r.pk.bf16);
+        r.support_conv(pb.support, z, sinks, i0, r.pk.bf16);
+    }
+    for (const Images* im : {&sinks.mean, &sinks.pooled_mean})
+        if (im->p) r.divide(*im, float(r.S));
+}
+
+// The kernels and packed weights a call uses, shared by all copies of a Model.
+class State {
+public:
+    std::shared_ptr<const Packed> packed(const Model& m, const kernels::Table& t, bool bf16, bool winograd) {
+        std::lock_guard<std::mutex> lock(mu_);
+        std::shared_ptr<const Packed>& p = packed_[{t.isa, int(bf16) + 2 * int(winograd)}];
+        if (!p) {
+            auto q = std::make_shared<Packed>();
+            q->table = &t;
+            q->bf16 = bf16;
+            for (size_t k = 0; k < m.encoder().size(); ++k) q->enc.push_back(pack_block(t, bf16, winograd, m.encoder()[k], k == 0));
+            for (const CrossBlock& b : m.decoder()) q->dec.push_back(pack_block(t, bf16, winograd, b, false));
+            p = q;
+        }
+        return p;
+    }
+    std::unique_ptr<Workspace> take() {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (free_.empty()) return std::make_unique<Workspace>();
+        std::unique_ptr<Workspace> w = std::move(free_.back());
+        free_.pop_back();
+        return w;
+    }
+    void give(std::unique_ptr<Workspace> w) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(std::move(w));
+    }
+
+private:
+    std::mutex mu_;
+    std::map<std::pair<int, int>, std::shared_ptr<const Packed>> packed_;
+    std::vector<std::unique_ptr<Workspace>> free_;
+};
+
+inline std::shared_ptr<State> make_state() { return std::make_shared<State>(); }
+
+// The kernel table a call with these options uses; throws Error when bf16 is asked for on a
+// CPU or build without AVX512_BF16 (no silent fallback: the caller asked for a speed/accuracy
+// trade that this machine cannot make).
+inline const kernels::Table& table_for(const Options& o) {
+    const kernels::Table& t = kernels::select(o.isa);
+    if (o.precision == Precision::bf16 && (!t.conv3x3_winograd_bf16 || !kernels::cpu_has_bf16() || !o.winograd))
+        throw Error(std::string("bf16 precision needs the AVX512_BF16 instruction set and the Winograd kernels; ") +
+                    (kernels::cpu_has_bf16() ? "the selected kernels ('" + std::string(t.name) + "') lack them"
+                                             : "this CPU lacks AVX512_BF16") +
+                    " (use fp32)");
+    return t;
+}
+
+// logits (B,1,H,W); inputs as in Model::forward, already checked.
+inline void forward(const Model& m, State& state, Workspace& ws, const float* query, const float* support_images,
+                    const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                    const Options& opt) {
+    const kernels::Table& table = table_for(opt);
+    const std::shared_ptr<const Packed> pk = state.packed(m, table, opt.precision == Precision::bf16, opt.winograd);
+    const Config& cfg = m.config();
+    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size());
+    Run r{*pk, ws, S};
+    std::vector<Geom> geoms;
+    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
+
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t HW = H * W;
+        // Inputs in the kernels' layout: target (1 channel), supports (image, label).
+        Images T = images(ws, "t_in", geoms[0], 1, 1, 1), V = images(ws, "v_in", geoms[0], 2, S, 2);
+        clear_borders(T);
+        clear_borders(V);
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t x = 0; x < W; ++x) T.p[(y + 1) * geoms[0].wp + x + 1] = query[b * HW + y * W + x];
+        parallel_for(S, [&](int64_t i, int) {
+            const float* im = support_images + (b * S + i) * HW;
+            const float* lb = support_labels + (b * S + i) * HW;
+            float* d = V.at(i);
+            for (int64_t y = 0; y < H; ++y)
+                for (int64_t x = 0; x < W; ++x) {
+                    float* px = d + ((y + 1) * geoms[0].wp + x + 1) * 2;
+                    px[0] = im[y * W + x];
+                    px[1] = lb[y * W + x];
+                }
+        });
+        Images mean_v = images(ws, "mean_v0", geoms[0], 2, 1, 2);
+        r.mean(mean_v, V);
+
+        // Kept for the decoder: target skips (levels 0 .. L-2), per-support skips (levels
+        // 1 .. L-2) and the means of all skips; the previous block's outputs and their mean.
+        std::vector<Images> t_skip, v_skip(static_cast<size_t>(L)), skip_mean(static_cast<size_t>(L));
+        Images prev, prev_mean;
+        for (int64_t k = 0; k < L; ++k) {
+            const CrossBlock& blk = m.encoder()[size_t(k)];
+            const int64_t g = blk.features.conv;
+            const Geom& gk = geoms[size_t(k)];
+            const std::string n = std::to_string(k);
+            const Images tout = images(ws, "t_enc" + n, gk, g, 1);
+            Sinks sinks;
+            if (k + 1 < L) {
+                const Geom& next = geoms[size_t(k + 1)];
+                sinks.pooled = images(ws, "pin" + std::to_string((k + 1) % 2), next, g, S);
+                sinks.pooled_mean = images(ws, "mean_v" + std::to_string(k + 1), next, g, 1);
+                skip_mean[size_t(k)] = sinks.mean = images(ws, "skip_mean" + n, gk, g, 1);
+                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S);
+            } else if (D >= 1) {
+                prev_mean = sinks.mean = images(ws, "prev_mean", gk, g, 1);
+                if (D >= 2) prev = sinks.store = images(ws, "enc_last", gk, g, S);
+            }
+            cross_block(r, pk->enc[size_t(k)], T, mean_v, tout, &V, nullptr, nullptr, sinks);
+            if (k + 1 == L) {
+                T = tout;
+                break;
+            }
+            t_skip.push_back(tout);
+            T = images(ws, "t_pool", geoms[size_t(k + 1)], g, 1);
+            r.maxpool(T, tout);
+            V = sinks.pooled;
+            mean_v = sinks.pooled_mean;
+        }
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t level = L - 2 - d;
+            const Geom& gl = geoms[size_t(level)];
+            const CrossBlock& blk = m.decoder()[size_t(d)];
+            const Images& tsk = t_skip[size_t(level)];
+            const Images tin = images(ws, "t_cat", gl, T.c + tsk.c, 1);
+            r.up_concat(tin, T, tsk);
+            // mean_i concat(up(prev_i), skip_i) = concat(up(mean_i prev_i), mean_i skip_i): up is linear.
+            const Images mv = images(ws, "mean_v_dec", gl, blk.support_in, 1);
+            r.up_concat(mv, prev_mean, skip_mean[size_t(level)]);
+            const bool last = d + 1 == D;
+            Sinks sinks;
+            if (!last) {
+                prev_mean = sinks.mean = images(ws, "prev_mean", gl, blk.features.conv, 1);
+                if (d + 2 < D) sinks.store = images(ws, "pin" + std::to_string(d % 2), gl, blk.features.conv, S);  // pins are free now
+            }
+            const Images tout = images(ws, "t_dec" + std::to_string(d % 2), gl, blk.features.conv, 1);
+            cross_block(r, pk->dec[size_t(d)], tin, mv, tout, nullptr, last ? nullptr : &prev,
+                        last ? nullptr : &v_skip[size_t(level)], sinks);
+            if (sinks.store.p) prev = sinks.store;
+            T = tout;
+        }
+        // Output: 1x1 convolution of the final target.
+        const Conv& oc = m.out_conv();
+        float* out = logits + b * HW;
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t x = 0; x < W; ++x) {
+                const float* px = T.p + ((y + 1) * T.g.wp + x + 1) * T.cp;
+                float s = 0.0f;
+                for (int64_t c = 0; c < T.c; ++c) s += oc.weight[size_t(c)] * px[c];
+                out[y * W + x] = s + oc.bias[0];
+            }
+    }
+}
+
+// The same with a workspace from the state's pool.
+inline void forward(const Model& m, State& state, const float* query, const float* support_images,
+                    const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                    const Options& opt) {
+    std::unique_ptr<Workspace> ws = state.take();
+    struct Return {
+        State& s;
+        std::unique_ptr<Workspace>& w;
+        ~Return() { s.give(std::move(w)); }
+    } back{state, ws};
+    forward(m, state, *ws, query, support_images, support_labels, B, S, H, W, logits, opt);
+}
+
+}  // namespace engine
+}  // namespace universeg

@@ -1,0 +1,486 @@
+// universeg/kernels/simd.hpp - the fast convolution kernels, written once over a SIMD
+// architecture tag (an xsimd arch such as xsimd::avx512bw, or kernels::scalar_arch).
+//
+//   Kernels<Arch>::conv3x3_direct(args, y0, y1)              output rows [y0, y1)
+//   Kernels<Arch>::conv3x3_winograd(args, t0, t1, scratch)   Winograd F(4x4,3x3), 4x4 tiles [t0, t1)
+//   Kernels<Arch>::conv3x3_winograd_bf16(...)                the same with bf16 products (AVX512_BF16)
+//   make_table<Arch>()                                       the above as a Table of function pointers
+//
+// Layout (chosen for these kernels): an image is NHWC, channels innermost with a stride `cp`
+// (a multiple of 16 for feature maps), padded with a zero border to
+// (round_up(h,4)+2) x (round_up(w,4)+2) pixels, so that neither the direct 3x3 taps nor the
+// 6x6 Winograd windows need bounds checks. Interior pixel (y, x) sits at padded (y+1, x+1).
+//
+// Both algorithms are register-blocked GEMMs: MR output pixels (or tiles) x NB output channels
+// of accumulators, one broadcast input value times NB/VW weight vectors per step. Weights are
+// packed by kernels.hpp in blocks of NB output channels.
+//
+// This header is meant to be compiled several times with different -m flags (one translation
+// unit per architecture, see kernels.hpp for why that is safe): everything here is a template
+// on the arch tag, and nothing outside this file is called except xsimd (whose functions are
+// templates on the same tag) and compiler intrinsics. Keep it that way: a non-template inline
+// helper or a standard-library call here could be emitted with AVX-512 instructions and then
+// picked by the linker for the baseline code too.
+#pragma once
+
+#include <cstdint>
+
+#if !defined(UNIVERSEG_NO_XSIMD) && defined(__has_include)
+#if __has_include(<xsimd/xsimd.hpp>)
+#include <xsimd/xsimd.hpp>
+#define UNIVERSEG_HAS_XSIMD 1
+#endif
+#endif
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define UNIVERSEG_HAS_BF16_KERNELS 1
+// Only the bf16 functions are compiled for AVX512_BF16; the rest of the AVX-512 code must keep
+// running on AVX-512 CPUs without it.
+#define UNIVERSEG_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#endif
+
+namespace universeg {
+namespace kernels {
+
+// One 3x3 convolution (stride 1, zero padding 1, bias) between two images of the same size in
+// the layout above: out = conv(in) + (addend ? addend : bias), then LeakyReLU if `leaky`.
+struct ConvArgs {
+    const float* in = nullptr;
+    int64_t in_cp = 0, cin = 0;     // channel stride and channels read
+    int64_t in_row0 = 0;            // the padded row `in` points at (0: a whole image; else a band of rows)
+    float* out = nullptr;
+    int64_t out_cp = 0, cout = 0;   // channel stride and channels written (a multiple of 16)
+    int64_t out_row0 = 0;           // the padded row `out` points at (0: a whole image; else a band of rows)
+    int64_t h = 0, w = 0, wp = 0;   // image size, padded row length in pixels
+    const float* weight = nullptr;  // packed: pack_direct or pack_winograd
+    const uint16_t* weight_bf16 = nullptr;  // pack_winograd_bf16
+    const float* bias = nullptr;    // (cout), used when addend is null
+    const float* addend = nullptr;  // an image with out_cp channels, same geometry as out
+    bool leaky = false;
+};
+
+// The kernels of one architecture. Function pointers, so that a table built in a translation
+// unit compiled for AVX-512 can be called from baseline code.
+struct Table {
+    const char* name;
+    int isa;         // kernels::Isa
+    int nb;          // output channels per packed weight block
+    int tile_group;  // most Winograd tiles per call
+    void (*conv3x3_direct)(const ConvArgs&, int64_t y0, int64_t y1);
+    // scratch: winograd_scratch_floats(tile_group, in_cp, out_cp) floats, private to the call
+    void (*conv3x3_winograd)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);
+    void (*conv3x3_winograd_bf16)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);  // null if absent
+    // Element-wise helpers for the engine's fused passes (n and cp multiples of 16):
+    void (*accumulate)(float* sum, const float* x, int64_t n, bool first);  // sum (first ? = : +=) x
+    void (*maxpool_row)(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp);  // 2x2 max
+    double (*fma_probe)(int64_t iters);  // for benchmarks: flops of a pure-FMA loop (the machine's peak)
+};
+
+constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
+constexpr int64_t kWinogradPoints = 36;      // transformed tile
+constexpr float kSlope = 0.01f;              // LeakyReLU slope, float(kLeakySlope)
+
+// Scalar stand-in for an xsimd arch: the kernels then compile without xsimd.
+struct scalar_arch {};
+
+template <class Arch>
+struct Simd;
+
+#ifdef UNIVERSEG_HAS_XSIMD
+template <class Arch>
+struct Simd {
+    using V = xsimd::batch<float, Arch>;
+    static constexpr int width = int(V::size);
+    static V load(const float* p) { return V::load_unaligned(p); }
+    static void store(float* p, const V& v) { v.store_unaligned(p); }
+    static V set1(float x) { return V(x); }
+    static V fma(const V& a, const V& b, const V& c) { return xsimd::fma(a, b, c); }
+    static V max(const V& a, const V& b) { return xsimd::max(a, b); }
+};
+#endif
+
+template <>
+struct Simd<scalar_arch> {
+    using V = float;
+    static constexpr int width = 1;
+    static V load(const float* p) { return *p; }
+    static void store(float* p, V v) { *p = v; }
+    static V set1(float x) { return x; }
+    static V fma(V a, V b, V c) { return a * b + c; }
+    static V max(V a, V b) { return a > b ? a : b; }
+};
+
+template <class Arch>
+struct Kernels {
+    using S = Simd<Arch>;
+    using V = typename S::V;
+    static constexpr int VW = S::width;
+    // Accumulator block MR x NV vectors: 24 of AVX-512's 32 registers, 12 of AVX2's/SSE's 16.
+    static constexpr int NV = VW >= 16 ? 4 : VW == 1 ? 4 : 2;
+    static constexpr int NB = NV * VW;
+    static constexpr int MR = VW == 1 ? 4 : 6;
+    static constexpr int TG = 2 * MR;  // Winograd tiles per call: U and M stay close to L1 (measured best)
+
+    static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+    // out pixels (y, x .. x+M-1), channels [c0, c0 + N*VW): acc + bias/addend, LeakyReLU.
+    template <int M, int N>
+    static void store_tile(const ConvArgs& a, int64_t y, int64_t x, int64_t c0, V (&acc)[M][N]) {
+        const V slope = S::set1(kSlope);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) {
+            const int64_t px = (y + 1) * a.wp + x + 1 + m;
+            float* o = a.out + (px - a.out_row0 * a.wp) * a.out_cp + c0;
+            const float* add = a.addend ? a.addend + px * a.out_cp + c0 : a.bias + c0;
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) {
+                V r = acc[m][n] + S::load(add + n * VW);
+                if (a.leaky) r = S::max(r, r * slope);
+                S::store(o + n * VW, r);
+            }
+        }
+    }
+
+    // ---- direct convolution: the 9 taps x cin inputs are the GEMM's K dimension ----
+
+    template <int M, int N>
+    static void direct_tile(const ConvArgs& a, int64_t y, int64_t x, int64_t c0) {
+        V acc[M][N];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) acc[m][n] = S::set1(0.0f);
+        const int64_t K = a.cin, cp = a.in_cp;
+        const float* wblock = a.weight + c0 * 9 * K;  // [tap][ci][N*VW]
+        for (int tap = 0; tap < 9; ++tap) {
+            const float* src = a.in + ((y + tap / 3 - a.in_row0) * a.wp + x + tap % 3) * cp;
+            const float* wk = wblock + tap * K * (N * VW);
+            for (int64_t k = 0; k < K; ++k) {
+                V b[N];
+#pragma GCC unroll 4
+                for (int n = 0; n < N; ++n) b[n] = S::load(wk + k * (N * VW) + n * VW);
+#pragma GCC unroll 8
+                for (int m = 0; m < M; ++m) {
+                    const V v = S::set1(src[m * cp + k]);
+#pragma GCC unroll 4
+                    for (int n = 0; n < N; ++n) acc[m][n] = S::fma(v, b[n], acc[m][n]);
+                }
+            }
+        }
+        store_tile<M, N>(a, y, x, c0, acc);
+    }
+
+    template <int M, int N>
+    static void direct_tail(const ConvArgs& a, int64_t y, int64_t x, int64_t c0, int64_t rem) {
+        if constexpr (M >= 1) {
+            if (rem == M) direct_tile<M, N>(a, y, x, c0);
+            else direct_tail<M - 1, N>(a, y, x, c0, rem);
+        }
+    }
+
+    template <int N>
+    static void direct_rows(const ConvArgs& a, int64_t y0, int64_t y1, int64_t c0) {
+        for (int64_t y = y0; y < y1; ++y) {
+            int64_t x = 0;
+            for (; x + MR <= a.w; x += MR) direct_tile<MR, N>(a, y, x, c0);
+            if (x < a.w) direct_tail<MR - 1, N>(a, y, x, c0, a.w - x);
+        }
+    }
+
+    template <int N>
+    static void direct_rows_n(const ConvArgs& a, int64_t y0, int64_t y1, int64_t c0, int n) {
+        if constexpr (N >= 1) {
+            if (n == N) direct_rows<N>(a, y0, y1, c0);
+            else direct_rows_n<N - 1>(a, y0, y1, c0, n);
+        }
+    }
+
+    static void conv3x3_direct(const ConvArgs& a, int64_t y0, int64_t y1) {
+        for (int64_t c0 = 0; c0 < a.cout;) {
+            const int n = int(imin(NV, (a.cout - c0) / VW));
+            direct_rows_n<NV>(a, y0, y1, c0, n);
+            c0 += n * VW;
+        }
+    }
+
+    // ---- Winograd F(4x4, 3x3): out = A^T [ (G g G^T) . (B^T d B) ] A ----
+    // Interpolation points 0, 1, -1, 1/2, -2 and infinity rather than Lavin & Gray's
+    // 0, +-1, +-2: about 1.6x less rounding error (in fp32 and in bf16) for a few more
+    // operations in the transforms (Barabasz et al., "Error analysis and improving the
+    // accuracy of Winograd convolution", 2020). G is in kernels.hpp.
+
+    // B^T applied to six values along one axis.
+    static void bt6(const V (&d)[6], V (&t)[6]) {
+        const V c2 = S::set1(2.0f), m2 = S::set1(-2.0f), h = S::set1(0.5f), mh = S::set1(-0.5f);
+        const V c15 = S::set1(1.5f), c25 = S::set1(2.5f), m25 = S::set1(-2.5f);
+        const V e = d[3] - d[1], f = d[4] - d[2];
+        t[0] = S::fma(c15, e, S::fma(m2, d[2], d[0] + d[4]));
+        t[1] = S::fma(c25, d[3], S::fma(h, d[2], d[4] - d[1]));
+        t[2] = S::fma(h, d[3], S::fma(m25, d[2], d[4] + d[1]));
+        t[3] = S::fma(c2, e, f);
+        t[4] = S::fma(mh, e, f);
+        t[5] = S::fma(c15, f, S::fma(m2, d[3], d[1] + d[5]));
+    }
+
+    // A^T applied to six values: four outputs.
+    static void at6(const V (&m)[6], V (&o)[4]) {
+        const V c4 = S::set1(4.0f), m2 = S::set1(-2.0f), m8 = S::set1(-8.0f);
+        const V h = S::set1(0.5f), q = S::set1(0.25f), e = S::set1(0.125f);
+        const V s12 = m[1] + m[2], d12 = m[1] - m[2];
+        o[0] = (m[0] + s12) + (m[3] + m[4]);
+        o[1] = S::fma(h, m[3], S::fma(m2, m[4], d12));
+        o[2] = S::fma(q, m[3], S::fma(c4, m[4], s12));
+        o[3] = S::fma(e, m[3], S::fma(m8, m[4], d12)) + m[5];
+    }
+
+    // The 36 transformed values of one 6x6 window (top-left `base`) for VW channels.
+    static void input_tile(const float* base, int64_t wp, int64_t cp, V (&u)[36]) {
+        V rows[6][6];
+        for (int r = 0; r < 6; ++r) {
+            V d[6];
+            for (int c = 0; c < 6; ++c) d[c] = S::load(base + (r * wp + c) * cp);
+            bt6(d, rows[r]);
+        }
+        for (int c = 0; c < 6; ++c) {
+            V d[6], t[6];
+            for (int r = 0; r < 6; ++r) d[r] = rows[r][c];
+            bt6(d, t);
+            for (int r = 0; r < 6; ++r) u[r * 6 + c] = t[r];
+        }
+    }
+
+    // M: [n][36][out_cp] transformed products -> 4x4 output tiles of tiles [t0, t0+n).
+    static void winograd_output(const ConvArgs& a, int64_t t0, int64_t n, const float* M) {
+        const int64_t ntx = (a.w + 3) / 4;
+        const V slope = S::set1(kSlope);
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
+            const int64_t rows = imin(4, a.h - 4 * ty), cols = imin(4, a.w - 4 * tx);
+            for (int64_t c = 0; c < a.cout; c += VW) {
+                const float* src = M + j * 36 * a.out_cp + c;
+                V tmp[6][4];
+                for (int r = 0; r < 6; ++r) {
+                    V m[6];
+                    for (int q = 0; q < 6; ++q) m[q] = S::load(src + (r * 6 + q) * a.out_cp);
+                    at6(m, tmp[r]);
+                }
+                for (int q = 0; q < cols; ++q) {
+                    V m[6], o[4];
+                    for (int r = 0; r < 6; ++r) m[r] = tmp[r][q];
+                    at6(m, o);
+                    for (int r = 0; r < rows; ++r) {
+                        const int64_t px = (4 * ty + r + 1) * a.wp + 4 * tx + q + 1;
+                        V v = o[r] + S::load(a.addend ? a.addend + px * a.out_cp + c : a.bias + c);
+                        if (a.leaky) v = S::max(v, v * slope);
+                        S::store(a.out + (px - a.out_row0 * a.wp) * a.out_cp + c, v);
+                    }
+                }
+            }
+        }
+    }
+
+    // C (M x N*VW, row stride ldc) = A (M x K, row stride lda) * B (K x N*VW, packed).
+    template <int M, int N>
+    static void gemm_tile(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc) {
+        V acc[M][N];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) acc[m][n] = S::set1(0.0f);
+        for (int64_t k = 0; k < K; ++k) {
+            V b[N];
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) b[n] = S::load(B + k * (N * VW) + n * VW);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; ++m) {
+                const V v = S::set1(A[m * lda + k]);
+#pragma GCC unroll 4
+                for (int n = 0; n < N; ++n) acc[m][n] = S::fma(v, b[n], acc[m][n]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) S::store(C + m * ldc + n * VW, acc[m][n]);
+    }
+
+    template <int M, int N>
+    static void gemm_rows(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rows) {
+        int64_t m = 0;
+        for (; m + M <= rows; m += M) gemm_tile<M, N>(A + m * lda, lda, B, K, C + m * ldc, ldc);
+        gemm_tail<M - 1, N>(A + m * lda, lda, B, K, C + m * ldc, ldc, rows - m);
+    }
+
+    template <int M, int N>
+    static void gemm_tail(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rem) {
+        if constexpr (M >= 1) {
+            if (rem == M) gemm_tile<M, N>(A, lda, B, K, C, ldc);
+            else gemm_tail<M - 1, N>(A, lda, B, K, C, ldc, rem);
+        }
+    }
+
+    template <int N>
+    static void gemm_rows_n(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rows,
+                            int n) {
+        if constexpr (N >= 1) {
+            if (n == N) gemm_rows<MR, N>(A, lda, B, K, C, ldc, rows);
+            else gemm_rows_n<N - 1>(A, lda, B, K, C, ldc, rows, n);
+        }
+    }
+
+    static void conv3x3_winograd(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + VW - 1) / VW * VW;
+        // Tile-major scratch: each tile's 36 transformed points are contiguous, so the
+        // transforms stream through memory (point-major costs 2x in write misses).
+        float* U = scratch;                          // [n][36][in_cp]
+        float* M = scratch + 36 * n * a.in_cp;      // [n][36][out_cp]
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
+            const float* base = a.in + ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
+            for (int64_t c = 0; c < cin_v; c += VW) {
+                V u[36];
+                input_tile(base + c, a.wp, a.in_cp, u);
+                for (int p = 0; p < 36; ++p) S::store(U + (j * 36 + p) * a.in_cp + c, u[p]);
+            }
+        }
+        for (int p = 0; p < 36; ++p) {
+            const float* B = a.weight + p * a.cin * a.cout;
+            for (int64_t c0 = 0; c0 < a.cout;) {
+                const int nv = int(imin(NV, (a.cout - c0) / VW));
+                gemm_rows_n<NV>(U + p * a.in_cp, 36 * a.in_cp, B + c0 * a.cin, a.cin, M + p * a.out_cp + c0,
+                                36 * a.out_cp, n, nv);
+                c0 += nv * VW;
+            }
+        }
+        winograd_output(a, t0, n, M);
+    }
+
+    static void accumulate(float* sum, const float* x, int64_t n, bool first) {
+        if (first)
+            for (int64_t j = 0; j < n; j += VW) S::store(sum + j, S::load(x + j));
+        else
+            for (int64_t j = 0; j < n; j += VW) S::store(sum + j, S::load(sum + j) + S::load(x + j));
+    }
+
+    // out pixel x = max(max(row0[2x], row0[2x+1]), max(row1[2x], row1[2x+1])), as ops.hpp.
+    static void maxpool_row(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp) {
+        for (int64_t x = 0; x < w_out; ++x)
+            for (int64_t c = 0; c < cp; c += VW) {
+                const int64_t a = 2 * x * cp + c, b = a + cp;
+                S::store(out + x * cp + c, S::max(S::max(S::load(row0 + a), S::load(row0 + b)),
+                                                  S::max(S::load(row1 + a), S::load(row1 + b))));
+            }
+    }
+
+    // The FMA throughput this arch can reach: `iters` steps of 12 independent vector FMAs.
+    // Returns the flops done (with a data dependence so that nothing is optimised away).
+    static double fma_probe(int64_t iters) {
+        V acc[12];
+        for (int i = 0; i < 12; ++i) acc[i] = S::set1(float(i) * 1e-3f);
+        const V m = S::set1(0.999f), c = S::set1(1e-4f);
+        for (int64_t k = 0; k < iters; ++k)
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; ++i) acc[i] = S::fma(acc[i], m, c);
+        float sink[VW];
+        V total = acc[0];
+        for (int i = 1; i < 12; ++i) total = total + acc[i];
+        S::store(sink, total);
+        return double(iters) * 12 * 2 * VW + (sink[0] == 12345.0f ? 1 : 0);
+    }
+
+#ifdef UNIVERSEG_HAS_BF16_KERNELS
+    // bf16 products, fp32 sums (vdpbf16ps): U is stored as bf16 pairs of input channels,
+    // the weights as [36][ci/2][NB][2] bf16 blocks (pack_winograd_bf16).
+    template <int M, int N>
+    UNIVERSEG_TARGET_BF16 static void gemm_tile_bf16(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t K2,
+                                                      float* C, int64_t ldc) {
+        __m512 acc[M][N];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) acc[m][n] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K2; ++k) {
+            __m512i b[N];
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) b[n] = _mm512_loadu_si512(B + (k * (N * 16) + n * 16) * 2);
+#pragma GCC unroll 8
+            for (int m = 0; m < M; ++m) {
+                int32_t pair;
+                __builtin_memcpy(&pair, A + m * lda + 2 * k, 4);
+                const __m512i v = _mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+                for (int n = 0; n < N; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)v, (__m512bh)b[n]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) _mm512_storeu_ps(C + m * ldc + n * 16, acc[m][n]);
+    }
+
+    template <int M, int N>
+    UNIVERSEG_TARGET_BF16 static void gemm_tail_bf16(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t K2,
+                                                      float* C, int64_t ldc, int64_t rem) {
+        if constexpr (M >= 1) {
+            if (rem == M) gemm_tile_bf16<M, N>(A, lda, B, K2, C, ldc);
+            else gemm_tail_bf16<M - 1, N>(A, lda, B, K2, C, ldc, rem);
+        }
+    }
+
+    template <int N>
+    UNIVERSEG_TARGET_BF16 static void gemm_rows_bf16(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t K2,
+                                                      float* C, int64_t ldc, int64_t rows, int n) {
+        if constexpr (N >= 1) {
+            if (n != N) return gemm_rows_bf16<N - 1>(A, lda, B, K2, C, ldc, rows, n);
+            int64_t m = 0;
+            for (; m + MR <= rows; m += MR) gemm_tile_bf16<MR, N>(A + m * lda, lda, B, K2, C + m * ldc, ldc);
+            gemm_tail_bf16<MR - 1, N>(A + m * lda, lda, B, K2, C + m * ldc, ldc, rows - m);
+        }
+    }
+
+    UNIVERSEG_TARGET_BF16 static void conv3x3_winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16, K2 = (a.cin + 1) / 2;
+        uint16_t* U = reinterpret_cast<uint16_t*>(scratch);  // [n][36][in_cp] bf16
+        float* M = scratch + 36 * n * a.in_cp;              // [n][36][out_cp]
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
+            const float* base = a.in + ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
+            for (int64_t c = 0; c < cin_v; c += 16) {
+                V u[36];
+                input_tile(base + c, a.wp, a.in_cp, u);
+                for (int p = 0; p < 36; ++p)
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(U + (j * 36 + p) * a.in_cp + c),
+                                        (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
+            }
+        }
+        for (int p = 0; p < 36; ++p) {
+            const uint16_t* B = a.weight_bf16 + p * (2 * K2) * a.cout;
+            for (int64_t c0 = 0; c0 < a.cout;) {
+                const int nv = int(imin(4, (a.cout - c0) / 16));
+                gemm_rows_bf16<4>(U + p * a.in_cp, 36 * a.in_cp, B + c0 * 2 * K2, K2, M + p * a.out_cp + c0,
+                                  36 * a.out_cp, n, nv);
+                c0 += nv * 16;
+            }
+        }
+        winograd_output(a, t0, n, M);
+    }
+#endif
+};
+
+// Table::isa values; kernels.hpp gives them names.
+enum class Isa : int { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
+
+template <class Arch>
+Table make_table(const char* name, Isa isa) {
+    using K = Kernels<Arch>;
+    Table t{name,    int(isa),        K::NB,           K::TG,        &K::conv3x3_direct, &K::conv3x3_winograd,
+            nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe};
+#if defined(UNIVERSEG_HAS_BF16_KERNELS) && defined(UNIVERSEG_HAS_XSIMD)
+    if constexpr (K::VW == 16) t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
+#endif
+    return t;
+}
+
+}  // namespace kernels
+}  // namespace universeg

@@ -1,0 +1,666 @@
+// universeg/train.hpp - training UniverSeg: the whole-model forward that keeps what the
+// backward needs, the backward, losses, Adam/AdamW, the learning-rate schedule, gradient
+// clipping, and the evaluation helpers (Dice, the histogram baseline).
+//
+//   TrainState st = init_train_state(parse_config("[32,32,32,32]"), seed);
+//   TrainWorkspace ws;
+//   StepResult r = train_step(st, batch, options, ws);      // one Adam step on one Batch
+//   Model model = make_model(st);                            // evaluate with the inference path
+//   save_safetensors(path, checkpoint_dict(st));             // weights + Adam moments + step/seed
+//   TrainState back = train_state_from(load_safetensors(path));
+//
+// Parameters live in one flat float buffer (TrainState::params) laid out by param_layout(), in
+// the reference's key names, so Adam, clipping and checkpoints are single loops. The network
+// functions are templated on the scalar: float for training, double for the gradient tests.
+//
+// CrossConv is computed in its split form: with the cross weight W = [W_T | W_V] (target
+// channels first), Z_i = W_T*T + b + W_V*V_i and mean_i Z_i = W_T*T + b + mean_i(W_V*V_i), so
+// the target's part is convolved once per query instead of once per support, forward and
+// backward (its gradient is the sum over supports of dZ_i). Exact in real arithmetic; the
+// tests compare its gradients with the materialised concatenation (`split = false`).
+// The last CrossBlock's support output feeds nothing, so training never computes it.
+//
+// Determinism: every op has a fixed decomposition (see ops.hpp), the loss and the gradient
+// norm are summed sequentially, and the data for a step is a function of (seed, step): a run
+// is reproducible bit for bit, and a resumed run continues exactly.
+#pragma once
+
+#include "model.hpp"
+#include "ops.hpp"
+#include "random.hpp"
+#include "tensor.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace universeg {
+
+// ---- configuration and parameters ----------------------------------------------------------
+
+// "[32,32,32,32]", "[[16,8],[24,16],32]" (entries n or [cross, conv]), or "v1".
+inline Config parse_config(const std::string& text) {
+    if (text == "v1") return Config::v1();
+    auto fail = [&text](const std::string& why) -> Error {
+        return Error("--config '" + text + "': " + why + " (expected e.g. [32,32,32,32] or [[16,8],[24,16],32])");
+    };
+    std::vector<BlockFeatures> enc;
+    size_t i = 0;
+    auto skip = [&] { while (i < text.size() && text[i] == ' ') ++i; };
+    auto number = [&]() -> int64_t {
+        skip();
+        size_t j = i;
+        while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
+        if (j == i || j - i > 6) throw fail("expected a feature count at position " + std::to_string(i));
+        const int64_t v = std::stoll(text.substr(i, j - i));
+        if (v < 1 || v > 4096) throw fail("feature counts must be in [1, 4096]");
+        i = j;
+        return v;
+    };
+    auto expect = [&](char c) {
+        skip();
+        if (i >= text.size() || text[i] != c) throw fail(std::string("expected '") + c + "' at position " + std::to_string(i));
+        ++i;
+    };
+    expect('[');
+    for (;;) {
+        skip();
+        if (i < text.size() && text[i] == '[') {
+            ++i;
+            const int64_t a = number();
+            expect(',');
+            const int64_t b = number();
+            expect(']');
+            enc.push_back({a, b});
+        } else {
+            const int64_t a = number();
+            enc.push_back({a, a});
+        }
+        skip();
+        if (i < text.size() && text[i] == ',') { ++i; continue; }
+        expect(']');
+        break;
+    }
+    skip();
+    if (i != text.size()) throw fail("trailing characters");
+    if (enc.size() > 8) throw fail("at most 8 encoder blocks");
+    return Config::from_encoder(enc);
+}
+
+struct ParamInfo {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0, numel = 0;
+};
+
+// Every parameter tensor of `c` in a fixed order: per CrossBlock (encoder, then decoder) the
+// cross conv, target conv and support conv (weight, bias each), then the output conv.
+inline std::vector<ParamInfo> param_layout(const Config& c) {
+    std::vector<ParamInfo> out;
+    int64_t offset = 0;
+    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        out.push_back({name, std::move(shape), offset, n});
+        offset += n;
+    };
+    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
+        add(p + ".cross.cross_conv.weight", {f.cross, ct + cs, 3, 3});
+        add(p + ".cross.cross_conv.bias", {f.cross});
+        add(p + ".target.vmapped.conv.weight", {f.conv, f.cross, 3, 3});
+        add(p + ".target.vmapped.conv.bias", {f.conv});
+        add(p + ".support.vmapped.conv.weight", {f.conv, f.cross, 3, 3});
+        add(p + ".support.vmapped.conv.bias", {f.conv});
+    };
+    for (int64_t k = 0; k < c.levels(); ++k)
+        block("enc_blocks." + std::to_string(k), c.encoder_target_in(k), c.encoder_support_in(k), c.encoder[size_t(k)]);
+    for (size_t k = 0; k < c.decoder.size(); ++k)
+        block("dec_blocks." + std::to_string(k), c.decoder_in(int64_t(k)), c.decoder_in(int64_t(k)), c.decoder[k]);
+    add("out_conv.conv.weight", {1, c.output_in(), 1, 1});
+    add("out_conv.conv.bias", {1});
+    return out;
+}
+
+inline int64_t param_count(const std::vector<ParamInfo>& layout) {
+    return layout.empty() ? 0 : layout.back().offset + layout.back().numel;
+}
+
+// Kaiming-normal weights for LeakyReLU (std = sqrt(2 / (1 + slope^2) / fan_in)), zero biases.
+inline std::vector<float> init_params(const std::vector<ParamInfo>& layout, uint64_t seed) {
+    std::vector<float> p(size_t(param_count(layout)), 0.0f);
+    for (size_t t = 0; t < layout.size(); ++t) {
+        const ParamInfo& info = layout[t];
+        if (info.shape.size() != 4) continue;
+        Rng rng(seed_from({seed, 0x1417ull, t}));
+        const double fan_in = double(info.shape[1] * info.shape[2] * info.shape[3]);
+        const double std = std::sqrt(2.0 / (1.0 + kLeakySlope * kLeakySlope) / fan_in);
+        for (int64_t i = 0; i < info.numel; ++i) p[size_t(info.offset + i)] = float(std * rng.normal());
+    }
+    return p;
+}
+
+// ---- the training forward and backward ------------------------------------------------------
+
+// A batch of B tasks, each one query and S supports; row-major, labels 0/1.
+struct Batch {
+    int64_t B = 0, S = 0, H = 0, W = 0;
+    std::vector<float> query, query_labels;              // (B, 1, H, W)
+    std::vector<float> support_images, support_labels;  // (B, S, 1, H, W)
+};
+
+// What one CrossBlock keeps for its backward. Inputs tin (B, ct, h, w) and vin (B*S, cs, h, w);
+// z = CrossConv outputs (B*S, f), zm = their mean (B, f); outputs after LeakyReLU tout (B, g)
+// and vout (B*S, g), vout empty for the last block.
+template <class T>
+struct BlockActivations {
+    int64_t h = 0, w = 0, ct = 0, cs = 0, f = 0, g = 0;
+    bool support_out = true;
+    std::vector<T> tin, vin, z, zm, tout, vout;
+};
+
+template <class T>
+struct Activations {
+    int64_t B = 0, S = 0, H = 0, W = 0;
+    std::vector<BlockActivations<T>> blocks;  // encoder blocks, then decoder blocks
+    std::vector<T> logits;                     // (B, 1, H, W)
+};
+
+namespace detail {
+
+// The six tensors of CrossBlock k inside a flat buffer: weights (const T*) or gradients (T*).
+template <class P>
+struct BlockWeights {
+    P cw, cb, tw, tb, sw, sb;
+};
+
+template <class P>
+BlockWeights<P> block_weights(const std::vector<ParamInfo>& layout, P p, size_t k) {
+    return {p + layout[6 * k].offset,     p + layout[6 * k + 1].offset, p + layout[6 * k + 2].offset,
+            p + layout[6 * k + 3].offset, p + layout[6 * k + 4].offset, p + layout[6 * k + 5].offset};
+}
+
+template <class T>
+void resize_zero(std::vector<T>& v, int64_t n) {
+    v.assign(size_t(n), T(0));
+}
+
+// Columns [c0, c0 + c) of the cross weight (f, ct + cs, 3, 3) as a contiguous (f, c, 3, 3).
+template <class T>
+std::vector<T> weight_columns(const T* cw, int64_t f, int64_t cin, int64_t c0, int64_t c) {
+    std::vector<T> out(size_t(f * c * 9));
+    for (int64_t o = 0; o < f; ++o) std::copy(cw + (o * cin + c0) * 9, cw + (o * cin + c0 + c) * 9, out.begin() + o * c * 9);
+    return out;
+}
+
+template <class T>
+void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int64_t B, int64_t S, bool split) {
+    const int64_t hw = a.h * a.w, f = a.f, g = a.g, cin = a.ct + a.cs;
+    resize_zero(a.z, B * S * f * hw);
+    resize_zero(a.zm, B * f * hw);
+    if (split) {
+        const std::vector<T> wT = weight_columns(wt.cw, f, cin, 0, a.ct), wV = weight_columns(wt.cw, f, cin, a.ct, a.cs);
+        const std::vector<T> no_bias(size_t(f), T(0));
+        std::vector<T> pt(size_t(B * f * hw));
+        conv2d_forward(pt.data(), a.tin.data(), wT.data(), wt.cb, B, a.ct, f, a.h, a.w, int64_t(3));
+        conv2d_forward(a.z.data(), a.vin.data(), wV.data(), no_bias.data(), B * S, a.cs, f, a.h, a.w, int64_t(3));
+        mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
+        const int64_t inner = f * hw;
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < B * S; ++n)
+            for (int64_t j = 0; j < inner; ++j) a.z[size_t(n * inner + j)] += pt[size_t((n / S) * inner + j)];
+        for (int64_t j = 0; j < B * inner; ++j) a.zm[size_t(j)] += pt[size_t(j)];
+    } else {
+        cross_conv_forward(a.z.data(), a.tin.data(), a.vin.data(), wt.cw, wt.cb, B, S, a.ct, a.cs, f, a.h, a.w, int64_t(3));
+        mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
+    }
+    resize_zero(a.tout, B * g * hw);
+    conv2d_forward(a.tout.data(), a.zm.data(), wt.tw, wt.tb, B, f, g, a.h, a.w, int64_t(3));
+    leaky_relu_forward(a.tout.data(), a.tout.data(), int64_t(a.tout.size()));
+    if (a.support_out) {
+        resize_zero(a.vout, B * S * g * hw);
+        conv2d_forward(a.vout.data(), a.z.data(), wt.sw, wt.sb, B * S, f, g, a.h, a.w, int64_t(3));
+        leaky_relu_forward(a.vout.data(), a.vout.data(), int64_t(a.vout.size()));
+    } else {
+        a.vout.clear();
+    }
+}
+
+// Adds the block's parameter gradients into `grad` (same layout as the weights) and, when
+// dtin / dvin are non-null, the input gradients. dvout is ignored for the last block.
+template <class T>
+void block_backward(const BlockActivations<T>& a, const BlockWeights<const T*>& wt, const BlockWeights<T*>& gw, const T* dtout,
+                    const T* dvout, T* dtin, T* dvin, int64_t B, int64_t S, bool split) {
+    const int64_t hw = a.h * a.w, f = a.f, g = a.g, cin = a.ct + a.cs;
+    std::vector<T> dpre(size_t(B * g * hw), T(0)), dzm(size_t(B * f * hw), T(0)), dz(size_t(B * S * f * hw), T(0));
+    leaky_relu_backward(dpre.data(), dtout, a.tout.data(), B * g * hw);
+    conv2d_backward(dzm.data(), gw.tw, gw.tb, dpre.data(), a.zm.data(), wt.tw, B, f, g,
+                    a.h, a.w, int64_t(3));
+    if (a.support_out) {
+        dpre.assign(size_t(B * S * g * hw), T(0));
+        leaky_relu_backward(dpre.data(), dvout, a.vout.data(), B * S * g * hw);
+        conv2d_backward(dz.data(), gw.sw, gw.sb, dpre.data(), a.z.data(), wt.sw, B * S,
+                        f, g, a.h, a.w, int64_t(3));
+    }
+    mean_supports_backward(dz.data(), dzm.data(), B, S, f * hw);  // dZ_i += dZm / S
+    if (!split) {
+        cross_conv_backward(dtin, dvin, gw.cw, gw.cb, dz.data(), a.tin.data(), a.vin.data(), wt.cw, B, S,
+                            a.ct, a.cs, f, a.h, a.w, int64_t(3));
+        return;
+    }
+    // Target part: its input appears in every Z_i, so its gradient is sum_i dZ_i (in support order).
+    std::vector<T> dpt(size_t(B * f * hw), T(0));
+    const int64_t inner = f * hw;
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < S; ++i)
+            for (int64_t j = 0; j < inner; ++j) dpt[size_t(b * inner + j)] += dz[size_t((b * S + i) * inner + j)];
+    const std::vector<T> wT = weight_columns(wt.cw, f, cin, 0, a.ct), wV = weight_columns(wt.cw, f, cin, a.ct, a.cs);
+    std::vector<T> dwT(wT.size(), T(0)), dwV(wV.size(), T(0));
+    conv2d_backward(dtin, dwT.data(), gw.cb, dpt.data(), a.tin.data(), wT.data(), B, a.ct, f, a.h, a.w,
+                    int64_t(3));
+    conv2d_backward(dvin, dwV.data(), static_cast<T*>(nullptr), dz.data(), a.vin.data(), wV.data(), B * S, a.cs, f,
+                    a.h, a.w, int64_t(3));
+    for (int64_t o = 0; o < f; ++o) {
+        for (int64_t j = 0; j < a.ct * 9; ++j) gw.cw[o * cin * 9 + j] += dwT[size_t(o * a.ct * 9 + j)];
+        for (int64_t j = 0; j < a.cs * 9; ++j) gw.cw[o * cin * 9 + a.ct * 9 + j] += dwV[size_t(o * a.cs * 9 + j)];
+    }
+}
+
+}  // namespace detail
+
+// Forward pass over a batch, keeping activations in `act`; returns nothing, logits in act.logits.
+// `params` laid out by param_layout(config). The logits equal Model::forward's.
+template <class T>
+void train_forward(const Config& config, const std::vector<ParamInfo>& layout, const T* params, const float* query,
+                   const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W,
+                   Activations<T>& act, bool split = true) {
+    const int64_t L = config.levels(), D = int64_t(config.decoder.size()), HW = H * W;
+    if (B < 1 || S < 1 || H < 1 || W < 1 || H % config.size_multiple() || W % config.size_multiple())
+        throw Error("train_forward: batch " + std::to_string(B) + " x " + std::to_string(S) + " supports of " +
+                    std::to_string(H) + "x" + std::to_string(W) + " does not fit " + config.to_string());
+    act.B = B, act.S = S, act.H = H, act.W = W;
+    act.blocks.resize(size_t(L + D));
+    int64_t h = H, w = W;
+    for (int64_t k = 0; k < L; ++k) {
+        BlockActivations<T>& a = act.blocks[size_t(k)];
+        a.h = h, a.w = w, a.ct = config.encoder_target_in(k), a.cs = config.encoder_support_in(k);
+        a.f = config.encoder[size_t(k)].cross, a.g = config.encoder[size_t(k)].conv;
+        a.support_out = !(k == L - 1 && D == 0);
+        if (k == 0) {
+            a.tin.assign(query, query + B * HW);
+            a.vin.resize(size_t(B * S * 2 * HW));
+            for (int64_t n = 0; n < B * S; ++n) {  // support pair = (image, label) on channels
+                std::copy(support_images + n * HW, support_images + (n + 1) * HW, a.vin.begin() + n * 2 * HW);
+                std::copy(support_labels + n * HW, support_labels + (n + 1) * HW, a.vin.begin() + (n * 2 + 1) * HW);
+            }
+        } else {
+            const BlockActivations<T>& p = act.blocks[size_t(k - 1)];
+            a.tin.resize(size_t(B * p.g * h * w));
+            a.vin.resize(size_t(B * S * p.g * h * w));
+            maxpool2x2_forward(a.tin.data(), p.tout.data(), B * p.g, 2 * h, 2 * w);
+            maxpool2x2_forward(a.vin.data(), p.vout.data(), B * S * p.g, 2 * h, 2 * w);
+        }
+        detail::block_forward(a, detail::block_weights(layout, params, size_t(k)), B, S, split);
+        if (k + 1 < L) h /= 2, w /= 2;
+    }
+    for (int64_t j = 0; j < D; ++j) {
+        BlockActivations<T>& a = act.blocks[size_t(L + j)];
+        const BlockActivations<T>& prev = act.blocks[size_t(L + j - 1)];
+        const BlockActivations<T>& skip = act.blocks[size_t(L - 2 - j)];
+        h *= 2, w *= 2;
+        a.h = h, a.w = w, a.ct = a.cs = prev.g + skip.g;
+        a.f = config.decoder[size_t(j)].cross, a.g = config.decoder[size_t(j)].conv;
+        a.support_out = j + 1 < D;
+        std::vector<T> up(size_t(B * S * prev.g * h * w));
+        a.tin.resize(size_t(B * a.ct * h * w));
+        upsample2x_forward(up.data(), prev.tout.data(), B * prev.g, h / 2, w / 2);
+        concat_channels_forward(a.tin.data(), up.data(), skip.tout.data(), B, prev.g, skip.g, h * w);
+        a.vin.resize(size_t(B * S * a.cs * h * w));
+        upsample2x_forward(up.data(), prev.vout.data(), B * S * prev.g, h / 2, w / 2);
+        concat_channels_forward(a.vin.data(), up.data(), skip.vout.data(), B * S, prev.g, skip.g, h * w);
+        detail::block_forward(a, detail::block_weights(layout, params, size_t(L + j)), B, S, split);
+    }
+    const BlockActivations<T>& last = act.blocks.back();
+    const size_t o = size_t(6 * (L + D));
+    act.logits.assign(size_t(B * HW), T(0));
+    conv2d_forward(act.logits.data(), last.tout.data(), params + layout[o].offset, params + layout[o + 1].offset, B,
+                   last.g, int64_t(1), H, W, int64_t(1));
+}
+
+// Adds d loss / d params into `grad` (layout as params) given dlogits (B, 1, H, W).
+template <class T>
+void train_backward(const Config& config, const std::vector<ParamInfo>& layout, const T* params,
+                    const Activations<T>& act, const T* dlogits, T* grad, bool split = true) {
+    const int64_t L = config.levels(), D = int64_t(config.decoder.size()), B = act.B, S = act.S;
+    const size_t nb = size_t(L + D);
+    std::vector<std::vector<T>> dt(nb), dv(nb);  // gradients of each block's outputs
+    for (size_t k = 0; k < nb; ++k) {
+        const BlockActivations<T>& a = act.blocks[k];
+        dt[k].assign(a.tout.size(), T(0));
+        dv[k].assign(a.vout.size(), T(0));
+    }
+    const size_t o = size_t(6 * (L + D));
+    const BlockActivations<T>& last = act.blocks.back();
+    conv2d_backward(dt[nb - 1].data(), grad + layout[o].offset, grad + layout[o + 1].offset, dlogits, last.tout.data(),
+                    params + layout[o].offset, B, last.g, int64_t(1), act.H, act.W, int64_t(1));
+    for (int64_t j = D - 1; j >= 0; --j) {
+        const size_t k = size_t(L + j), kp = size_t(L + j - 1), ks = size_t(L - 2 - j);
+        const BlockActivations<T>& a = act.blocks[k];
+        const BlockActivations<T>& prev = act.blocks[kp];
+        const int64_t hw = a.h * a.w;
+        std::vector<T> dtin(a.tin.size(), T(0)), dvin(a.vin.size(), T(0));
+        detail::block_backward(a, detail::block_weights(layout, params, k), detail::block_weights(layout, grad, k),
+                               dt[k].data(), dv[k].data(), dtin.data(), dvin.data(), B, S, split);
+        std::vector<T> dup(size_t(B * S * prev.g * hw), T(0));
+        concat_channels_backward(dup.data(), dt[ks].data(), dtin.data(), B, prev.g, a.ct - prev.g, hw);
+        upsample2x_backward(dt[kp].data(), dup.data(), B * prev.g, a.h / 2, a.w / 2);
+        std::fill(dup.begin(), dup.end(), T(0));
+        concat_channels_backward(dup.data(), dv[ks].data(), dvin.data(), B * S, prev.g, a.cs - prev.g, hw);
+        upsample2x_backward(dv[kp].data(), dup.data(), B * S * prev.g, a.h / 2, a.w / 2);
+    }
+    for (int64_t k = L - 1; k >= 0; --k) {
+        const BlockActivations<T>& a = act.blocks[size_t(k)];
+        std::vector<T> dtin, dvin;
+        if (k > 0) dtin.assign(a.tin.size(), T(0)), dvin.assign(a.vin.size(), T(0));
+        detail::block_backward(a, detail::block_weights(layout, params, size_t(k)),
+                               detail::block_weights(layout, grad, size_t(k)), dt[size_t(k)].data(),
+                               dv[size_t(k)].data(), k > 0 ? dtin.data() : nullptr, k > 0 ? dvin.data() : nullptr, B, S,
+                               split);
+        if (k == 0) break;
+        const BlockActivations<T>& p = act.blocks[size_t(k - 1)];
+        maxpool2x2_backward(dt[size_t(k - 1)].data(), dtin.data(), p.tout.data(), B * p.g, p.h, p.w);
+        maxpool2x2_backward(dv[size_t(k - 1)].data(), dvin.data(), p.vout.data(), B * S * p.g, p.h, p.w);
+    }
+}
+
+// ---- losses -----------------------------------------------------------------------------------
+
+enum class Loss { Dice, Bce, DiceBce };
+
+inline Loss parse_loss(const std::string& s) {
+    if (s == "dice") return Loss::Dice;
+    if (s == "bce") return Loss::Bce;
+    if (s == "dice+bce") return Loss::DiceBce;
+    throw Error("--loss must be dice, bce or dice+bce, got '" + s + "'");
+}
+
+// Smoothing of the soft Dice: an empty label with an empty prediction scores 1.
+constexpr double kDiceSmooth = 1.0;
+
+// Loss of logits (B, n) against 0/1 labels, averaged over the batch; writes d loss / d logit.
+//   soft Dice (the paper's loss): 1 - (2 sum p y + s) / (sum p + sum y + s), p = sigmoid(logit)
+//   BCE: mean over pixels of -y log p - (1 - y) log (1 - p), computed stably from the logit
+template <class T>
+double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n, Loss loss, T* dlogits) {
+    double total = 0;
+    for (int64_t b = 0; b < B; ++b) {
+        const T* x = logits + b * n;
+        const float* y = labels + b * n;
+        T* d = dlogits + b * n;
+        std::fill(d, d + n, T(0));
+        if (loss != Loss::Bce) {
+            double inter = 0, sp = 0, sy = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double p = 1.0 / (1.0 + std::exp(-double(x[i])));
+                inter += p * y[i], sp += p, sy += y[i];
+            }
+            const double num = 2 * inter + kDiceSmooth, den = sp + sy + kDiceSmooth;
+            total += 1.0 - num / den;
+            for (int64_t i = 0; i < n; ++i) {
+                const double p = 1.0 / (1.0 + std::exp(-double(x[i])));
+                const double dD_dp = (2.0 * y[i] * den - num) / (den * den);
+                d[i] += T(-dD_dp * p * (1 - p) / double(B));
+            }
+        }
+        if (loss != Loss::Dice) {
+            double s = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double xi = double(x[i]), p = 1.0 / (1.0 + std::exp(-xi));
+                s += std::max(xi, 0.0) - xi * y[i] + std::log1p(std::exp(-std::abs(xi)));
+                d[i] += T((p - y[i]) / double(n * B));
+            }
+            total += s / double(n);
+        }
+    }
+    return total / double(B);
+}
+
+// ---- optimiser ------------------------------------------------------------------------------
+
+struct TrainOptions {
+    int64_t steps = 10000, warmup = 500;
+    double lr = 1e-3, min_lr_ratio = 0.05;  // cosine from lr down to lr * min_lr_ratio
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    double weight_decay = 0.0;  // AdamW's decoupled decay, applied to conv weights only
+    double clip = 1.0;          // global gradient-norm bound; 0 = off
+    double ema_decay = 0.0;     // > 0: keep an exponential moving average of the weights
+    Loss loss = Loss::DiceBce;
+};
+
+// Linear warmup from lr/warmup to lr over `warmup` steps, then a half cosine down to
+// lr * min_lr_ratio at `steps`; constant after. `step` counts from 0.
+inline double learning_rate(const TrainOptions& o, int64_t step) {
+    if (step < o.warmup) return o.lr * double(step + 1) / double(o.warmup);
+    const double span = double(std::max<int64_t>(1, o.steps - o.warmup));
+    const double t = std::min(1.0, double(step - o.warmup) / span);
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + std::cos(3.141592653589793 * t)));
+}
+
+// Scales g so that its L2 norm is at most max_norm (0 = no bound); returns the norm before.
+inline double clip_grad_norm(std::vector<float>& g, double max_norm) {
+    double ss = 0;
+    for (float v : g) ss += double(v) * double(v);
+    const double norm = std::sqrt(ss);
+    if (max_norm > 0 && norm > max_norm) {
+        const float scale = float(max_norm / (norm + 1e-12));
+        for (float& v : g) v *= scale;
+    }
+    return norm;
+}
+
+// Everything a run needs to continue exactly: weights, Adam moments, step, data seed.
+struct TrainState {
+    Config config;
+    std::vector<ParamInfo> layout;
+    std::vector<float> params, m, v;
+    // Moving average of params (empty until the first step with ema_decay > 0). With batches of
+    // one task the raw weights wander from step to step; the average is what gets evaluated
+    // and shipped. It never feeds back into training.
+    std::vector<float> ema;
+    int64_t step = 0;   // steps taken so far
+    uint64_t seed = 0;  // the run's seed: data for step t comes from (seed, t)
+};
+
+inline TrainState init_train_state(const Config& config, uint64_t seed) {
+    TrainState s;
+    s.config = config;
+    s.layout = param_layout(config);
+    s.params = init_params(s.layout, seed);
+    s.m.assign(s.params.size(), 0.0f);
+    s.v.assign(s.params.size(), 0.0f);
+    s.seed = seed;
+    return s;
+}
+
+// One AdamW update with gradient g (already clipped) at learning rate lr.
+inline void adam_update(TrainState& s, const std::vector<float>& g, const TrainOptions& o, double lr) {
+    const double t = double(s.step + 1);
+    const double c1 = 1 - std::pow(o.beta1, t), c2 = 1 - std::pow(o.beta2, t);
+    for (const ParamInfo& info : s.layout) {
+        const double decay = info.shape.size() == 4 ? o.weight_decay : 0.0;
+        for (int64_t i = info.offset; i < info.offset + info.numel; ++i) {
+            const size_t k = size_t(i);
+            s.m[k] = float(o.beta1 * s.m[k] + (1 - o.beta1) * g[k]);
+            s.v[k] = float(o.beta2 * s.v[k] + (1 - o.beta2) * double(g[k]) * g[k]);
+            const double update = (s.m[k] / c1) / (std::sqrt(s.v[k] / c2) + o.eps) + decay * s.params[k];
+            s.params[k] = float(s.params[k] - lr * update);
+        }
+    }
+}
+
+struct TrainWorkspace {
+    Activations<float> act;
+    std::vector<float> grad, dlogits;
+};
+
+struct StepResult {
+    double loss = 0, grad_norm = 0, lr = 0;
+};
+
+// Forward, loss, backward, clipping and one Adam step on `batch`; advances s.step.
+inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptions& o, TrainWorkspace& ws) {
+    train_forward(s.config, s.layout, s.params.data(), batch.query.data(), batch.support_images.data(),
+                  batch.support_labels.data(), batch.B, batch.S, batch.H, batch.W, ws.act);
+    ws.dlogits.resize(ws.act.logits.size());
+    StepResult r;
+    r.loss = loss_and_grad(ws.act.logits.data(), batch.query_labels.data(), batch.B, batch.H * batch.W, o.loss,
+                           ws.dlogits.data());
+    ws.grad.assign(s.params.size(), 0.0f);
+    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data());
+    r.grad_norm = clip_grad_norm(ws.grad, o.clip);
+    r.lr = learning_rate(o, s.step);
+    if (std::isfinite(r.grad_norm)) adam_update(s, ws.grad, o, r.lr);  // a non-finite step is skipped
+    if (o.ema_decay > 0) {
+        const float d = float(o.ema_decay);
+        if (s.ema.size() != s.params.size()) s.ema = s.params;  // starts at the current weights
+        else
+            for (size_t i = 0; i < s.ema.size(); ++i) s.ema[i] = d * s.ema[i] + (1.0f - d) * s.params[i];
+    }
+    ++s.step;
+    return r;
+}
+
+// ---- weights and checkpoints ------------------------------------------------------------------
+
+// The weights under the reference's key names (what Model and save_safetensors take): the
+// moving average when `ema` is true and the state has one, else the raw weights.
+inline StateDict weights_dict(const TrainState& s, bool ema = false) {
+    const std::vector<float>& w = ema && !s.ema.empty() ? s.ema : s.params;
+    StateDict sd;
+    for (const ParamInfo& info : s.layout) {
+        Tensor t(info.shape);
+        std::copy(w.begin() + info.offset, w.begin() + info.offset + info.numel, t.data.begin());
+        sd[info.name] = std::move(t);
+    }
+    return sd;
+}
+
+inline Model make_model(const TrainState& s, bool ema = false) { return Model(weights_dict(s, ema)); }
+
+namespace detail {
+// A 64-bit integer as four exact 16-bit pieces in float32 (safetensors stores tensors only).
+inline Tensor u64_tensor(uint64_t v) {
+    Tensor t({4});
+    for (int i = 0; i < 4; ++i) t.data[size_t(i)] = float((v >> (16 * i)) & 0xFFFFu);
+    return t;
+}
+inline uint64_t u64_from(const StateDict& sd, const std::string& key) {
+    const Tensor& t = require(sd, key);
+    uint64_t v = 0;
+    if (t.numel() != 4) throw Error("checkpoint tensor '" + key + "' must hold 4 values");
+    for (int i = 0; i < 4; ++i) {
+        const float f = t.data[size_t(i)];
+        if (!(f >= 0 && f <= 65535 && f == std::floor(f))) throw Error("checkpoint tensor '" + key + "' is corrupt");
+        v |= uint64_t(f) << (16 * i);
+    }
+    return v;
+}
+}  // namespace detail
+
+// Weights plus "adam.m.<name>", "adam.v.<name>", "ema.<name>" (when kept), "train.step" and
+// "train.seed". Model and load_model read such a file as the raw weights (they ignore the
+// extra tensors).
+inline StateDict checkpoint_dict(const TrainState& s) {
+    StateDict sd = weights_dict(s);
+    for (const ParamInfo& info : s.layout) {
+        Tensor m(info.shape), v(info.shape);
+        std::copy(s.m.begin() + info.offset, s.m.begin() + info.offset + info.numel, m.data.begin());
+        std::copy(s.v.begin() + info.offset, s.v.begin() + info.offset + info.numel, v.data.begin());
+        sd["adam.m." + info.name] = std::move(m);
+        sd["adam.v." + info.name] = std::move(v);
+        if (!s.ema.empty()) {
+            Tensor e(info.shape);
+            std::copy(s.ema.begin() + info.offset, s.ema.begin() + info.offset + info.numel, e.data.begin());
+            sd["ema." + info.name] = std::move(e);
+        }
+    }
+    sd["train.step"] = detail::u64_tensor(uint64_t(s.step));
+    sd["train.seed"] = detail::u64_tensor(s.seed);
+    return sd;
+}
+
+// From a checkpoint_dict (exact resume) or from plain weights (fresh optimiser, step 0: for
+// fine-tuning; `seed` then seeds the data). The architecture is read off the shapes.
+inline TrainState train_state_from(const StateDict& sd, uint64_t seed = 0) {
+    TrainState s;
+    s.config = Model(sd).config();  // validates every tensor
+    s.layout = param_layout(s.config);
+    const int64_t n = param_count(s.layout);
+    s.params.resize(size_t(n));
+    s.m.assign(size_t(n), 0.0f);
+    s.v.assign(size_t(n), 0.0f);
+    const bool resume = sd.count("train.step") > 0;
+    if (resume && sd.count("ema." + s.layout[0].name)) s.ema.assign(size_t(n), 0.0f);
+    for (const ParamInfo& info : s.layout) {
+        std::copy(detail::require(sd, info.name).data.begin(), detail::require(sd, info.name).data.end(),
+                  s.params.begin() + info.offset);
+        if (!resume) continue;
+        for (const char* part : {"adam.m.", "adam.v.", "ema."}) {
+            std::vector<float>& dst = part[0] == 'e' ? s.ema : part[5] == 'm' ? s.m : s.v;
+            if (dst.empty()) continue;
+            const Tensor& t = detail::require(sd, part + info.name);
+            if (t.numel() != info.numel) throw Error("checkpoint tensor '" + std::string(part) + info.name + "' has the wrong size");
+            std::copy(t.data.begin(), t.data.end(), dst.begin() + info.offset);
+        }
+    }
+    s.step = resume ? int64_t(detail::u64_from(sd, "train.step")) : 0;
+    s.seed = resume ? detail::u64_from(sd, "train.seed") : seed;
+    return s;
+}
+
+// ---- evaluation ---------------------------------------------------------------------------------
+
+// Dice of the hard mask (logit > 0) against a 0/1 label; 1 when both are empty.
+inline double dice_score(const float* logits, const float* labels, int64_t n) {
+    int64_t inter = 0, pred = 0, truth = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const bool p = logits[i] > 0, t = labels[i] > 0.5f;
+        inter += p && t, pred += p, truth += t;
+    }
+    return pred + truth == 0 ? 1.0 : 2.0 * double(inter) / double(pred + truth);
+}
+
+// The classical baseline a few-shot model must beat: a per-task intensity-histogram
+// classifier. From the S supports (images in [0,1], labels 0/1) it counts foreground and
+// background pixels per intensity bin; a query pixel is foreground where its bin's foreground
+// share reaches a threshold, and the threshold is the one that maximises the Dice of this
+// rule on the supports themselves (so small targets are not lost to the background prior).
+// Writes +1 / -1 "logits" so dice_score applies.
+inline void histogram_baseline(const float* support_images, const float* support_labels, int64_t S, int64_t n_pixels,
+                               const float* query, int64_t n_query, float* out, int bins = 32) {
+    std::vector<double> fg(size_t(bins), 0), bg(size_t(bins), 0);
+    auto bin = [bins](float v) { return std::min(bins - 1, std::max(0, int(v * float(bins)))); };
+    for (int64_t i = 0; i < S * n_pixels; ++i) (support_labels[i] > 0.5f ? fg : bg)[size_t(bin(support_images[i]))] += 1;
+    std::vector<int> order(static_cast<size_t>(bins));
+    std::vector<double> share(static_cast<size_t>(bins));
+    double total_fg = 0;
+    for (int b = 0; b < bins; ++b) {
+        order[size_t(b)] = b;
+        share[size_t(b)] = fg[size_t(b)] + bg[size_t(b)] > 0 ? fg[size_t(b)] / (fg[size_t(b)] + bg[size_t(b)]) : 0.0;
+        total_fg += fg[size_t(b)];
+    }
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return share[size_t(a)] > share[size_t(b)]; });
+    // Taking bins in decreasing foreground share, keep the prefix with the best support Dice.
+    double tp = 0, fp = 0, best = -1, threshold = 2;  // 2: nothing is foreground
+    for (size_t k = 0; k < order.size(); ++k) {
+        const int b = order[k];
+        if (fg[size_t(b)] == 0) break;
+        tp += fg[size_t(b)], fp += bg[size_t(b)];
+        const double dice = 2 * tp / (2 * tp + fp + (total_fg - tp));
+        if (dice > best) best = dice, threshold = share[size_t(b)];
+    }
+    for (int64_t i = 0; i < n_query; ++i) out[i] = share[size_t(bin(query[i]))] >= threshold ? 1.0f : -1.0f;
+}
+
+}  // namespace universeg

@@ -1,0 +1,209 @@
+// The fast kernels (kernels.hpp, kernels/simd.hpp) against the reference convolution of
+// ops.hpp computed in double, for every instruction set this program carries and this CPU
+// runs: odd sizes, row and tile tails, channel counts that are not a multiple of the vector
+// width, both epilogues, and every convolution shape of the v1 model.
+#include <catch2/catch.hpp>
+#include <universeg/kernels.hpp>
+#include <universeg/ops.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace universeg;
+using kernels::ConvArgs;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, unsigned seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(-scale, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = u(rng);
+    return v;
+}
+
+// An image in the kernels' layout (padded NHWC) from a planar (C,H,W) one.
+struct Image {
+    kernels::Geom g;
+    int64_t c = 0, cp = 0;
+    std::vector<float> data;
+    float* ptr() { return data.data(); }
+    float at(int64_t ch, int64_t y, int64_t x) const { return data[size_t(((y + 1) * g.wp + x + 1) * cp + ch)]; }
+};
+
+Image to_layout(const std::vector<float>& chw, int64_t c, int64_t cp, int64_t h, int64_t w) {
+    Image im{kernels::geom(h, w), c, cp, {}};
+    im.data.assign(size_t(im.g.pixels() * cp), 0.0f);
+    for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t y = 0; y < h; ++y)
+            for (int64_t x = 0; x < w; ++x)
+                im.data[size_t(((y + 1) * im.g.wp + x + 1) * cp + ch)] = chw[size_t((ch * h + y) * w + x)];
+    return im;
+}
+
+struct Problem {
+    int64_t cin, cout, h, w;
+    std::vector<float> input, weight, bias, addend;  // planar
+    std::vector<double> expected;                    // (cout, h, w)
+};
+
+Problem make_problem(int64_t cin, int64_t cout, int64_t h, int64_t w, bool with_addend, bool leaky, unsigned seed) {
+    Problem p{cin, cout, h, w, random_floats(size_t(cin * h * w), seed),
+              random_floats(size_t(cout * cin * 9), seed + 1, float(std::sqrt(2.0 / (9.0 * double(cin))))),
+              random_floats(size_t(cout), seed + 2, 0.1f), {}, {}};
+    auto d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    const std::vector<double> in = d(p.input), wt = d(p.weight), b = d(p.bias);
+    p.expected.assign(size_t(cout * h * w), 0.0);
+    conv2d_forward(p.expected.data(), in.data(), wt.data(), b.data(), int64_t(1), cin, cout, h, w, int64_t(3));
+    if (with_addend) {
+        p.addend = random_floats(size_t(cout * h * w), seed + 3);
+        for (size_t i = 0; i < p.expected.size(); ++i) p.expected[i] += double(p.addend[i]) - double(p.bias[i / size_t(h * w)]);
+    }
+    if (leaky)
+        for (double& v : p.expected) v = v > 0 ? v : double(kernels::kSlope) * v;
+    return p;
+}
+
+enum class Algo { direct, winograd, winograd_bf16 };
+
+// Runs one algorithm on the problem, split into work items of `item` rows or tiles, and
+// returns the largest difference to the double reference relative to the output's scale.
+// Also checks that the output's border and padding channels stay zero.
+double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int64_t item) {
+    const int64_t in_cp = algo == Algo::direct && p.cin < 4 ? p.cin : kernels::channel_stride(p.cin);
+    const int64_t out_cp = kernels::channel_stride(p.cout);
+    Image in = to_layout(p.input, p.cin, in_cp, p.h, p.w);
+    Image out = to_layout(std::vector<float>(size_t(p.cout * p.h * p.w), 0.0f), p.cout, out_cp, p.h, p.w);
+    Image add;
+    std::vector<float> bias(size_t(out_cp), 0.0f);
+    std::copy(p.bias.begin(), p.bias.end(), bias.begin());
+    if (!p.addend.empty()) add = to_layout(p.addend, p.cout, out_cp, p.h, p.w);
+    std::fill(out.data.begin(), out.data.end(), 0.0f);
+
+    ConvArgs a;
+    a.in = in.ptr();
+    a.in_cp = in_cp;
+    a.cin = p.cin;
+    a.out = out.ptr();
+    a.out_cp = out_cp;
+    a.cout = out_cp;
+    a.h = p.h;
+    a.w = p.w;
+    a.wp = in.g.wp;
+    a.bias = bias.data();
+    a.addend = p.addend.empty() ? nullptr : add.ptr();
+    a.leaky = leaky;
+    std::vector<float> packed;
+    std::vector<uint16_t> packed16;
+    if (algo == Algo::direct) {
+        packed = kernels::pack_direct(p.weight, p.cout, p.cin, 0, p.cin, out_cp, t.nb);
+        a.weight = packed.data();
+        for (int64_t y = 0; y < p.h; y += item) t.conv3x3_direct(a, y, std::min(p.h, y + item));
+    } else {
+        const int64_t tiles = in.g.tiles(), group = std::min<int64_t>(item, t.tile_group);
+        std::vector<float> scratch(size_t(kernels::winograd_scratch_floats(group, in_cp, out_cp)));
+        if (algo == Algo::winograd) {
+            packed = kernels::pack_winograd(p.weight, p.cout, p.cin, 0, p.cin, out_cp, t.nb);
+            a.weight = packed.data();
+        } else {
+            packed16 = kernels::pack_winograd_bf16(p.weight, p.cout, p.cin, 0, p.cin, out_cp, t.nb);
+            a.weight_bf16 = packed16.data();
+        }
+        for (int64_t t0 = 0; t0 < tiles; t0 += group) {
+            const int64_t t1 = std::min(tiles, t0 + group);
+            (algo == Algo::winograd ? t.conv3x3_winograd : t.conv3x3_winograd_bf16)(a, t0, t1, scratch.data());
+        }
+    }
+    double err = 0, scale = 1e-3;
+    for (double v : p.expected) scale = std::max(scale, std::abs(v));
+    for (int64_t c = 0; c < out_cp; ++c)
+        for (int64_t y = -1; y < out.g.hp - 1; ++y)
+            for (int64_t x = -1; x < out.g.wp - 1; ++x) {
+                const bool inside = c < p.cout && y >= 0 && y < p.h && x >= 0 && x < p.w;
+                const double e = inside ? p.expected[size_t((c * p.h + y) * p.w + x)] : 0.0;
+                err = std::max(err, std::abs(double(out.at(c, y, x)) - e));
+            }
+    return err / scale;
+}
+
+std::vector<const kernels::Table*> tables() { return kernels::available_tables(); }
+
+}  // namespace
+
+TEST_CASE("a table is available for this CPU and UNIVERSEG_ARCH caps the choice") {
+    const auto all = tables();
+    REQUIRE(!all.empty());
+    for (size_t i = 1; i < all.size(); ++i) CHECK(all[i - 1]->isa > all[i]->isa);
+    for (const kernels::Table* t : all) {
+        INFO(t->name);
+        CHECK(kernels::cpu_has(kernels::Isa(t->isa)));
+        CHECK(&kernels::select(kernels::Isa(t->isa)) == t);
+        CHECK(t->conv3x3_direct != nullptr);
+        CHECK(t->conv3x3_winograd != nullptr);
+    }
+    CHECK_THROWS_WITH(kernels::parse_isa("avx9", "test"), Catch::Contains("avx9"));
+}
+
+TEST_CASE("direct convolution matches the reference on odd sizes, tails and both epilogues") {
+    struct Shape {
+        int64_t cin, cout, h, w;
+    };
+    const Shape shapes[] = {{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {16, 48, 11, 6}, {64, 64, 7, 8}};
+    unsigned seed = 10;
+    for (const kernels::Table* t : tables())
+        for (const Shape& s : shapes)
+            for (int variant = 0; variant < 4; ++variant) {
+                const bool addend = variant & 1, leaky = variant & 2;
+                const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
+                INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
+                              << " leaky=" << leaky);
+                CHECK(run(*t, Algo::direct, p, leaky, 1 + variant) < 1e-5);
+            }
+}
+
+TEST_CASE("Winograd F(4x4,3x3) matches the reference on odd sizes, tile tails and both epilogues") {
+    struct Shape {
+        int64_t cin, cout, h, w;
+    };
+    const Shape shapes[] = {{16, 16, 5, 7}, {3, 64, 9, 13}, {17, 24, 1, 1}, {32, 48, 6, 17}, {64, 64, 13, 4}, {128, 64, 8, 8}};
+    unsigned seed = 100;
+    for (const kernels::Table* t : tables())
+        for (const Shape& s : shapes)
+            for (int variant = 0; variant < 4; ++variant) {
+                const bool addend = variant & 1, leaky = variant & 2;
+                const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
+                INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
+                              << " leaky=" << leaky);
+                // F(4x4,3x3) loses a few bits to its transforms: well inside the model's 1e-4.
+                CHECK(run(*t, Algo::winograd, p, leaky, 1 + 5 * variant) < 2e-5);
+                if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16())
+                    CHECK(run(*t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant) < 6e-2);
+            }
+}
+
+TEST_CASE("every convolution shape of the v1 model, at its real size") {
+    struct Shape {
+        int64_t cin, cout, h;
+    };
+    // enc 0 cross (target, support halves), enc support/target convs at each level, enc k>0
+    // cross halves, dec cross halves (up + skip = 128 channels).
+    const Shape shapes[] = {{1, 64, 128}, {2, 64, 128}, {64, 64, 128}, {64, 64, 64}, {64, 64, 32},
+                            {64, 64, 16}, {128, 64, 32},  {128, 64, 64}, {128, 64, 128}};
+    unsigned seed = 1000;
+    for (const Shape& s : shapes) {
+        const Problem p = make_problem(s.cin, s.cout, s.h, s.h, true, false, seed++);
+        for (const kernels::Table* t : tables()) {
+            INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " size=" << s.h);
+            if (s.cin < 16) {
+                CHECK(run(*t, Algo::direct, p, false, 8) < 1e-5);
+                continue;
+            }
+            CHECK(run(*t, Algo::winograd, p, false, t->tile_group) < 2e-5);
+            if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16())
+                CHECK(run(*t, Algo::winograd_bf16, p, false, t->tile_group) < 6e-2);
+        }
+    }
+}

@@ -1,0 +1,545 @@
+// Few-shot segmentation of whole images (universeg/segment.hpp) and the `universeg segment` /
+// `universeg eval` commands end to end: formats, odd sizes, multi-label maps, thresholds,
+// ensembles, NIfTI volumes, bad inputs. Uses the small golden custom model
+// (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
+#include <catch2/catch.hpp>
+
+#define UNIVERSEG_STB_IMPLEMENTATION
+#include <universeg/io/nifti.hpp>
+#include <universeg/segment.hpp>
+#include <universeg/universeg.hpp>
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace universeg;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kWeights = std::string(UNIVERSEG_TEST_DATA) + "/golden/custom_b1_s3_48x80/weights.pt";
+// Committed JPEGs (stb_image_write's JPEG encoder trips the UB sanitizer).
+const std::string kImages = std::string(UNIVERSEG_TEST_DATA) + "/images/";
+
+const Model& model() {
+    static const Model m = load_model(kWeights);
+    return m;
+}
+
+struct TempDir {
+    fs::path path;
+    explicit TempDir(const std::string& name)
+        : path(fs::temp_directory_path() / ("universeg_test_segment_" + std::to_string(getpid()) + "_" + name)) {
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~TempDir() { fs::remove_all(path); }
+    std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
+
+template <class F>
+std::string error_of(F f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// A grey test image: smooth gradient plus a bright disc, values spanning 0..255.
+std::vector<uint8_t> grey_pattern(int h, int w, int seed) {
+    std::vector<uint8_t> p(size_t(h * w));
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            const double dx = x - w * (0.3 + 0.1 * (seed % 4)), dy = y - h * 0.5;
+            const bool disc = dx * dx + dy * dy < 0.05 * w * h;
+            p[size_t(y * w + x)] = uint8_t(disc ? 255 : (x * 97 + y * 31 + seed * 13) % 200);
+        }
+    p[0] = 0;
+    p[1] = 255;
+    return p;
+}
+
+// Labels: 3 inside a left box, 7 inside a right box, 0 elsewhere.
+std::vector<uint8_t> label_pattern(int h, int w, int seed) {
+    std::vector<uint8_t> p(size_t(h * w), 0);
+    for (int y = h / 4; y < 3 * h / 4; ++y)
+        for (int x = 0; x < w; ++x) {
+            if (x >= w / 8 + seed % 3 && x < w / 3) p[size_t(y * w + x)] = 3;
+            if (x >= w / 2 && x < 7 * w / 8 - seed % 2) p[size_t(y * w + x)] = 7;
+        }
+    return p;
+}
+
+std::vector<uint8_t> to_rgb(const std::vector<uint8_t>& g) {
+    std::vector<uint8_t> c;
+    for (size_t i = 0; i < g.size(); ++i) c.insert(c.end(), {g[i], uint8_t(255 - g[i]), uint8_t(g[i] / 2)});
+    return c;
+}
+
+// A support set at the model size from the patterns above, labels binary for value 1.
+SupportSet tiny_set(int n, int64_t H, int64_t W) {
+    SupportSet set;
+    set.height = H;
+    set.width = W;
+    for (int i = 0; i < n; ++i) {
+        const std::vector<uint8_t> g = grey_pattern(int(H), int(W), i), l = label_pattern(int(H), int(W), i);
+        Image img{H, W, {}}, lab{H, W, {}};
+        for (uint8_t v : g) img.pixels.push_back(v / 255.0f);
+        for (uint8_t v : l) lab.pixels.push_back(float(v));
+        add_support(set, img, lab, "pair " + std::to_string(i));
+    }
+    return set;
+}
+
+}  // namespace
+
+TEST_CASE("support subsets: seeded, sorted, distinct, within range", "[segment]") {
+    const auto a = support_subsets(10, 4, 3, 42), b = support_subsets(10, 4, 3, 42), c = support_subsets(10, 4, 3, 43);
+    REQUIRE(a == b);
+    REQUIRE(a != c);
+    REQUIRE(a.size() == 3);
+    for (const auto& s : a) {
+        REQUIRE(s.size() == 4);
+        REQUIRE(std::is_sorted(s.begin(), s.end()));
+        REQUIRE(std::adjacent_find(s.begin(), s.end()) == s.end());
+        REQUIRE((s.front() >= 0 && s.back() < 10));
+    }
+    REQUIRE(a[0] != a[1]);
+    // Only one subset of size n exists: asking for 5 gives 1.
+    REQUIRE(support_subsets(6, 6, 5, 0) == std::vector<std::vector<int64_t>>{{0, 1, 2, 3, 4, 5}});
+    // C(4, 2) = 6 distinct subsets at most.
+    REQUIRE(support_subsets(4, 2, 10, 1).size() == 6);
+    REQUIRE(!error_of([] { support_subsets(3, 4, 1, 0); }).empty());
+}
+
+TEST_CASE("label map: most probable label above the threshold", "[segment]") {
+    const std::vector<Image> probs = {{1, 5, {0.6f, 0.6f, 0.4f, 0.9f, 0.55f}}, {1, 5, {0.7f, 0.2f, 0.3f, 0.1f, 0.55f}}};
+    REQUIRE(label_map(probs, {3, 7}, 0.5).pixels == std::vector<float>{7, 3, 0, 3, 3});
+    REQUIRE(label_map(probs, {3, 7}, 0.65).pixels == std::vector<float>{7, 0, 0, 3, 0});
+    REQUIRE(label_map(probs, {3, 7}, 0.0).pixels == std::vector<float>{7, 3, 3, 3, 3});
+    REQUIRE(!error_of([&] { label_map(probs, {3}, 0.5); }).empty());
+}
+
+TEST_CASE("Dice and IoU per label value", "[segment]") {
+    // truth: label 1 on 4 pixels, label 2 on 2; prediction: label 1 on 6 (3 shared), label 5 on 1.
+    const std::vector<float> t = {1, 1, 1, 1, 2, 2, 0, 0, 0, 0};
+    const std::vector<float> p = {1, 1, 1, 0, 1, 1, 1, 0, 5, 0};
+    const auto o = label_overlaps(t.data(), p.data(), t.size());
+    REQUIRE(o.size() == 3);
+    REQUIRE(o.at(1).dice() == Approx(2.0 * 3 / 10));
+    REQUIRE(o.at(1).iou() == Approx(3.0 / 7));
+    REQUIRE(o.at(2).dice() == 0);
+    REQUIRE(o.at(5).iou() == 0);
+    REQUIRE(std::isnan(Overlap{}.dice()));
+}
+
+TEST_CASE("preparing images: clip, normalise, resize", "[segment]") {
+    // 75th percentile of {0, 10, 20, 1000}: rank 2.25 -> 20 + 0.25 * 980 = 265.
+    const Image p = prepare_image({1, 4, {0, 10, 20, 1000}}, 1, 4, 0, 75);
+    REQUIRE(p.pixels[1] == Approx(10.0 / 265));
+    REQUIRE(p.pixels[3] == Approx(1.0));
+    const Image q = prepare_image({2, 2, {5, 5, 5, 5}}, 4, 4);
+    REQUIRE(q.pixels == std::vector<float>(16, 0.0f));
+    REQUIRE(!error_of([] { check_label_map({1, 2, {0, 0.5f}}, "x.png"); }).empty());
+    REQUIRE(error_of([] { check_label_map({1, 2, {0, -1}}, "x.png"); }).find("x.png") != std::string::npos);
+}
+
+TEST_CASE("tasks: one binary mask set per label value, support size capped", "[segment]") {
+    const SupportSet set = tiny_set(5, 16, 16);
+    REQUIRE(set.values == std::set<int64_t>{3, 7});
+    SegmentOptions opt;
+    const Task t = make_task(model(), set, opt);
+    REQUIRE(t.values == std::vector<int64_t>{3, 7});
+    REQUIRE(t.members.size() == 1);
+    REQUIRE(t.members[0].size == 5);
+    for (size_t v = 0; v < 2; ++v)
+        for (size_t i = 0; i < set.labels.size(); ++i)
+            REQUIRE(t.members[0].masks[v][i] == (set.labels[i] == float(t.values[v]) ? 1.0f : 0.0f));
+
+    opt.only_values = {7};
+    REQUIRE(make_task(model(), set, opt).values == std::vector<int64_t>{7});
+    opt.only_values = {4};
+    REQUIRE(error_of([&] { make_task(model(), set, opt); }).find("label value 4") != std::string::npos);
+
+    const SupportSet many = tiny_set(kMaxSupportSize + 3, 4, 4);
+    REQUIRE(make_task(model(), many, SegmentOptions{}).members[0].size == kMaxSupportSize);
+
+    SupportSet empty;
+    empty.height = empty.width = 8;
+    add_support(empty, {8, 8, std::vector<float>(64)}, {8, 8, std::vector<float>(64)}, "blank");
+    REQUIRE(error_of([&] { make_task(model(), empty, SegmentOptions{}); }).find("empty") != std::string::npos);
+    SupportSet odd = tiny_set(2, 18, 18);  // not a multiple of 4
+    REQUIRE(error_of([&] { make_task(model(), odd, SegmentOptions{}); }).find("multiple of 4") != std::string::npos);
+    REQUIRE(!error_of([&] { add_support(odd, {8, 8, std::vector<float>(64)}, {8, 8, std::vector<float>(64)}, "small"); }).empty());
+}
+
+TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "[segment]") {
+    const int64_t H = 16, W = 20, HW = H * W;
+    const SupportSet set = tiny_set(6, H, W);
+    const std::vector<uint8_t> qg = grey_pattern(int(H), int(W), 9);
+    Image query{H, W, {}};
+    for (uint8_t v : qg) query.pixels.push_back(v / 255.0f);
+
+    SegmentOptions opt;
+    opt.support_size = 3;
+    opt.ensemble = 3;
+    opt.seed = 5;
+    const Task t = make_task(model(), set, opt);
+    REQUIRE(t.members.size() == 3);
+    const std::vector<Image> probs = predict_probabilities(t, query);
+    REQUIRE(probs.size() == 2);
+
+    // Independently: for each subset, gather its images and the binary masks of each value
+    // from the support set, run the model directly and average the sigmoids.
+    for (size_t v = 0; v < 2; ++v) {
+        std::vector<double> expect(size_t(HW), 0.0);
+        for (const Task::Member& m : t.members) {
+            std::vector<float> images, masks, logits(static_cast<size_t>(HW));
+            for (int64_t i : m.indices)
+                for (int64_t p = 0; p < HW; ++p) {
+                    images.push_back(set.images[size_t(i * HW + p)]);
+                    masks.push_back(set.labels[size_t(i * HW + p)] == float(t.values[v]) ? 1.0f : 0.0f);
+                }
+            model().forward(query.pixels.data(), images.data(), masks.data(), 1, 3, H, W, logits.data());
+            for (int64_t p = 0; p < HW; ++p) expect[size_t(p)] += sigmoid(logits[size_t(p)]) / 3;
+        }
+        for (int64_t p = 0; p < HW; ++p) REQUIRE(probs[v].pixels[size_t(p)] == Approx(expect[size_t(p)]).margin(1e-6));
+    }
+    REQUIRE(!error_of([&] { predict_probabilities(t, Image{8, 8, std::vector<float>(64)}); }).empty());
+}
+
+#ifdef UNIVERSEG_CLI
+
+namespace {
+
+struct Run {
+    int rc;
+    std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+// Runs `universeg ARGS` (ARGS already shell-quoted where needed), capturing its output.
+// One thread: ctest runs test programs side by side, and busy-waiting OpenMP threads on a
+// loaded machine would cost far more than the tiny model's work.
+Run cli(const TempDir& dir, std::string args, const std::string& env = "") {
+    if (args.rfind("segment ", 0) == 0) args.insert(8, "--threads 1 ");
+    const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+    const std::string cmd = env + " '" + std::string(UNIVERSEG_CLI) + "' " + args + " >'" + out + "' 2>'" + err + "'";
+    const int status = std::system(cmd.c_str());
+    Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+    INFO(cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.rc >= 0);
+    return r;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::set<float> values_of(const Image& img) { return std::set<float>(img.pixels.begin(), img.pixels.end()); }
+
+// A support folder of five pairs in five formats and sizes, labels 0/3/7; queries in every
+// readable format including 16-bit and an odd 300x217 RGB, plus a corrupt one.
+void make_2d_fixture(const TempDir& dir) {
+    for (const char* d : {"support/images", "support/labels", "queries"}) fs::create_directories(dir.path / d);
+    auto sup = [&](const std::string& name, int h, int w, int seed, const std::string& ext, const std::string& lext) {
+        const std::vector<uint8_t> g = grey_pattern(h, w, seed), l = label_pattern(h, w, seed);
+        const std::string img = dir / ("support/images/" + name + ext), lab = dir / ("support/labels/" + name + lext);
+        if (ext == ".png") REQUIRE(stbi_write_png(img.c_str(), w, h, 1, g.data(), w));
+        if (ext == ".jpg") fs::copy_file(kImages + "pattern_rgb.jpg", img);  // 48x64; see make_fixtures.py
+        if (ext == ".bmp") REQUIRE(stbi_write_bmp(img.c_str(), w, h, 3, to_rgb(g).data()));
+        if (ext == ".tga") REQUIRE(stbi_write_tga(img.c_str(), w, h, 1, g.data()));
+        if (lext == ".png") REQUIRE(stbi_write_png(lab.c_str(), w, h, 1, l.data(), w));
+        if (lext == ".bmp") REQUIRE(stbi_write_bmp(lab.c_str(), w, h, 1, l.data()));
+    };
+    sup("s1", 40, 36, 1, ".png", ".png");
+    sup("s2", 48, 64, 2, ".jpg", ".png");
+    sup("s3", 217, 300, 3, ".bmp", ".bmp");
+    sup("s4", 45, 33, 4, ".tga", ".png");
+    {  // 16-bit RGB image with a 16-bit label map
+        const std::vector<uint8_t> g = grey_pattern(50, 50, 5), l = label_pattern(50, 50, 5);
+        std::vector<uint16_t> rgb, lab(l.begin(), l.end());
+        for (uint8_t v : to_rgb(g)) rgb.push_back(uint16_t(v * 257));
+        save_png(dir / "support/images/s5.png", rgb, 50, 50, 3, 16);
+        save_png(dir / "support/labels/s5.png", lab, 50, 50, 1, 16);
+    }
+    const std::vector<uint8_t> q = grey_pattern(217, 300, 6);
+    REQUIRE(stbi_write_png((dir / "queries/q_rgb.png").c_str(), 300, 217, 3, to_rgb(q).data(), 900));
+    fs::copy_file(kImages + "pattern_grey.jpg", dir / "queries/q_jpeg.jpg");  // 29x37
+    REQUIRE(stbi_write_bmp((dir / "queries/q_bmp.bmp").c_str(), 31, 41, 1, grey_pattern(41, 31, 8).data()));
+    REQUIRE(stbi_write_tga((dir / "queries/q_tga.tga").c_str(), 64, 16, 4, std::vector<uint8_t>(64 * 16 * 4, 90).data()));
+    std::vector<uint16_t> q16;
+    for (uint8_t v : grey_pattern(47, 61, 9)) q16.push_back(uint16_t(v * 200));
+    save_png(dir / "queries/q16.png", q16, 47, 61, 1, 16);
+    std::ofstream(dir / "queries/bad.png") << "not a png";
+    std::ofstream(dir / "queries/notes.txt") << "not an image either";
+}
+
+}  // namespace
+
+TEST_CASE("segment: every format, odd sizes, multi-label, one bad query", "[cli]") {
+    TempDir dir("cli2d");
+    make_2d_fixture(dir);
+    const std::string base = "segment --weights '" + kWeights + "' --size 32 --support '" + dir / "support" + "' --out '" +
+                             dir / "out" + "' ";
+    const Run r = cli(dir, base + "--overlay '" + dir / "queries" + "'");
+    REQUIRE(r.rc == 1);  // bad.png and notes.txt failed ...
+    REQUIRE(contains(r.err, "bad.png"));
+    REQUIRE(contains(r.err, "notes.txt: not a supported image"));
+    REQUIRE(contains(r.err, "2 of 7 queries failed"));
+    REQUIRE(contains(r.out, "labels 3,7"));
+    REQUIRE(!fs::exists(dir / "out/bad.png"));
+    // ... and the others were written at their original sizes, with the support's label values.
+    const std::map<std::string, std::pair<int64_t, int64_t>> sizes = {
+        {"q_rgb", {217, 300}}, {"q_jpeg", {29, 37}}, {"q_bmp", {41, 31}}, {"q_tga", {16, 64}}, {"q16", {47, 61}}};
+    for (const auto& kv : sizes) {
+        INFO(kv.first);
+        const Image lab = load_label_map(dir / ("out/" + kv.first + ".png"));
+        REQUIRE(lab.height == kv.second.first);
+        REQUIRE(lab.width == kv.second.second);
+        for (float v : values_of(lab)) REQUIRE((v == 0 || v == 3 || v == 7));
+        int w = 0, h = 0, c = 0;
+        REQUIRE(stbi_info((dir / ("out/" + kv.first + "_overlay.png")).c_str(), &w, &h, &c));
+        REQUIRE((h == kv.second.first && w == kv.second.second && c == 3));
+    }
+}
+
+TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
+    TempDir dir("cliprob");
+    make_2d_fixture(dir);
+    const std::string base = "segment --weights '" + kWeights + "' --size 32 --support '" + dir / "support" + "' ";
+    const std::string q = " '" + dir / "queries/q_rgb.png" + "'";
+
+    REQUIRE(cli(dir, base + "--quiet --threshold 0 --out '" + dir / "t0" + "'" + q).rc == 0);
+    REQUIRE(values_of(load_label_map(dir / "t0/q_rgb.png")).count(0) == 0);  // sigmoid > 0 everywhere
+    REQUIRE(cli(dir, base + "--quiet --threshold 1 --out '" + dir / "t1" + "'" + q).rc == 0);
+    REQUIRE(values_of(load_label_map(dir / "t1/q_rgb.png")) == std::set<float>{0});
+
+    // The label map is the per-pixel argmax of the written probabilities above 0.5.
+    const Run r = cli(dir, base + "--probabilities npy --out '" + dir / "p" + "'" + q);
+    REQUIRE(r.rc == 0);
+    REQUIRE(r.err.empty());  // stderr is not a terminal: no progress bar
+    const Tensor p3 = load_npy(dir / "p/q_rgb_prob_3.npy"), p7 = load_npy(dir / "p/q_rgb_prob_7.npy");
+    REQUIRE(p3.shape == std::vector<int64_t>{217, 300});
+    const Image lab = load_label_map(dir / "p/q_rgb.png");
+    for (size_t i = 0; i < lab.pixels.size(); ++i) {
+        const float a = p3.data[i], b = p7.data[i];
+        REQUIRE((a >= 0 && a <= 1 && b >= 0 && b <= 1));
+        REQUIRE(lab.pixels[i] == (std::max(a, b) > 0.5f ? (b > a ? 7.0f : 3.0f) : 0.0f));
+    }
+
+    REQUIRE(cli(dir, base + "--quiet --label 7 --probabilities png --out '" + dir / "l7" + "'" + q).rc == 0);
+    for (float v : values_of(load_label_map(dir / "l7/q_rgb.png"))) REQUIRE((v == 0 || v == 7));
+    REQUIRE(!fs::exists(dir / "l7/q_rgb_prob_3.png"));
+    const std::vector<uint8_t> png16 = read_file(dir / "l7/q_rgb_prob_7.png");
+    REQUIRE(stbi_is_16_bit_from_memory(png16.data(), int(png16.size())));
+    const Image prob7 = load_image(dir / "l7/q_rgb_prob_7.png");
+    for (size_t i = 0; i < prob7.pixels.size(); i += 97) REQUIRE(prob7.pixels[i] == Approx(p7.data[i]).margin(1.0 / 65535));
+}
+
+TEST_CASE("segment: at the model size the output is exactly the model's", "[cli]") {
+    // Images and labels at 32x32 holding 0 and 255, so normalising and resizing are identities
+    // and the probabilities must equal sigmoid(forward) on the decoded pixels.
+    TempDir dir("cliexact");
+    fs::create_directories(dir.path / "s/images");
+    fs::create_directories(dir.path / "s/labels");
+    const int H = 32, W = 32, S = 3;
+    std::vector<float> images, masks;
+    for (int i = 0; i < S; ++i) {
+        const std::vector<uint8_t> g = grey_pattern(H, W, i);
+        std::vector<uint8_t> l = label_pattern(H, W, i);
+        for (uint8_t& v : l) v = v == 7;
+        const std::string name = "p" + std::to_string(i) + ".png";
+        REQUIRE(stbi_write_png((dir / ("s/images/" + name)).c_str(), W, H, 1, g.data(), W));
+        REQUIRE(stbi_write_png((dir / ("s/labels/" + name)).c_str(), W, H, 1, l.data(), W));
+        for (uint8_t v : g) images.push_back(float(v / 255.0));
+        for (uint8_t v : l) masks.push_back(float(v));
+    }
+    const std::vector<uint8_t> qg = grey_pattern(H, W, 11);
+    REQUIRE(stbi_write_png((dir / "q.png").c_str(), W, H, 1, qg.data(), W));
+    std::vector<float> query, logits(size_t(H * W));
+    for (uint8_t v : qg) query.push_back(float(v / 255.0));
+    model().forward(query.data(), images.data(), masks.data(), 1, S, H, W, logits.data());
+
+    const Run r = cli(dir, "segment --quiet --weights '" + kWeights + "' --size 32x32 --support '" + dir / "s" + "' --out '" +
+                               dir / "o" + "' --probabilities npy '" + dir / "q.png" + "'");
+    REQUIRE(r.rc == 0);
+    const Tensor p = load_npy(dir / "o/q_prob_1.npy");
+    REQUIRE(p.numel() == H * W);
+    for (int i = 0; i < H * W; ++i) REQUIRE(p.data[size_t(i)] == Approx(sigmoid(logits[size_t(i)])).margin(1e-5));
+}
+
+TEST_CASE("segment: ensembles and support subsets", "[cli]") {
+    TempDir dir("cliens");
+    make_2d_fixture(dir);
+    const std::string base = "segment --weights '" + kWeights + "' --size 16x24 --support '" + dir / "support" + "' ";
+    const std::string q = " '" + dir / "queries/q16.png" + "'";
+    const Run a = cli(dir, base + "--ensemble 3 --support-size 2 --seed 4 --probabilities npy --out '" + dir / "a" + "'" + q);
+    REQUIRE(a.rc == 0);
+    REQUIRE(contains(a.out, "2 per prediction, ensemble of 3"));
+    const Run b = cli(dir, base + "--ensemble 3 --support-size 2 --seed 4 --probabilities npy --out '" + dir / "b" + "'" + q);
+    REQUIRE(b.rc == 0);
+    REQUIRE(load_npy(dir / "a/q16_prob_3.npy").data == load_npy(dir / "b/q16_prob_3.npy").data);  // seeded
+    const Run c = cli(dir, base + "--ensemble 3 --support-size 2 --seed 5 --probabilities npy --out '" + dir / "c" + "'" + q);
+    REQUIRE(c.rc == 0);
+    REQUIRE(load_npy(dir / "a/q16_prob_3.npy").data != load_npy(dir / "c/q16_prob_3.npy").data);
+    // All five supports leave a single subset to draw.
+    const Run d = cli(dir, base + "--ensemble 4 --out '" + dir / "d" + "'" + q);
+    REQUIRE(d.rc == 0);
+    REQUIRE(contains(d.out, "ensemble of 4 asked for but only 1 distinct subset(s) exist"));
+}
+
+TEST_CASE("segment: NIfTI volumes slice by slice, with the query's header", "[cli][nifti]") {
+    TempDir dir("clinii");
+    fs::create_directories(dir.path / "s/images");
+    fs::create_directories(dir.path / "s/labels");
+    auto volume = [](int64_t nx, int64_t ny, int64_t nz, bool labels) {
+        Volume v;
+        v.nx = nx, v.ny = ny, v.nz = nz;
+        v.header.pixdim = {1, 0.8f, 0.8f, 2.5f, 0, 0, 0, 0};
+        v.header.sform_code = 1;
+        v.header.srow_x = {0.8f, 0, 0, -10};
+        v.header.srow_y = {0, 0.8f, 0, 5};
+        v.header.srow_z = {0, 0, 2.5f, 7};
+        for (int64_t z = 0; z < nz; ++z)
+            for (int64_t y = 0; y < ny; ++y)
+                for (int64_t x = 0; x < nx; ++x) {
+                    const bool in = (x - nx / 2) * (x - nx / 2) + (y - ny / 2) * (y - ny / 2) < nx * ny / 8 && z > 0;
+                    v.voxels.push_back(labels ? (in ? 2.0f : 0.0f) : float(in ? 900 : -100 + x + y));
+                }
+        return v;
+    };
+    save_nifti(dir / "s/images/a.nii.gz", volume(20, 24, 5, false), kNiftiInt16);
+    save_nifti(dir / "s/labels/a.nii.gz", volume(20, 24, 5, true), kNiftiUint8);
+    Volume q = volume(28, 20, 3, false);
+    q.header.descrip = "query volume";
+    save_nifti(dir / "q.nii", q, kNiftiFloat32);
+
+    const Run r = cli(dir, "segment --weights '" + kWeights + "' --size 16 --clip 1,99 --overlay --support '" + dir / "s" +
+                               "' --out '" + dir / "o" + "' '" + dir / "q.nii" + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "4 examples"));  // the labelled slices z = 1..4
+    const Volume out = load_nifti(dir / "o/q.nii");
+    REQUIRE((out.nx == 28 && out.ny == 20 && out.nz == 3));
+    REQUIRE(out.header.datatype == kNiftiUint8);
+    REQUIRE(nifti_affine(out.header) == nifti_affine(q.header));
+    REQUIRE(out.header.descrip == "query volume");
+    for (float v : out.voxels) REQUIRE((v == 0 || v == 2));
+    REQUIRE(fs::exists(dir / "o/q_overlay.png"));
+
+    // Along another axis, with probabilities as float32 volumes.
+    const Run r0 = cli(dir, "segment --quiet --weights '" + kWeights + "' --size 16 --axis 0 --probabilities npy --support '" +
+                                dir / "s" + "' --out '" + dir / "o0" + "' '" + dir / "q.nii" + "'");
+    REQUIRE(r0.rc == 0);
+    const Volume p = load_nifti(dir / "o0/q_prob_2.nii");
+    REQUIRE(p.header.datatype == kNiftiFloat32);
+    REQUIRE((p.nx == 28 && p.ny == 20 && p.nz == 3));
+    for (float v : p.voxels) REQUIRE((v >= 0 && v <= 1));
+}
+
+TEST_CASE("segment: clear errors naming the file or option", "[cli]") {
+    TempDir dir("clierr");
+    make_2d_fixture(dir);
+    const std::string w = "--weights '" + kWeights + "' --size 32 ";
+    const std::string q = " '" + dir / "queries/q16.png" + "'";
+    Run r = cli(dir, "segment " + w + "--support '" + dir / "nowhere" + "' --out '" + dir / "o" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "nowhere"));
+
+    fs::copy_file(dir / "queries/q_bmp.bmp", dir / "support/images/s9.bmp");  // image without label
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "s9.bmp"));
+    fs::copy_file(dir / "support/labels/s1.png", dir / "support/labels/s9.png");  // label of the wrong size
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "s9.png"));
+    REQUIRE(contains(r.err, "does not match"));
+    fs::remove(dir / "support/images/s9.bmp");
+    fs::remove(dir / "support/labels/s9.png");
+
+    r = cli(dir, "segment --weights '" + dir / "missing.pt" + "' --support '" + dir / "support" + "' --out '" + dir / "o" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "missing.pt"));
+    r = cli(dir, "segment --weights '" + kWeights + "' --size 30 --support '" + dir / "support" + "' --out '" + dir / "o" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "multiple of 4"));
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --clip 9,2" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--clip"));
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "QUERY"));
+    // The default weights can come from UNIVERSEG_WEIGHTS.
+    r = cli(dir, "segment --quiet --size 32 --support '" + dir / "support" + "' --out '" + dir / "o" + "'" + q,
+            "UNIVERSEG_WEIGHTS='" + kWeights + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(fs::exists(dir / "o/q16.png"));
+}
+
+TEST_CASE("segment: the weights' image_size metadata sets the model size", "[cli]") {
+    TempDir dir("climeta");
+    make_2d_fixture(dir);
+    save_safetensors(dir / "w.safetensors", model().state_dict(), {{"image_size", "24x20"}});
+    const std::string base = "segment --weights '" + dir / "w.safetensors" + "' --support '" + dir / "support" + "' --out '" +
+                             dir / "o" + "' '" + dir / "queries/q16.png" + "'";
+    Run r = cli(dir, base);
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "model size 24x20"));
+    r = cli(dir, base + " --size 16");  // the option wins
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "model size 16x16"));
+}
+
+TEST_CASE("eval: Dice and IoU per label and image, CSV", "[cli]") {
+    TempDir dir("clieval");
+    fs::create_directories(dir.path / "truth/labels");
+    fs::create_directories(dir.path / "pred");
+    // a: label 1 truth 4 px, pred 6 px, 3 shared -> Dice 0.6, IoU 3/7; label 2 truth 2, pred 0 -> 0.
+    const uint8_t ta[] = {1, 1, 1, 1, 2, 2, 0, 0, 0, 0}, pa[] = {1, 1, 1, 0, 1, 1, 1, 0, 0, 0};
+    // b: label 1 exact (2 px) -> 1; label 2 absent from both -> not scored.
+    const uint8_t tb[] = {1, 1, 0, 0}, pb[] = {1, 1, 0, 0};
+    REQUIRE(stbi_write_png((dir / "truth/labels/a.png").c_str(), 5, 2, 1, ta, 5));
+    REQUIRE(stbi_write_png((dir / "pred/a.png").c_str(), 5, 2, 1, pa, 5));
+    REQUIRE(stbi_write_png((dir / "truth/labels/b.png").c_str(), 2, 2, 1, tb, 2));
+    REQUIRE(stbi_write_png((dir / "pred/b.png").c_str(), 2, 2, 1, pb, 2));
+    REQUIRE(stbi_write_png((dir / "pred/b_overlay.png").c_str(), 2, 2, 1, pb, 2));  // ignored
+    const Run r = cli(dir, "eval --pred '" + dir / "pred" + "' --truth '" + dir / "truth" + "' --csv '" + dir / "e.csv" + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(slurp(dir / "e.csv") ==
+            "image,label,dice,iou,truth_pixels,pred_pixels,overlap_pixels\n"
+            "a,1,0.6000,0.4286,4,6,3\n"
+            "a,2,0.0000,0.0000,2,0,0\n"
+            "b,1,1.0000,1.0000,2,2,2\n");
+    // label 1 over a and b: mean (0.6 + 1) / 2 = 0.8, sample sd sqrt(0.08) = 0.2828
+    REQUIRE(contains(r.out, "label 1: dice 0.8000 +- 0.2828 (min 0.6000, max 1.0000)"));
+    REQUIRE(contains(r.out, "mean over 2 labels: dice 0.4000"));
+
+    REQUIRE(stbi_write_png((dir / "truth/labels/c.png").c_str(), 2, 2, 1, tb, 2));  // no prediction
+    REQUIRE(stbi_write_png((dir / "truth/labels/d.png").c_str(), 2, 2, 1, tb, 2));
+    REQUIRE(stbi_write_png((dir / "pred/d.png").c_str(), 1, 4, 1, tb, 1));  // wrong size
+    const Run bad = cli(dir, "eval --pred '" + dir / "pred" + "' --truth '" + dir / "truth" + "'");
+    REQUIRE(bad.rc == 1);
+    REQUIRE(contains(bad.err, "c.png"));
+    REQUIRE(contains(bad.err, "d.png"));
+    REQUIRE(contains(bad.out, "label 1: dice 0.8000"));  // the others are still scored
+}
+
+#endif  // UNIVERSEG_CLI

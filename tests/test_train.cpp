@@ -1,0 +1,422 @@
+// The trainer: whole-model gradients against finite differences, the split CrossConv algebra
+// against the materialised one, losses, the optimiser, determinism and exact resume.
+#define UNIVERSEG_STB_IMPLEMENTATION
+#include <catch2/catch.hpp>
+#include <universeg/folder_tasks.hpp>
+#include <universeg/io.hpp>
+#include <universeg/synth.hpp>
+#include <universeg/train.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+using namespace universeg;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, unsigned seed, float lo, float hi) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = u(rng);
+    return v;
+}
+
+std::vector<float> random_labels(size_t n, unsigned seed) {
+    std::vector<float> v = random_floats(n, seed, 0, 1);
+    for (auto& x : v) x = x > 0.6f ? 1.0f : 0.0f;
+    return v;
+}
+
+Batch random_batch(int64_t B, int64_t S, int64_t H, int64_t W, unsigned seed) {
+    Batch b;
+    b.B = B, b.S = S, b.H = H, b.W = W;
+    b.query = random_floats(size_t(B * H * W), seed, 0, 1);
+    b.query_labels = random_labels(size_t(B * H * W), seed + 1);
+    b.support_images = random_floats(size_t(B * S * H * W), seed + 2, 0, 1);
+    b.support_labels = random_labels(size_t(B * S * H * W), seed + 3);
+    return b;
+}
+
+// A three-level config with unequal cross/conv features, so every channel count differs.
+Config tiny_config() { return parse_config("[[3,2],[2,3],[3,2]]"); }
+
+double model_loss(const Config& c, const std::vector<ParamInfo>& layout, const std::vector<double>& p, const Batch& b,
+                  Loss loss, bool split, std::vector<double>* grad) {
+    Activations<double> act;
+    train_forward(c, layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(), b.B, b.S, b.H,
+                  b.W, act, split);
+    std::vector<double> d(act.logits.size());
+    const double l = loss_and_grad(act.logits.data(), b.query_labels.data(), b.B, b.H * b.W, loss, d.data());
+    if (grad) {
+        grad->assign(p.size(), 0.0);
+        train_backward(c, layout, p.data(), act, d.data(), grad->data(), split);
+    }
+    return l;
+}
+
+}  // namespace
+
+TEST_CASE("parse_config reads the reference's encoder_blocks notation") {
+    const Config c = parse_config("[[16,8],[24,16],32]");
+    REQUIRE(c.encoder.size() == 3);
+    CHECK(c.encoder[0] == BlockFeatures{16, 8});
+    CHECK(c.encoder[2] == BlockFeatures{32, 32});
+    REQUIRE(c.decoder.size() == 2);
+    CHECK(c.decoder[0] == BlockFeatures{24, 16});
+    CHECK(parse_config("v1").encoder.size() == 4);
+    CHECK_THROWS_AS(parse_config("[32,"), Error);
+    CHECK_THROWS_AS(parse_config("[0]"), Error);
+    CHECK_THROWS_AS(parse_config("32"), Error);
+}
+
+TEST_CASE("param_layout matches the state dict that Model reads, v1 has 1,182,785 parameters") {
+    const std::vector<ParamInfo> layout = param_layout(Config::v1());
+    CHECK(param_count(layout) == 1182785);
+    TrainState s = init_train_state(tiny_config(), 3);
+    const Model m = make_model(s);
+    CHECK(m.parameter_count() == param_count(s.layout));
+    CHECK(m.config().encoder == tiny_config().encoder);
+}
+
+TEST_CASE("the training forward gives the model's logits") {
+    const TrainState s = init_train_state(tiny_config(), 5);
+    const Batch b = random_batch(2, 3, 8, 12, 10);
+    const std::vector<double> p(s.params.begin(), s.params.end());
+    const Model m = make_model(s);
+    const std::vector<double> ref = m.forward_reference<double>(b.query.data(), b.support_images.data(),
+                                                                b.support_labels.data(), b.B, b.S, b.H, b.W);
+    for (bool split : {true, false}) {
+        Activations<double> act;
+        train_forward(s.config, s.layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(),
+                      b.B, b.S, b.H, b.W, act, split);
+        REQUIRE(act.logits.size() == ref.size());
+        for (size_t i = 0; i < ref.size(); ++i) CHECK(act.logits[i] == Approx(ref[i]).margin(1e-12));
+    }
+}
+
+TEST_CASE("whole-model gradient matches finite differences (split CrossConv, dice+bce)") {
+    const TrainState s = init_train_state(tiny_config(), 7);
+    const Batch b = random_batch(2, 3, 8, 4, 20);
+    std::vector<double> p(s.params.begin(), s.params.end()), g;
+    // Non-zero biases so that LeakyReLU sees both signs everywhere.
+    for (size_t i = 0; i < p.size(); ++i) p[i] += 0.05 * std::sin(double(i));
+    model_loss(s.config, s.layout, p, b, Loss::DiceBce, true, &g);
+    const double h = 1e-6;
+    double scale = 0;
+    for (double v : g) scale = std::max(scale, std::abs(v));
+    REQUIRE(scale > 0);
+    // Every tensor: its first and last elements and every 4th in between (all of a small one).
+    std::vector<size_t> checked;
+    for (const ParamInfo& info : s.layout)
+        for (int64_t k = 0; k < info.numel; ++k)
+            if (k % 4 == 0 || k == info.numel - 1) checked.push_back(size_t(info.offset + k));
+    for (size_t i : checked) {
+        const double keep = p[i];
+        p[i] = keep + h;
+        const double up = model_loss(s.config, s.layout, p, b, Loss::DiceBce, true, nullptr);
+        p[i] = keep - h;
+        const double down = model_loss(s.config, s.layout, p, b, Loss::DiceBce, true, nullptr);
+        p[i] = keep;
+        INFO("parameter " << i);
+        CHECK(std::abs((up - down) / (2 * h) - g[i]) <= 1e-6 * scale);
+    }
+}
+
+TEST_CASE("split CrossConv gradients equal the materialised concatenation's") {
+    const TrainState s = init_train_state(tiny_config(), 9);
+    const Batch b = random_batch(2, 4, 8, 8, 30);
+    const std::vector<double> p(s.params.begin(), s.params.end());
+    std::vector<double> g_split, g_full;
+    const double l_split = model_loss(s.config, s.layout, p, b, Loss::Dice, true, &g_split);
+    const double l_full = model_loss(s.config, s.layout, p, b, Loss::Dice, false, &g_full);
+    CHECK(l_split == Approx(l_full).epsilon(1e-12));
+    double scale = 0;
+    for (double v : g_full) scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < g_full.size(); ++i) CHECK(std::abs(g_split[i] - g_full[i]) <= 1e-12 * scale);
+}
+
+TEST_CASE("losses and their gradients") {
+    // Hand values: logits 0 -> p = 1/2. Labels (1, 0): soft Dice = (2*0.5 + 1)/(1 + 1 + 1) = 2/3,
+    // BCE = log 2 per pixel.
+    const std::vector<double> x{0.0, 0.0};
+    const std::vector<float> y{1.0f, 0.0f};
+    std::vector<double> d(2);
+    CHECK(loss_and_grad(x.data(), y.data(), 1, 2, Loss::Dice, d.data()) == Approx(1.0 / 3.0));
+    CHECK(loss_and_grad(x.data(), y.data(), 1, 2, Loss::Bce, d.data()) == Approx(std::log(2.0)));
+    CHECK(d[0] == Approx(-0.25));  // (p - y) / n
+    CHECK(d[1] == Approx(0.25));
+    CHECK(loss_and_grad(x.data(), y.data(), 1, 2, Loss::DiceBce, d.data()) == Approx(1.0 / 3.0 + std::log(2.0)));
+    // Finite differences of every loss on random logits.
+    const std::vector<float> labels = random_labels(24, 40);
+    for (Loss loss : {Loss::Dice, Loss::Bce, Loss::DiceBce}) {
+        std::vector<double> z(24), dz(24), tmp(24);
+        for (size_t i = 0; i < z.size(); ++i) z[i] = 3 * std::sin(double(i) * 1.7);
+        loss_and_grad(z.data(), labels.data(), 2, 12, loss, dz.data());
+        for (size_t i = 0; i < z.size(); ++i) {
+            const double keep = z[i];
+            z[i] = keep + 1e-6;
+            const double up = loss_and_grad(z.data(), labels.data(), 2, 12, loss, tmp.data());
+            z[i] = keep - 1e-6;
+            const double down = loss_and_grad(z.data(), labels.data(), 2, 12, loss, tmp.data());
+            z[i] = keep;
+            CHECK((up - down) / 2e-6 == Approx(dz[i]).margin(1e-8));
+        }
+    }
+}
+
+TEST_CASE("learning-rate schedule: linear warmup, cosine to the floor") {
+    TrainOptions o;
+    o.lr = 1e-3, o.warmup = 10, o.steps = 110, o.min_lr_ratio = 0.1;
+    CHECK(learning_rate(o, 0) == Approx(1e-4));
+    CHECK(learning_rate(o, 9) == Approx(1e-3));
+    CHECK(learning_rate(o, 10) == Approx(1e-3));
+    CHECK(learning_rate(o, 60) == Approx(1e-3 * (0.1 + 0.9 * 0.5)));
+    CHECK(learning_rate(o, 110) == Approx(1e-4));
+    CHECK(learning_rate(o, 500) == Approx(1e-4));
+}
+
+TEST_CASE("gradient clipping bounds the global norm") {
+    std::vector<float> g{3.0f, 4.0f};
+    CHECK(clip_grad_norm(g, 1.0) == Approx(5.0));
+    CHECK(g[0] == Approx(0.6f));
+    CHECK(g[1] == Approx(0.8f));
+    std::vector<float> small{0.3f, 0.4f};
+    clip_grad_norm(small, 1.0);
+    CHECK(small[1] == 0.4f);
+}
+
+TEST_CASE("Adam's first step moves every parameter by lr against the gradient's sign") {
+    TrainState s = init_train_state(parse_config("[2]"), 1);
+    const std::vector<float> before = s.params;
+    std::vector<float> g(s.params.size());
+    for (size_t i = 0; i < g.size(); ++i) g[i] = (i % 2 ? 1.0f : -2.0f);
+    TrainOptions o;
+    adam_update(s, g, o, 0.01);
+    for (size_t i = 0; i < g.size(); ++i) CHECK(s.params[i] - before[i] == Approx(g[i] > 0 ? -0.01 : 0.01).epsilon(1e-4));
+}
+
+TEST_CASE("dice_score and the histogram baseline on hand-made cases") {
+    const std::vector<float> logits{1, 1, -1, -1}, labels{1, 0, 1, 0};
+    CHECK(dice_score(logits.data(), labels.data(), 4) == Approx(0.5));
+    const std::vector<float> none{-1, -1}, empty{0, 0};
+    CHECK(dice_score(none.data(), empty.data(), 2) == 1.0);
+    // Supports: bright pixels (0.9) are foreground, dark ones (0.1) background, one bright
+    // background pixel. Foreground share of the bright bin is 2/3: the best support Dice keeps it.
+    const std::vector<float> si{0.9f, 0.9f, 0.1f, 0.1f, 0.9f, 0.1f}, sl{1, 1, 0, 0, 0, 0};
+    const std::vector<float> q{0.1f, 0.9f, 0.5f};  // 0.5: a bin no support pixel fell in
+    std::vector<float> out(3);
+    histogram_baseline(si.data(), sl.data(), 2, 3, q.data(), 3, out.data());
+    CHECK(out == std::vector<float>{-1, 1, -1});
+}
+
+namespace {
+
+// Runs `steps` training steps on synthetic batches of the tiny config from state s.
+void run_steps(TrainState& s, int64_t steps, const TrainOptions& o) {
+    TrainWorkspace ws;
+    for (int64_t k = 0; k < steps; ++k) train_step(s, synthetic_batch(s.seed, s.step, 2, 3, 16), o, ws);
+}
+
+TrainOptions small_options() {
+    TrainOptions o;
+    o.steps = 20, o.warmup = 2, o.lr = 3e-3, o.ema_decay = 0.9;
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("training lowers the loss on a fixed problem") {
+    TrainState s = init_train_state(parse_config("[8,8]"), 11);
+    const Batch b = synthetic_batch(5, 0, 2, 3, 16);
+    TrainOptions o;
+    o.steps = 60, o.warmup = 5, o.lr = 3e-3;
+    TrainWorkspace ws;
+    const double first = train_step(s, b, o, ws).loss;
+    double last = first;
+    for (int k = 1; k < 60; ++k) last = train_step(s, b, o, ws).loss;
+    CHECK(last < 0.6 * first);
+}
+
+TEST_CASE("a run is deterministic, whatever the thread count") {
+    TrainState a = init_train_state(tiny_config(), 21), b = init_train_state(tiny_config(), 21);
+    const TrainOptions o = small_options();
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    run_steps(a, 4, o);
+    omp_set_num_threads(std::max(2, threads));
+    run_steps(b, 4, o);
+    omp_set_num_threads(threads);
+#else
+    run_steps(a, 4, o);
+    run_steps(b, 4, o);
+#endif
+    CHECK(a.params == b.params);
+    CHECK(a.m == b.m);
+    CHECK(a.v == b.v);
+    TrainState c = init_train_state(tiny_config(), 22);
+    run_steps(c, 4, o);
+    CHECK(c.params != a.params);
+}
+
+TEST_CASE("resuming from a safetensors checkpoint continues bit for bit") {
+    const TrainOptions o = small_options();
+    TrainState straight = init_train_state(tiny_config(), 31), first = init_train_state(tiny_config(), 31);
+    run_steps(straight, 6, o);
+    run_steps(first, 3, o);
+    const std::string path = "test_train_resume.ckpt.safetensors";
+    save_safetensors(path, checkpoint_dict(first));
+    TrainState resumed = train_state_from(load_safetensors(path));
+    std::remove(path.c_str());
+    CHECK(resumed.step == 3);
+    CHECK(resumed.seed == 31);
+    run_steps(resumed, 3, o);
+    CHECK(resumed.params == straight.params);
+    CHECK(resumed.m == straight.m);
+    CHECK(resumed.v == straight.v);
+    CHECK(resumed.ema == straight.ema);
+    // Plain weights start a fresh optimiser at step 0 (fine-tuning).
+    const TrainState fresh = train_state_from(weights_dict(straight), 5);
+    CHECK(fresh.step == 0);
+    CHECK(fresh.params == straight.params);
+    CHECK(fresh.m == std::vector<float>(fresh.m.size(), 0.0f));
+}
+
+TEST_CASE("synthetic images are in [0,1], min-max normalised, labels binary, target present") {
+    int64_t with_target = 0, total = 0;
+    for (uint64_t seed = 0; seed < 40; ++seed) {
+        const SynthTask t = synthetic_task(seed, 3, 32);
+        for (int64_t i = 0; i < t.n; ++i) {
+            const float* img = t.images.data() + i * 32 * 32;
+            const float* lab = t.labels.data() + i * 32 * 32;
+            float lo = 1, hi = 0;
+            int64_t area = 0;
+            bool binary = true;
+            for (int64_t p = 0; p < 32 * 32; ++p) {
+                lo = std::min(lo, img[p]), hi = std::max(hi, img[p]);
+                binary = binary && (lab[p] == 0.0f || lab[p] == 1.0f);
+                area += lab[p] > 0;
+            }
+            INFO("seed " << seed << " image " << i << " family " << synth_family_name(t.params.family));
+            CHECK(lo >= 0.0f);
+            CHECK(hi <= 1.0f);
+            CHECK(hi - lo > 0.5f);
+            CHECK(binary);
+            with_target += area > 0, ++total;
+        }
+    }
+    CHECK(with_target >= total * 9 / 10);
+}
+
+TEST_CASE("synthetic tasks are reproducible and every family occurs") {
+    const SynthTask a = synthetic_task(7, 2, 32), b = synthetic_task(7, 2, 32), c = synthetic_task(8, 2, 32);
+    CHECK(a.images == b.images);
+    CHECK(a.labels == b.labels);
+    CHECK(a.images != c.images);
+    std::vector<int> seen(kSynthFamilies, 0);
+    for (uint64_t seed = 0; seed < 100; ++seed) {
+        Rng rng(seed);
+        seen[size_t(sample_task(rng, 32).family)]++;
+    }
+    for (int f = 0; f < kSynthFamilies; ++f) CHECK(seen[size_t(f)] > 0);
+}
+
+TEST_CASE("supports and query of a synthetic batch share their task") {
+    // Plumbing: every image of task t is sample_image of the same recipe.
+    const int64_t B = 2, S = 3, n = 32, N = n * n;
+    const Batch b = synthetic_batch(9, 4, B, S, n);
+    for (int64_t t = 0; t < B; ++t) {
+        Rng task_rng(seed_from({9, 4, uint64_t(t), 0x7A5Cull}));
+        const TaskParams p = sample_task(task_rng, n);
+        for (int64_t i = 0; i <= S; ++i) {
+            Rng rng(seed_from({9, 4, uint64_t(t), uint64_t(i)}));
+            std::vector<float> img(static_cast<size_t>(N)), lab(static_cast<size_t>(N));
+            sample_image(p, rng, img.data(), lab.data());
+            const float* want = i == S ? b.query.data() + t * N : b.support_images.data() + (t * S + i) * N;
+            CHECK(std::equal(img.begin(), img.end(), want));
+        }
+    }
+    // Statistics: within a task whose target is told apart by intensity, the target is brighter
+    // than the rest in every image or darker in every image.
+    int64_t consistent = 0, tasks = 0;
+    for (uint64_t seed = 100; tasks < 30; ++seed) {
+        const SynthTask t = synthetic_task(seed, 5, 48);
+        if (t.params.family == SynthFamily::Texture || t.params.edges || t.params.outline) continue;
+        int brighter = 0, counted = 0;
+        for (int64_t i = 0; i < t.n; ++i) {
+            double in = 0, out = 0;
+            int64_t nin = 0;
+            for (int64_t p = 0; p < 48 * 48; ++p) {
+                const float v = t.images[size_t(i * 48 * 48 + p)];
+                if (t.labels[size_t(i * 48 * 48 + p)] > 0) in += v, ++nin;
+                else out += v;
+            }
+            if (nin == 0 || nin == 48 * 48) continue;
+            brighter += in / double(nin) > out / double(48 * 48 - nin);
+            ++counted;
+        }
+        ++tasks;
+        consistent += brighter == 0 || brighter == counted;
+    }
+    CHECK(consistent >= 24);
+}
+
+TEST_CASE("labelled folders become one task per label value shown in two or more images") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / "universeg_test_folder_tasks";
+    fs::remove_all(dir);
+    fs::create_directories(dir / "images");
+    fs::create_directories(dir / "labels");
+    // Three 8x8 images: a horizontal ramp; labels: value 3 in a 4x4 corner of images 0 and 1,
+    // value 1 only in image 2 (one image: no task).
+    for (int k = 0; k < 3; ++k) {
+        std::vector<uint16_t> img(64), lab(64, 0);
+        for (int y = 0; y < 8; ++y)
+            for (int x = 0; x < 8; ++x) {
+                img[size_t(y * 8 + x)] = uint16_t(x * 30 + k);
+                if (y < 4 && x < 4) lab[size_t(y * 8 + x)] = k < 2 ? 3 : 1;
+            }
+        const std::string name = "im" + std::to_string(k) + ".png";
+        save_png((dir / "images" / name).string(), img, 8, 8, 1, 8);
+        save_png((dir / "labels" / name).string(), lab, 8, 8, 1, 8);
+    }
+    const FolderTasks d = load_folder_tasks({dir.string()}, 8);
+    REQUIRE(d.tasks.size() == 1);
+    CHECK(d.tasks[0].value == 3);
+    CHECK(d.tasks[0].images == std::vector<int64_t>{0, 1});
+    // Without augmentation: the normalised image (ramp 0..1) and the binary label, unchanged.
+    const Batch e = folder_split_batch(d, 3, {0}, {1});
+    CHECK(e.query[0] == 0.0f);
+    CHECK(e.query[7] == 1.0f);
+    CHECK(e.query_labels[0] == 1.0f);
+    CHECK(e.query_labels[4] == 0.0f);
+    CHECK(e.support_labels[9] == 1.0f);
+    // Augmented batches: shapes, binary labels, images in [0,1], reproducible.
+    const Batch b = folder_batch(d, 1, 0, 2, 3), b2 = folder_batch(d, 1, 0, 2, 3);
+    CHECK(b.support_images.size() == size_t(2 * 3 * 64));
+    CHECK(b.query == b2.query);
+    for (float v : b.support_labels) CHECK((v == 0.0f || v == 1.0f));
+    for (float v : b.support_images) CHECK((v >= 0.0f && v <= 1.0f));
+    fs::remove_all(dir);
+}
+
+TEST_CASE("the moving average of the weights starts at the weights and follows them") {
+    TrainState s = init_train_state(tiny_config(), 41);
+    TrainOptions o = small_options();
+    o.ema_decay = 0.75;
+    run_steps(s, 1, o);
+    CHECK(s.ema == s.params);  // the first step sets it to the weights
+    const std::vector<float> before = s.ema;
+    run_steps(s, 1, o);
+    for (size_t i = 0; i < s.ema.size(); ++i) CHECK(s.ema[i] == Approx(0.75 * before[i] + 0.25 * s.params[i]).margin(1e-7));
+    CHECK(weights_dict(s, true).at("out_conv.conv.bias").data[0] == s.ema[s.ema.size() - 1]);
+    CHECK(weights_dict(s, false).at("out_conv.conv.bias").data[0] == s.params[s.params.size() - 1]);
+}
