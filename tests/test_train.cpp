@@ -369,6 +369,27 @@ TEST_CASE("supports and query of a synthetic batch share their task") {
     CHECK(consistent >= 24);
 }
 
+TEST_CASE("outside a synthetic field of view the label is background and the image dark") {
+    int64_t checked = 0;
+    for (uint64_t seed = 0; checked < 3 && seed < 400; ++seed) {
+        Rng rng(seed_from({seed, 0x7A5Cull}));
+        const TaskParams p = sample_task(rng, 32);
+        if (p.fov <= 0 || p.invert || p.edges || p.noise > 0.01) continue;
+        const SynthTask t = synthetic_task(seed, 2, 32);
+        for (int64_t i = 0; i < t.n; ++i)
+            for (int64_t y = 0; y < 32; ++y)
+                for (int64_t x = 0; x < 32; ++x) {
+                    const double dy = double(y) - 15.5, dx = double(x) - 15.5, r = p.fov * 32;
+                    if (dy * dy + dx * dx <= r * r) continue;
+                    INFO("seed " << seed << " pixel " << y << "," << x);
+                    CHECK(t.labels[size_t((i * 32 + y) * 32 + x)] == 0.0f);
+                    CHECK(t.images[size_t((i * 32 + y) * 32 + x)] < 0.2f);  // 0 before noise of sd <= 0.014
+                }
+        ++checked;
+    }
+    CHECK(checked == 3);
+}
+
 TEST_CASE("labelled folders become one task per label value shown in two or more images") {
     namespace fs = std::filesystem;
     const fs::path dir = fs::temp_directory_path() / "universeg_test_folder_tasks";

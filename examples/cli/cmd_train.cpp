@@ -39,6 +39,8 @@ const char* kTrainUsage =
     "  --size N                image size, a multiple of 2^(blocks-1) (default 64)\n"
     "  --final-size N          train the last --final-steps K steps at this size instead (e.g. 64\n"
     "                          for speed, then 128 where the model is used); held-out at this size\n"
+    "  --mix-size N            with --mix-fraction P: a random share P of the steps uses size N\n"
+    "                          instead (e.g. 64: four times cheaper steps, more tasks per hour)\n"
     "  --synthetic             train on synthetic tasks (the default without --data)\n"
     "  --data DIR[,DIR...]     labelled folders (DIR/images, DIR/labels); each label value is a task\n"
     "  --real-fraction P       share of steps on --data tasks when --synthetic is also given (0.5)\n"
@@ -248,7 +250,8 @@ universeg::TrainOptions parse_train_options(const Args& a, int64_t steps_default
 
 int cmd_train(int argc, char** argv) {
     Args a("train", kTrainUsage, argc, argv,
-           {"--out", "--config", "--steps", "--support-size", "--support-min", "--batch", "--size", "--final-size", "--final-steps", "--data",
+           {"--out", "--config", "--steps", "--support-size", "--support-min", "--batch", "--size", "--final-size", "--final-steps", "--mix-size",
+            "--mix-fraction", "--data",
             "--real-fraction", "--lr", "--warmup", "--min-lr-ratio", "--weight-decay", "--clip", "--loss", "--ema", "--seed",
             "--threads", "--resume", "--checkpoint", "--checkpoint-every", "--log", "--chart", "--log-every",
             "--eval-every", "--eval-tasks", "--eval-support", "--eval-queries"},
@@ -274,6 +277,8 @@ int cmd_train(int argc, char** argv) {
     const int64_t size = a.get_int("--size", 64, 8, 1024);
     const int64_t final_size = a.get_int("--final-size", size, 8, 1024);
     const int64_t final_steps = a.get_int("--final-steps", 0, 0, opt.steps);
+    const int64_t mix_size = a.get_int("--mix-size", size, 8, 1024);
+    const double mix_fraction = a.get_double("--mix-fraction", 0.0, 0, 1);
     const int64_t ckpt_every = a.get_int("--checkpoint-every", 500, 1, int64_t(1) << 40);
     const int64_t log_every = a.get_int("--log-every", 50, 1, int64_t(1) << 40);
     const int64_t eval_every = a.get_int("--eval-every", 1000, 1, int64_t(1) << 40);
@@ -303,22 +308,22 @@ int cmd_train(int argc, char** argv) {
         const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"));
         st = universeg::init_train_state(config, uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)));
     }
-    for (int64_t s : {size, final_size})
+    for (int64_t s : {size, final_size, mix_size})
         if (s % st.config.size_multiple())
             throw Error("size " + std::to_string(s) + " is not a multiple of " + std::to_string(st.config.size_multiple()));
     const int64_t switch_step = opt.steps - final_steps;  // steps from here on use final_size
     std::map<int64_t, universeg::FolderTasks> folders;   // by size
     if (!data_dirs.empty()) {
-        for (int64_t s : {size, final_size})
+        for (int64_t s : {size, final_size, mix_size})
             if (!folders.count(s)) folders[s] = universeg::load_folder_tasks(data_dirs, s);
         const universeg::FolderTasks& f = folders.begin()->second;
         std::printf("data: %zu images, %zu tasks from %zu folders\n", f.images.size(), f.tasks.size(), data_dirs.size());
     }
-    std::printf("model %s, %lld parameters; size %lld (%lld from step %lld), supports %lld..%lld, batch %lld, %lld steps, "
-                "lr %g\n",
+    std::printf("model %s, %lld parameters; size %lld (%lld from step %lld; %lld on a share %g of the steps), supports "
+                "%lld..%lld, batch %lld, %lld steps, lr %g\n",
                 st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)size,
-                (long long)final_size, (long long)switch_step, (long long)S_min, (long long)S_max, (long long)B,
-                (long long)opt.steps, opt.lr);
+                (long long)final_size, (long long)switch_step, (long long)mix_size, mix_fraction, (long long)S_min,
+                (long long)S_max, (long long)B, (long long)opt.steps, opt.lr);
     const HeldOut held_out = make_held_out(eval_tasks, eval_S, eval_Q, final_size);
     std::fflush(stdout);
 
@@ -336,6 +341,7 @@ int cmd_train(int argc, char** argv) {
         universeg::save_safetensors(out, universeg::weights_dict(st, true),
                                     {{"universeg_config", st.config.to_string()}, {"step", std::to_string(st.step)},
                                      {"weights", st.ema.empty() ? "raw" : "moving average"},
+                                     {"image_size", std::to_string(final_size)},
                                      {"trainer", "universeg train (this project)"}});
         write_log(log_path, rows);
         write_chart(chart_path, rows, "UniverSeg training " + st.config.to_string());
@@ -370,7 +376,8 @@ int cmd_train(int argc, char** argv) {
         universeg::Rng pick(universeg::seed_from({st.seed, uint64_t(step), 0x5E1Eull}));
         const int64_t S = S_min + pick.below(S_max - S_min + 1);
         const bool real = pick.uniform() < real_fraction;
-        const int64_t n = step < switch_step ? size : final_size;
+        const bool mixed = pick.uniform() < mix_fraction;  // drawn last: S and real do not depend on it
+        const int64_t n = mixed ? mix_size : step < switch_step ? size : final_size;
         const universeg::Batch batch = real ? universeg::folder_batch(folders.at(n), st.seed, step, B, S)
                                             : universeg::synthetic_batch(st.seed, step, B, S, n);
         const universeg::StepResult r = universeg::train_step(st, batch, opt, ws);
@@ -414,7 +421,10 @@ int cmd_finetune(int argc, char** argv) {
     const int64_t B = a.get_int("--batch", 1, 1, 64);
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
 
-    universeg::TrainState st = universeg::train_state_from(universeg::load_state_dict(a.get("--weights")), seed);
+    universeg::StateDict weights = universeg::load_state_dict(a.get("--weights"));
+    if (weights.count("train.step"))  // a training checkpoint: start from the weights it ships (the moving average)
+        weights = universeg::weights_dict(universeg::train_state_from(weights), true);
+    universeg::TrainState st = universeg::train_state_from(weights, seed);  // fresh optimiser at step 0
     if (size % st.config.size_multiple())
         throw Error("--size " + std::to_string(size) + " is not a multiple of " + std::to_string(st.config.size_multiple()));
     const universeg::FolderTasks data = universeg::load_folder_tasks({dir}, size);
@@ -497,6 +507,7 @@ int cmd_finetune(int argc, char** argv) {
     universeg::save_safetensors(out, universeg::weights_dict(st, true),
                                 {{"universeg_config", st.config.to_string()},
                                  {"finetuned_on", dir},
+                                 {"image_size", std::to_string(size)},
                                  {"steps", std::to_string(opt.steps)}});
     std::printf("wrote %s\n", out.c_str());
     return 0;

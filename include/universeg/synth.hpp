@@ -3,8 +3,10 @@
 // A task is a random generative recipe (TaskParams): how label maps are drawn (smooth
 // regions, nested level sets, cell-like blobs with optional nuclei, organ-like shapes at
 // consistent positions, vessel-like thin structures, texture-only regions), how every label
-// looks (intensity, texture, rims, per-object variation), how images are degraded (bias
-// field, blur, noise, gamma), which labels form the binary target, and the task
+// looks (intensity, texture, rims, per-object variation; for the Cells and Anatomy families
+// and fundus-like vessels, the looks of real modalities: fluorescence, stained histology,
+// CT, MRI, ultrasound), how images are degraded (bias field, blur, noise, correlated
+// speckle, gamma, a round field of view), which labels form the binary target, and the task
 // augmentations of the paper (flips, boundaries instead of regions, intensity inversion,
 // edge-filtered images). Every image of a task (supports and query alike) follows the same
 // recipe with its own random layout and per-image augmentation (affine, elastic,
@@ -186,12 +188,18 @@ void for_shape(const Shape& s, int64_t n, F&& f) {
 
 // ---- the task recipe ---------------------------------------------------------------------------
 
-enum class SynthFamily { Regions, Levels, Blobs, Organs, Thin, Texture };
-constexpr int kSynthFamilies = 6;
+// The first six are abstract shapes with random looks; Cells (fluorescence or stained
+// histology) and Anatomy (CT / MRI / ultrasound / X-ray) give those geometries the looks of
+// real modalities: intensity-ordered nested structures, low-contrast neighbours, speckle.
+enum class SynthFamily { Regions, Levels, Blobs, Organs, Thin, Texture, Cells, Anatomy };
+constexpr int kSynthFamilies = 8;
 inline const char* synth_family_name(SynthFamily f) {
-    static const char* names[] = {"regions", "levels", "blobs", "organs", "thin", "texture"};
+    static const char* names[] = {"regions", "levels", "blobs", "organs", "thin", "texture", "cells", "anatomy"};
     return names[int(f)];
 }
+// How often each family is drawn (relative): the modality-like families most, texture-only
+// tasks least (often too ambiguous for 16 supports to define).
+constexpr double kSynthFamilyWeight[kSynthFamilies] = {1.0, 1.0, 1.0, 0.7, 1.3, 0.5, 2.2, 1.6};
 
 // How one label looks.
 struct LabelLook {
@@ -232,6 +240,8 @@ struct TaskParams {
     std::vector<LabelLook> looks;
     // degradation
     double blur = 0, noise = 0, speckle = 0, bias = 0, bias_scale = 32, gamma = 1, clutter = 0;
+    double speckle_grain = 0;  // blur of the speckle field: ultrasound-like correlated grains
+    double fov = 0;            // > 0: a circular field of view of this radius (fraction of size), dark outside
     // task augmentation (identical for every image of the task)
     bool flip_y = false, flip_x = false, transpose = false, invert = false, edges = false, outline = false;
     int outline_width = 1;
@@ -239,12 +249,136 @@ struct TaskParams {
     double rotate = 0, zoom = 0, shift = 0, elastic = 0, elastic_scale = 16, intensity_jitter = 0;
 };
 
+namespace synth {
+
+inline LabelLook plain_look(double mean) {
+    LabelLook k;
+    k.mean = std::clamp(mean, 0.0, 1.0);
+    return k;
+}
+
+inline void add_texture(LabelLook& k, Rng& rng, double amp_lo, double amp_hi, double scale_lo, double scale_hi, int kind) {
+    k.tex_amp = rng.log_uniform(amp_lo, amp_hi);
+    k.tex_scale = rng.log_uniform(scale_lo, scale_hi);
+    k.tex_kind = kind;
+    k.tex_angle = rng.uniform(0, kPi);
+}
+
+// Microscopy: fluorescence (dark background, bright cells, brighter nuclei; sometimes only
+// the nuclei are stained) or stained histology in grey (light fibrous stroma, paler cytoplasm,
+// dark granular nuclei). Objects vary in brightness; out-of-focus haze, blur, shot-like noise.
+inline void cell_looks(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
+    const int nucleus = t.nucleus ? t.n_labels - 1 : -1;
+    std::vector<LabelLook> k(size_t(t.n_labels));
+    if (rng.chance(0.55)) {  // fluorescence
+        k[0] = plain_look(rng.uniform(0, 0.12));
+        if (rng.chance(0.5)) add_texture(k[0], rng, 0.005, 0.04, 2, n / 8, 0);
+        const bool nuclear_stain = t.nucleus && rng.chance(0.3);
+        k[1] = plain_look(nuclear_stain ? k[0].mean + rng.uniform(0, 0.06) : rng.uniform(0.25, 0.6));
+        k[1].object_sd = nuclear_stain ? 0.01 : rng.uniform(0.03, 0.18);
+        if (!nuclear_stain && rng.chance(0.5)) add_texture(k[1], rng, 0.02, 0.1, 0.7, n / 32, int(rng.below(3)));
+        if (!nuclear_stain && rng.chance(0.15)) k[1].rim = rng.uniform(0.1, 0.3);
+        if (nuclear_stain) t.target = 1u << nucleus;
+        if (t.second_kind) k[2] = plain_look(k[1].mean + (rng.chance(0.5) ? 1 : -1) * rng.uniform(0.12, 0.3)),
+                           k[2].object_sd = rng.uniform(0.02, 0.1);
+        if (nucleus > 0) {
+            k[size_t(nucleus)] = plain_look(std::max(k[1].mean, 0.3) + rng.uniform(0.15, 0.45));
+            k[size_t(nucleus)].object_sd = rng.uniform(0.03, 0.15);
+            if (rng.chance(0.3)) add_texture(k[size_t(nucleus)], rng, 0.02, 0.1, 0.7, 3, 2);
+        }
+        t.clutter = rng.chance(0.4) ? rng.uniform(0, 0.1) : 0.0;
+    } else {  // histology, grey
+        k[0] = plain_look(rng.uniform(0.6, 0.95));
+        add_texture(k[0], rng, 0.03, 0.15, 2, n / 10, rng.chance(0.3) ? 1 : 0);
+        k[1] = plain_look(t.nucleus ? k[0].mean - rng.uniform(0.08, 0.3) : rng.uniform(0.1, 0.45));
+        add_texture(k[1], rng, 0.02, 0.12, 0.7, 3, int(rng.below(3)));
+        k[1].object_sd = rng.uniform(0.02, 0.1);
+        if (t.second_kind) k[2] = plain_look(k[1].mean + (rng.chance(0.5) ? 1 : -1) * rng.uniform(0.12, 0.3)),
+                           add_texture(k[2], rng, 0.02, 0.1, 0.7, 3, 0);
+        if (nucleus > 0) {
+            k[size_t(nucleus)] = plain_look(k[1].mean - rng.uniform(0.2, 0.45));
+            add_texture(k[size_t(nucleus)], rng, 0.03, 0.15, 0.7, 2.5, rng.chance(0.5) ? 2 : 0);
+            k[size_t(nucleus)].object_sd = rng.uniform(0.02, 0.12);
+            if (k[size_t(nucleus)].mean < 0.02) k[size_t(nucleus)].mean = 0.02;
+        }
+        t.clutter = 0;
+    }
+    t.looks = k;
+    t.blur = rng.chance(0.6) ? rng.uniform(0, 1.2) * n / 64.0 : 0.0;
+    t.noise = rng.log_uniform(0.005, 0.08);
+    t.speckle = 0;
+    t.bias = rng.chance(0.5) ? rng.uniform(0, 0.5) : 0.0;
+    t.gamma = rng.log_uniform(0.6, 1.6);
+}
+
+// Radiology: CT / X-ray (dark air outside the body, organs a little brighter or darker than
+// their surroundings), MRI (strong bias field) or ultrasound (correlated speckle, mostly
+// darker cysts and organs), partial-volume blur, sometimes a round field of view.
+inline void anatomy_looks(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
+    const double style = rng.uniform();
+    const bool ultrasound = style < 0.25, mri = style >= 0.25 && style < 0.55;
+    std::vector<LabelLook> k(size_t(t.n_labels));
+    k[0] = plain_look(ultrasound ? rng.uniform(0.05, 0.3) : rng.uniform(0, 0.1));
+    k[1] = plain_look(rng.uniform(0.3, 0.7));
+    add_texture(k[1], rng, 0.01, 0.06, 2, n / 16, 0);
+    for (int l = 2; l < t.n_labels; ++l) {
+        const double sign = ultrasound ? (rng.chance(0.7) ? -1 : 1) : (rng.chance(0.5) ? -1 : 1);
+        k[size_t(l)] = plain_look(k[1].mean + sign * (ultrasound ? rng.uniform(0.12, 0.35) : rng.uniform(0.04, 0.3)));
+        if (k[size_t(l)].mean < 0.02) k[size_t(l)].mean = k[1].mean + rng.uniform(0.04, 0.3);
+        if (rng.chance(0.5)) add_texture(k[size_t(l)], rng, 0.005, 0.05, 1, n / 16, 0);
+        if (rng.chance(0.1)) k[size_t(l)].rim = rng.uniform(-0.2, 0.2);
+    }
+    t.looks = k;
+    t.blur = rng.uniform(0.3, 1.5) * n / 64.0;
+    t.noise = rng.log_uniform(0.005, 0.06);
+    t.speckle = ultrasound ? rng.uniform(0.2, 0.5) : 0.0;
+    t.speckle_grain = ultrasound ? rng.uniform(0.6, 1.6) * n / 64.0 : 0.0;
+    t.bias = mri ? rng.uniform(0.2, 0.7) : ultrasound ? rng.uniform(0, 0.4) : 0.0;
+    t.bias_scale = n * rng.uniform(0.4, 1.0);
+    t.gamma = rng.log_uniform(0.7, 1.4);
+    t.clutter = 0;
+    t.fov = rng.chance(ultrasound ? 0.5 : 0.25) ? rng.uniform(0.42, 0.5) : 0.0;
+}
+
+// Vessels must stay visible: at least 0.25 from the background and not blurred away;
+// sometimes fundus-like (dark vessels on a lit textured disc, vignetting, round field of view).
+inline void vessel_looks(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
+    t.blur = std::min(t.blur, 0.6 * t.thickness);
+    if (rng.chance(0.4)) {
+        t.looks[0] = plain_look(rng.uniform(0.4, 0.8));
+        add_texture(t.looks[0], rng, 0.02, 0.08, 3, n / 8, 0);
+        t.looks[1] = plain_look(t.looks[0].mean - rng.uniform(0.2, 0.4));
+        t.fov = rng.uniform(0.42, 0.49);
+        t.bias = rng.uniform(0.2, 0.5);
+        t.bias_scale = n * rng.uniform(0.5, 1.0);
+        t.speckle = 0;
+        return;
+    }
+    for (int tries = 0; tries < 20 && std::abs(t.looks[1].mean - t.looks[0].mean) < 0.25; ++tries)
+        t.looks[1].mean = rng.uniform(0, 1);
+}
+
+}  // namespace synth
+
 inline TaskParams sample_task(Rng& rng, int64_t size) {
     using synth::Shape;
     TaskParams t;
     t.size = size;
     const double n = double(size);
-    t.family = SynthFamily(rng.below(kSynthFamilies));
+    double total_weight = 0;
+    for (double w : kSynthFamilyWeight) total_weight += w;
+    double pick_family = rng.uniform(0, total_weight);
+    t.family = SynthFamily(kSynthFamilies - 1);
+    for (int f = 0; f < kSynthFamilies; ++f) {
+        if (pick_family < kSynthFamilyWeight[f]) {
+            t.family = SynthFamily(f);
+            break;
+        }
+        pick_family -= kSynthFamilyWeight[f];
+    }
     switch (t.family) {
         case SynthFamily::Regions:
         case SynthFamily::Texture:
@@ -282,7 +416,28 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
                 t.n_labels += 1;
             }
             break;
-        case SynthFamily::Organs: {
+        case SynthFamily::Cells:
+            t.radius = n * rng.log_uniform(0.025, 0.12);
+            t.count = std::min(200.0, rng.uniform(0.1, 0.6) * n * n / (synth::kPi * t.radius * t.radius));
+            t.count = std::max(t.count, 2.0);
+            t.radius_spread = rng.uniform(0.05, 0.35);
+            t.ecc = rng.uniform(1, 1.8);
+            t.irregular = rng.uniform(0, 0.2);
+            t.packed = rng.chance(0.5);
+            t.n_labels = 2;
+            if (rng.chance(0.15)) {
+                t.second_kind = true;
+                t.second_radius = t.radius * rng.log_uniform(0.5, 2.0);
+                t.n_labels = 3;
+            }
+            if (rng.chance(0.6)) {
+                t.nucleus = true;
+                t.nucleus_ratio = rng.uniform(0.35, 0.7);
+                t.n_labels += 1;
+            }
+            break;
+        case SynthFamily::Organs:
+        case SynthFamily::Anatomy: {
             t.body = synth::random_shape(rng, n * rng.uniform(0.45, 0.55), n * rng.uniform(0.45, 0.55),
                                          n * rng.uniform(0.3, 0.5), 1.4, 0.1);
             const int count = int(rng.between(1, 5));
@@ -312,6 +467,18 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
     if (t.n_labels > 2 && rng.chance(0.2)) t.target |= 1u << rng.between(1, t.n_labels - 1);
     if (t.family == SynthFamily::Blobs && t.nucleus && rng.chance(0.5)) t.target = 1u << (t.n_labels - 1);
     if (t.family == SynthFamily::Thin) t.target = 2u;
+    if (t.family == SynthFamily::Cells) {  // nuclei, whole cells, or cytoplasm alone
+        const uint32_t nucleus = t.nucleus ? 1u << (t.n_labels - 1) : 0u;
+        const double r = rng.uniform();
+        t.target = 2u | nucleus;
+        if (t.nucleus && r < 0.5) t.target = nucleus;
+        else if (t.nucleus && r < 0.62) t.target = 2u;
+        if (t.second_kind && rng.chance(0.3)) t.target = 4u;
+    }
+    if (t.family == SynthFamily::Anatomy) {  // one organ, sometimes the whole body
+        t.target = 1u << rng.between(2, t.n_labels - 1);
+        if (rng.chance(0.12)) t.target = ((1u << t.n_labels) - 1u) & ~1u;
+    }
 
     // Looks. Texture tasks give every label about the same mean: only texture tells them apart.
     const double common = rng.uniform(0.2, 0.8);
@@ -346,7 +513,7 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
         }
     }
     // Keep most intensity-defined targets visible: push the target mean away from the others.
-    if (t.family != SynthFamily::Texture && rng.chance(0.85)) {
+    if (t.family != SynthFamily::Texture && rng.chance(0.95)) {
         for (int tries = 0; tries < 20; ++tries) {
             double closest = 1;
             for (int l = 0; l < t.n_labels; ++l)
@@ -368,17 +535,20 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
 
     t.flip_y = rng.chance(0.5), t.flip_x = rng.chance(0.5), t.transpose = rng.chance(0.5);
     t.invert = rng.chance(0.25);
-    t.edges = rng.chance(0.08);
-    t.outline = t.family != SynthFamily::Thin && rng.chance(0.08);
+    t.edges = rng.chance(0.05);
+    t.outline = t.family != SynthFamily::Thin && rng.chance(0.05);
     t.outline_width = int(rng.between(1, 2));
 
-    const bool placed = t.family == SynthFamily::Organs;  // anatomy keeps its orientation
+    const bool placed = t.family == SynthFamily::Organs || t.family == SynthFamily::Anatomy;  // keeps its orientation
     t.rotate = placed ? rng.uniform(0, 0.25) : (rng.chance(0.5) ? synth::kPi : rng.uniform(0, 0.5));
     t.zoom = rng.uniform(0, placed ? 0.12 : 0.25);
     t.shift = placed ? rng.uniform(0, 0.05) : 0.0;
     t.elastic = rng.chance(0.5) ? rng.uniform(0, 3.0) * n / 128.0 : 0.0;
     t.elastic_scale = n * rng.uniform(0.1, 0.3);
     t.intensity_jitter = rng.uniform(0, 0.06);
+    if (t.family == SynthFamily::Cells) synth::cell_looks(t, rng);
+    if (t.family == SynthFamily::Anatomy) synth::anatomy_looks(t, rng);
+    if (t.family == SynthFamily::Thin) synth::vessel_looks(t, rng);
     return t;
 }
 
@@ -494,9 +664,11 @@ inline LabelMap draw_labels(const TaskParams& t, Rng& rng) {
             break;
         }
         case SynthFamily::Blobs:
+        case SynthFamily::Cells:
             place_blobs(m, n, rng, t, next_object);
             break;
-        case SynthFamily::Organs: {
+        case SynthFamily::Organs:
+        case SynthFamily::Anatomy: {
             auto jittered = [&](Shape s) {
                 s.cy += rng.normal() * t.jitter * nd, s.cx += rng.normal() * t.jitter * nd;
                 const double z = std::exp(0.08 * rng.normal());
@@ -615,6 +787,13 @@ inline void warp_labels(LabelMap& m, const TaskParams& t, Rng& rng) {
     m.object = warp_nearest(m.object, w);
 }
 
+// Inside the task's circular field of view (always, without one).
+inline bool in_fov(const TaskParams& t, int64_t y, int64_t x) {
+    if (t.fov <= 0) return true;
+    const double c = (double(t.size) - 1) / 2, r = t.fov * double(t.size);
+    return (double(y) - c) * (double(y) - c) + (double(x) - c) * (double(x) - c) <= r * r;
+}
+
 inline std::vector<float> texture(const LabelLook& k, int64_t n, Rng& rng) {
     std::vector<float> f;
     if (k.tex_kind == 1) {  // stripes, wavy
@@ -688,11 +867,24 @@ inline void render(const TaskParams& t, const LabelMap& m, Rng& rng, float* imag
     }
     normalize01(img);
     for (float& v : img) v = float(std::pow(double(v), t.gamma));
-    const double noise = t.noise * rng.uniform(0.6, 1.4);
-    for (float& v : img) {
-        if (t.speckle > 0) v *= float(std::max(0.0, 1 + t.speckle * rng.normal()));
-        if (noise > 0) v += float(noise * rng.normal());
+    if (t.fov > 0)
+        for (int64_t i = 0; i < N; ++i)
+            if (!in_fov(t, i / n, i % n)) img[size_t(i)] = 0.0f;
+    if (t.speckle > 0) {  // multiplicative, unit variance after blurring into grains
+        std::vector<float> sp(static_cast<size_t>(N));
+        for (float& v : sp) v = float(rng.normal());
+        if (t.speckle_grain > 0.3) {
+            blur(sp, n, t.speckle_grain);
+            double ss = 0;
+            for (float v : sp) ss += double(v) * v;
+            const float scale = float(1.0 / std::sqrt(std::max(1e-12, ss / double(N))));
+            for (float& v : sp) v *= scale;
+        }
+        for (int64_t i = 0; i < N; ++i) img[size_t(i)] *= float(std::max(0.0, 1 + t.speckle * sp[size_t(i)]));
     }
+    const double noise = t.noise * rng.uniform(0.6, 1.4);
+    if (noise > 0)
+        for (float& v : img) v += float(noise * rng.normal());
     if (t.edges) img = sobel(img, n);
     normalize01(img);
     if (t.invert)
@@ -712,6 +904,8 @@ inline void sample_image(const TaskParams& t, Rng& rng, float* image, float* lab
     for (int attempt = 0; attempt < 8; ++attempt) {
         m = synth::draw_labels(t, rng);
         synth::warp_labels(m, t, rng);
+        for (int64_t i = 0; i < N && t.fov > 0; ++i)  // nothing outside the field of view
+            if (!synth::in_fov(t, i / t.size, i % t.size)) m.label[size_t(i)] = 0, m.object[size_t(i)] = 0;
         int64_t area = 0;
         for (int64_t i = 0; i < N; ++i) area += target[size_t(i)] = float((t.target >> m.label[size_t(i)]) & 1u);
         if (area >= std::max<int64_t>(4, N / 500)) break;
