@@ -352,7 +352,9 @@ TEST_CASE("damaged .npy files fail with errors naming the file") {
         return error_of([&] { load_npy(bytes.data(), bytes.size(), "bad.npy"); });
     };
     std::string huge = write_scratch("huge.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100000), }\n", 16));
-    CHECK_THAT(error_of([&] { load_npy(huge); }), Contains(huge) && Contains("needs"));
+    CHECK_THAT(error_of([&] { load_npy(huge); }), Contains(huge) && Contains("exceeds the limit"));
+    std::string big = write_scratch("big.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000, 1000), }\n", 16));
+    CHECK_THAT(error_of([&] { load_npy(big); }), Contains(big) && Contains("needs 4000000 bytes"));
     CHECK_THAT(error(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999999), }", 0)),
                Contains("bad.npy") && Contains("limit"));
     CHECK_THAT(error(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 12)), Contains("needs 8 bytes"));

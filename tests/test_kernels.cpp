@@ -67,13 +67,24 @@ Problem make_problem(int64_t cin, int64_t cout, int64_t h, int64_t w, bool with_
     return p;
 }
 
-enum class Algo { direct, winograd, winograd_bf16 };
+enum class Algo { direct, winograd, winograd_bf16, direct_bf16 };
+
+// bf16 images for the bf16 kernels' in16/out16: the same layout, each value rounded.
+std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+    std::vector<uint16_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
+    return out;
+}
 
 // Runs one algorithm on the problem, split into work items of `item` rows or tiles, and
 // returns the largest difference to the double reference relative to the output's scale.
-// Also checks that the output's border and padding channels stay zero.
-double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int64_t item) {
-    const int64_t in_cp = algo == Algo::direct && p.cin < 4 ? p.cin : kernels::channel_stride(p.cin);
+// Also checks that the output's border and padding channels stay zero. The bf16 kernels may
+// read their input (in16) and write their output (out16) in bf16.
+double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int64_t item, bool in16 = false,
+           bool out16 = false) {
+    const bool direct = algo == Algo::direct || algo == Algo::direct_bf16;
+    const int64_t in_cp = direct && p.cin < 4 ? kernels::round_up(p.cin, algo == Algo::direct_bf16 ? 2 : 1)
+                                              : kernels::channel_stride(p.cin);
     const int64_t out_cp = kernels::channel_stride(p.cout);
     Image in = to_layout(p.input, p.cin, in_cp, p.h, p.w);
     Image out = to_layout(std::vector<float>(size_t(p.cout * p.h * p.w), 0.0f), p.cout, out_cp, p.h, p.w);
@@ -82,6 +93,7 @@ double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int
     std::copy(p.bias.begin(), p.bias.end(), bias.begin());
     if (!p.addend.empty()) add = to_layout(p.addend, p.cout, out_cp, p.h, p.w);
     std::fill(out.data.begin(), out.data.end(), 0.0f);
+    std::vector<uint16_t> in_bf16 = to_bf16(in.data), out_bf16(out.data.size(), 0x7fc0);  // NaN: must be overwritten
 
     ConvArgs a;
     a.in = in.ptr();
@@ -96,12 +108,18 @@ double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int
     a.bias = bias.data();
     a.addend = p.addend.empty() ? nullptr : add.ptr();
     a.leaky = leaky;
+    if (in16) a.in16 = in_bf16.data();
+    if (out16) a.out16 = out_bf16.data();
     std::vector<float> packed;
     std::vector<uint16_t> packed16;
     if (algo == Algo::direct) {
         packed = kernels::pack_direct(p.weight, p.cout, p.cin, 0, p.cin, out_cp, t.nb);
         a.weight = packed.data();
         for (int64_t y = 0; y < p.h; y += item) t.conv3x3_direct(a, y, std::min(p.h, y + item));
+    } else if (algo == Algo::direct_bf16) {
+        packed16 = kernels::pack_direct_bf16(p.weight, p.cout, p.cin, 0, p.cin, out_cp, t.nb);
+        a.weight_bf16 = packed16.data();
+        for (int64_t y = 0; y < p.h; y += item) t.conv3x3_direct_bf16(a, y, std::min(p.h, y + item));
     } else {
         const int64_t tiles = in.g.tiles(), group = std::min<int64_t>(item, t.tile_group);
         std::vector<float> scratch(size_t(kernels::winograd_scratch_floats(group, in_cp, out_cp)));
@@ -117,6 +135,8 @@ double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int
             (algo == Algo::winograd ? t.conv3x3_winograd : t.conv3x3_winograd_bf16)(a, t0, t1, scratch.data());
         }
     }
+    if (out16)
+        for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = bf16_to_float(out_bf16[i]);
     double err = 0, scale = 1e-3;
     for (double v : p.expected) scale = std::max(scale, std::abs(v));
     for (int64_t c = 0; c < out_cp; ++c)
@@ -164,6 +184,28 @@ TEST_CASE("direct convolution matches the reference on odd sizes, tails and both
             }
 }
 
+// bf16 operands (2^-9 relative rounding of inputs and weights), exact products, fp32 sums.
+TEST_CASE("direct convolution with bf16 products: odd sizes, tails, both epilogues, bf16 input and output") {
+    struct Shape {
+        int64_t cin, cout, h, w;
+    };
+    const Shape shapes[] = {{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {2, 64, 12, 128}, {64, 64, 7, 8}};
+    unsigned seed = 50;
+    for (const kernels::Table* t : tables()) {
+        if (!t->conv3x3_direct_bf16 || !kernels::cpu_has_bf16()) continue;
+        for (const Shape& s : shapes)
+            for (int variant = 0; variant < 16; ++variant) {
+                const bool addend = variant & 1, leaky = variant & 2, out16 = variant & 4, in16 = variant & 8;
+                const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
+                INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
+                              << " leaky=" << leaky << " in16=" << in16 << " out16=" << out16);
+                const double err = run(*t, Algo::direct_bf16, p, leaky, 1 + variant % 8, in16, out16);
+                CHECK(err < 1e-2);
+                CHECK(err > 1e-6);  // the products really are bf16
+            }
+    }
+}
+
 TEST_CASE("Winograd F(4x4,3x3) matches the reference on odd sizes, tile tails and both epilogues") {
     struct Shape {
         int64_t cin, cout, h, w;
@@ -180,7 +222,10 @@ TEST_CASE("Winograd F(4x4,3x3) matches the reference on odd sizes, tile tails an
                 // F(4x4,3x3) loses a few bits to its transforms: well inside the model's 1e-4.
                 CHECK(run(*t, Algo::winograd, p, leaky, 1 + 5 * variant) < 2e-5);
                 if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16())
-                    CHECK(run(*t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant) < 6e-2);
+                    for (int io = 0; io < 4; ++io) {
+                        INFO("in16=" << (io & 1) << " out16=" << (io >> 1));
+                        CHECK(run(*t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant, io & 1, io & 2) < 6e-2);
+                    }
             }
 }
 
@@ -199,11 +244,14 @@ TEST_CASE("every convolution shape of the v1 model, at its real size") {
             INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " size=" << s.h);
             if (s.cin < 16) {
                 CHECK(run(*t, Algo::direct, p, false, 8) < 1e-5);
+                if (t->conv3x3_direct_bf16 && kernels::cpu_has_bf16()) CHECK(run(*t, Algo::direct_bf16, p, false, 8, true) < 1e-2);
                 continue;
             }
             CHECK(run(*t, Algo::winograd, p, false, t->tile_group) < 2e-5);
-            if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16())
+            if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16()) {
                 CHECK(run(*t, Algo::winograd_bf16, p, false, t->tile_group) < 6e-2);
+                CHECK(run(*t, Algo::winograd_bf16, p, false, t->tile_group, true, true) < 6e-2);
+            }
         }
     }
 }

@@ -48,6 +48,10 @@ private:
 // Applies --threads N (0 = the OpenMP default) to OpenMP and Eigen.
 void set_threads(int64_t n);
 
+// An error message fit for one line of stderr: control characters (which a hostile file can
+// put into the names a message quotes) escaped as \n or \xNN.
+std::string one_line(const std::string& message);
+
 // --device cuda for run and bench (cuda_device.cpp): the forward pass on the current CUDA
 // device, precision fp32 (TF32 off), tf32 or bf16. In a build without -DUNIVERSEG_CUDA=ON,
 // require_cuda() and both calls throw "this build has no CUDA support; ...".
@@ -75,5 +79,7 @@ int cmd_train(int argc, char** argv);
 int cmd_finetune(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_bench_chart(int argc, char** argv);
+int cmd_compare(int argc, char** argv);
+int cmd_make_case(int argc, char** argv);
 
 }  // namespace cli

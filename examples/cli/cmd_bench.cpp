@@ -29,7 +29,7 @@ namespace {
 const char* kBenchUsage =
     "usage: universeg bench --weights W [--support-size S] [--batch B] [--size H] [--repeats N]\n"
     "                       [--threads N] [--precision P] [--arch A] [--algo winograd|direct] [--device cpu|cuda]\n"
-    "                       [--json]\n"
+    "                       [--max-memory MB] [--json]\n"
     "\n"
     "Times Model::forward on random inputs (one warm-up run, then N timed runs) and prints\n"
     "  median_ms=... min_ms=... cpu_ms=... peak_rss_mb=... gflops=...\n"
@@ -47,6 +47,7 @@ const char* kBenchUsage =
     "  --precision P        fp32 (default) or bf16 (CPU: needs AVX512_BF16); cuda also tf32\n"
     "  --arch A             highest instruction set: sse2, avx2, avx512 (default: the best this CPU has)\n"
     "  --algo A             winograd (default) or direct convolutions\n"
+    "  --max-memory MB      bound the engine's memory (see universeg run --help; CPU only)\n"
     "  --device D           cpu (default) or cuda (times the GPU forward with CUDA events; needs a\n"
     "                       -DUNIVERSEG_CUDA=ON build; --arch, --algo and --threads do not apply)\n"
     "  --json               print one JSON object instead of the key=value line\n";
@@ -102,7 +103,7 @@ double official_gflop(const universeg::Model& m, int64_t B, int64_t S, int64_t H
 int cmd_bench(int argc, char** argv) {
     Args a("bench", kBenchUsage, argc, argv,
            {"--weights", "--support-size", "--batch", "--size", "--repeats", "--threads", "--precision", "--arch", "--algo",
-            "--device"},
+            "--device", "--max-memory"},
            {"--json"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
@@ -119,6 +120,8 @@ int cmd_bench(int argc, char** argv) {
     if (algo != "winograd" && algo != "direct") throw Error("--algo must be winograd or direct, got '" + algo + "'");
     opt.precision = precision == "bf16" ? universeg::kernels::Precision::bf16 : universeg::kernels::Precision::fp32;
     opt.winograd = algo == "winograd";
+    opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
+    if (a.has("--max-memory") && device != "cpu") throw Error("--max-memory applies to the CPU engine only");
     if (a.has("--arch")) opt.isa = universeg::kernels::parse_isa(a.get("--arch"), "--arch");
     std::string arch = "cuda";
     if (device == "cpu") arch = universeg::engine::table_for(opt).name;
@@ -209,9 +212,8 @@ int cmd_bench_chart(int argc, char** argv) {
     axes.x_label = "support size S";
     axes.y_label = "seconds per forward (log)";
     axes.log_y = true;
-    std::ofstream o(out);
-    o << line_chart_svg(axes, series);
-    if (!o) throw Error(out + ": cannot write");
+    const std::string svg = line_chart_svg(axes, series);
+    universeg::write_file_atomic(out, std::vector<uint8_t>(svg.begin(), svg.end()));
     std::printf("wrote %s (%zu engines)\n", out.c_str(), series.size());
     return 0;
 }

@@ -44,6 +44,7 @@ const char* kSegmentUsage =
     "  --overlay            also write NAME_overlay.png: the query with coloured labels and contours\n"
     "  --quiet              no progress bar or summary\n"
     "  --threads N          OpenMP threads (default: all cores)\n"
+    "  --max-memory MB      bound the engine's memory, same masks (see universeg run --help)\n"
     "\n"
     "Images are converted to grey (BT.601), min-max normalised, resized to the model size (bilinear;\n"
     "labels nearest) and the probabilities resized back before thresholding. A query that fails is\n"
@@ -335,7 +336,7 @@ std::string join_values(const std::vector<int64_t>& v) {
 int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
            {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed",
-            "--clip", "--axis", "--probabilities", "--threads"},
+            "--clip", "--axis", "--probabilities", "--threads", "--max-memory"},
            {"--overlay", "--quiet"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
@@ -363,6 +364,7 @@ int cmd_segment(int argc, char** argv) {
     opt.seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     opt.threshold = s.threshold;
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
+    opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
     const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
     const std::vector<std::string> queries = expand_queries(a.positional());
 
@@ -421,8 +423,8 @@ int cmd_segment(int argc, char** argv) {
             progress.clear();
             const std::string msg = e.what();
             // Most errors already start with the file's name; the rest get it.
-            std::fprintf(stderr, "universeg segment: error: %s%s\n", msg.rfind(query, 0) == 0 ? "" : (query + ": ").c_str(),
-                         msg.c_str());
+            std::fprintf(stderr, "universeg segment: error: %s\n",
+                         one_line(msg.rfind(query, 0) == 0 ? msg : query + ": " + msg).c_str());
             ++failed;
         }
     }
@@ -431,7 +433,9 @@ int cmd_segment(int argc, char** argv) {
     if (!quiet)
         std::printf("segmented %lld of %zu queries into %s\n", (long long)(int64_t(queries.size()) - failed), queries.size(),
                     out_dir.c_str());
-    if (failed) std::fprintf(stderr, "universeg segment: %lld of %zu queries failed\n", (long long)failed, queries.size());
+    // A lone query's failure is its one error line; a batch also gets the count.
+    if (failed && queries.size() > 1)
+        std::fprintf(stderr, "universeg segment: %lld of %zu queries failed\n", (long long)failed, queries.size());
     return failed ? 1 : 0;
 }
 
@@ -523,7 +527,7 @@ int cmd_eval(int argc, char** argv) {
             load_pair(kv.second, it->second, t, p);
             for (const auto& lo : universeg::label_overlaps(t.data(), p.data(), t.size())) rows.push_back({kv.first, lo.first, lo.second});
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "universeg eval: error: %s\n", e.what());
+            std::fprintf(stderr, "universeg eval: error: %s\n", one_line(e.what()).c_str());
             ++failed;
         }
     }

@@ -1,8 +1,11 @@
 // universeg - few-shot medical image segmentation from the command line.
 #include "cli.hpp"
 
+#include <universeg/io/bytes.hpp>
+
 #include <Eigen/Core>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -80,6 +83,20 @@ double Args::get_double(const std::string& name, double fallback, double min, do
     return v;
 }
 
+std::string one_line(const std::string& message) {
+    std::string out;
+    for (unsigned char c : message) {
+        if (c >= 0x20 && c != 0x7F) {
+            out += char(c);
+        } else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, c == '\n' ? "\\n" : "\\x%02x", unsigned(c));
+            out += buf;
+        }
+    }
+    return out;
+}
+
 void set_threads(int64_t n) {
     if (n <= 0) return;
 #ifdef _OPENMP
@@ -106,9 +123,19 @@ const Command kCommands[] = {
     {"run", cli::cmd_run, "segment .npy arrays: query + support set -> logits"},
     {"convert", cli::cmd_convert, "convert a PyTorch checkpoint to safetensors"},
     {"info", cli::cmd_info, "describe a weights file: architecture, parameters, dtype"},
+    {"compare", cli::cmd_compare, "compare two .npy arrays: errors, mask agreement, tolerance check"},
+    {"make-case", cli::cmd_make_case, "write a test vector: random weights, inputs, fp64 oracle logits"},
     {"bench", cli::cmd_bench, "time the forward pass: median ms, peak memory, GFLOP/s"},
     {"bench-chart", cli::cmd_bench_chart, "draw bench/compare.py's latency-vs-support-size chart (SVG)"},
 };
+
+// Ctrl-C or a kill while an output is being written: remove its temporary file (the output
+// itself is renamed into place only when complete), then die of the signal as usual.
+extern "C" void on_fatal_signal(int sig) {
+    universeg::remove_pending_temporaries();
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
 
 void print_usage(std::FILE* out) {
     std::fprintf(out, "usage: universeg <command> [options]   (universeg <command> --help for details)\n\ncommands:\n");
@@ -122,6 +149,7 @@ int main(int argc, char** argv) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
     }
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, on_fatal_signal);
     for (const Command& c : kCommands) {
         if (std::strcmp(argv[1], c.name) != 0) continue;
         try {
@@ -129,7 +157,8 @@ int main(int argc, char** argv) {
         } catch (const std::bad_alloc&) {
             std::fprintf(stderr, "universeg %s: error: out of memory\n", c.name);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "universeg %s: error: %s\n", c.name, e.what());
+            // One line, whatever a hostile file put into the names the message quotes.
+            std::fprintf(stderr, "universeg %s: error: %s\n", c.name, cli::one_line(e.what()).c_str());
         }
         return 1;
     }

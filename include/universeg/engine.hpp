@@ -20,9 +20,10 @@
 // count of threads), through a Workspace of named buffers that is reused across calls (the
 // model keeps a small pool of them, one per concurrent caller). Kept per support: the pooled
 // inputs of the next encoder block and the skips that a decoder block with a support output
-// reads; the level-0 skip is kept as its mean only. The support convolution runs in bands of
-// rows whose outputs are pooled and averaged while in cache, so V' at full size is never
-// stored; the first block's 2-channel cross conv and the decoder's upsample + concat are
+// reads; the level-0 skip is kept as its mean only. (Under Options::max_memory_mb, supports go
+// through the network in groups instead, recomputed where needed: see "The memory bound".)
+// The support convolution runs in bands of rows whose outputs are pooled and averaged while in
+// cache, so V' at full size is never stored; the first block's 2-channel cross conv and the decoder's upsample + concat are
 // computed per band too, so neither Z_0 nor a concatenated input reaches memory.
 //
 // Layout: NHWC with a zero border and channels padded to 16 (kernels/simd.hpp), chosen so the
@@ -39,6 +40,7 @@
 #include "ops.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -65,6 +67,9 @@ struct Options {
     Precision precision = Precision::fp32;
     kernels::Isa isa = kernels::Isa::avx512;  // highest instruction set to use (UNIVERSEG_ARCH caps it too)
     bool winograd = true;                      // false: direct convolution everywhere (for comparisons)
+    // > 0: the packed weights and the workspace stay under this many MiB; supports then run
+    // in groups (bit-identical logits, more time: see "The memory bound" below).
+    double max_memory_mb = 0;
 };
 
 // Uninitialised floats (the engine writes everything it reads). Buffers of 4 MB and more ask
@@ -78,17 +83,26 @@ public:
     Buffer& operator=(const Buffer&) = delete;
     ~Buffer() { std::free(p_); }
 
+    static constexpr size_t kHuge = size_t(2) << 20;
+
+    // What reserve(floats) allocates: huge-page buffers are whole huge pages.
+    static size_t allocation_bytes(int64_t floats) {
+        const size_t bytes = size_t(floats) * sizeof(float);
+#ifdef __linux__
+        if (bytes >= 2 * kHuge) return (bytes + kHuge - 1) / kHuge * kHuge;
+#endif
+        return bytes;
+    }
+
     float* reserve(int64_t floats) {
         if (floats <= n_) return p_;
         std::free(p_);
         p_ = nullptr;
         n_ = 0;
-        size_t bytes = size_t(floats) * sizeof(float);
+        const size_t bytes = allocation_bytes(floats);
 #ifdef __linux__
-        constexpr size_t huge = size_t(2) << 20;
-        if (bytes >= 2 * huge) {
-            bytes = (bytes + huge - 1) / huge * huge;
-            p_ = static_cast<float*>(std::aligned_alloc(huge, bytes));
+        if (bytes >= 2 * kHuge) {
+            p_ = static_cast<float*>(std::aligned_alloc(kHuge, bytes));
             if (p_) madvise(p_, bytes, MADV_HUGEPAGE);
         }
 #endif
@@ -109,6 +123,11 @@ struct Workspace {
     std::map<std::string, Buffer> buffers;
 
     float* get(const std::string& name, int64_t floats) { return buffers[name].reserve(floats); }
+    int64_t bytes() const {
+        int64_t n = 0;
+        for (const auto& b : buffers) n += b.second.size() * int64_t(sizeof(float));
+        return n;
+    }
 };
 
 // n images (n >= 1) of one geometry in the kernels' layout, contiguous.
@@ -116,12 +135,15 @@ struct Images {
     float* p = nullptr;
     Geom g;
     int64_t c = 0, cp = 0, n = 1;
-    int64_t floats() const { return g.pixels() * cp; }  // per image
+    bool bf16 = false;  // values stored as bf16 (at16); only the bf16 kernels read or write these
+    int64_t floats() const { return g.pixels() * cp / (bf16 ? 2 : 1); }  // per image
     float* at(int64_t i) const { return p + i * floats(); }
+    uint16_t* at16(int64_t i) const { return reinterpret_cast<uint16_t*>(at(i)); }
 };
 
-inline Images images(Workspace& ws, const std::string& name, Geom g, int64_t c, int64_t n, int64_t cp = 0) {
-    Images im{nullptr, g, c, cp ? cp : kernels::channel_stride(c), n};
+inline Images images(Workspace& ws, const std::string& name, Geom g, int64_t c, int64_t n, int64_t cp = 0,
+                     bool bf16 = false) {
+    Images im{nullptr, g, c, cp ? cp : kernels::channel_stride(c), n, bf16};
     im.p = ws.get(name, n * im.floats());
     return im;
 }
@@ -157,6 +179,7 @@ inline PackedConv pack_conv(const kernels::Table& t, bool bf16, bool winograd, c
     p.w = winograd ? kernels::pack_winograd(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb)
                    : kernels::pack_direct(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb);
     if (winograd && bf16) p.w16 = kernels::pack_winograd_bf16(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb);
+    if (!winograd && bf16) p.w16 = kernels::pack_direct_bf16(c.weight, c.out, c.in, ci0, cin, p.cout_p, t.nb);
     return p;
 }
 
@@ -169,11 +192,18 @@ inline PackedConv pack_conv(const kernels::Table& t, bool bf16, bool winograd, c
 // bench/bench_kernels) for the same ~1.6% rounding error per layer (Winograd amplifies bf16's
 // 2^-9 about 8x). The target path (once per query) stays fp32: its errors would reach every
 // pixel of the output, while support-path errors are averaged over the supports.
+//
+// Where both convolutions of a support path (cross_v, then support) run in bf16, Z between
+// them is stored in bf16 too (half the memory traffic, ~0.4% rounding next to Winograd's
+// ~1.6%). In the first block that makes the 2-channel cross conv a direct bf16 one: a pixel
+// (image, label) is one bf16 pair, one vdpbf16ps per tap instead of two FMAs.
 inline PackedBlock pack_block(const kernels::Table& t, bool bf16, bool winograd, const CrossBlock& b, bool first) {
     auto low = [bf16](int64_t cin, int64_t cout) { return bf16 && cin >= 64 && cout >= 64; };
+    const bool first16 = first && winograd && low(b.support.in, b.support.out) && t.conv3x3_direct_bf16;
     PackedBlock p;
     p.cross_t = pack_conv(t, low(b.target_in, b.cross.out), winograd && !first, b.cross, 0, b.target_in, true);
-    p.cross_v = pack_conv(t, low(b.support_in, b.cross.out), winograd && !first, b.cross, b.target_in, b.support_in, false);
+    p.cross_v = pack_conv(t, first ? first16 : low(b.support_in, b.cross.out), winograd && !first, b.cross, b.target_in,
+                          b.support_in, false);
     p.target = pack_conv(t, low(b.target.in, b.target.out), winograd, b.target, 0, b.target.in, true);
     p.support = pack_conv(t, low(b.support.in, b.support.out), winograd, b.support, 0, b.support.in, true);
     p.first = first;
@@ -206,14 +236,15 @@ void parallel_for(int64_t n, const F& f) {
 // Zeroes the border and the padding rows/columns of every image (the kernels read them).
 inline void clear_borders(const Images& im) {
     const Geom& g = im.g;
+    const size_t px = size_t(im.cp) * (im.bf16 ? 2 : 4);  // bytes per pixel; 0.0 is all zero bits in both
     for (int64_t i = 0; i < im.n; ++i) {
-        float* p = im.at(i);
-        std::fill(p, p + g.wp * im.cp, 0.0f);
-        std::fill(p + (g.h + 1) * g.wp * im.cp, p + g.pixels() * im.cp, 0.0f);
+        char* p = reinterpret_cast<char*>(im.at(i));
+        std::memset(p, 0, size_t(g.wp) * px);
+        std::memset(p + size_t((g.h + 1) * g.wp) * px, 0, size_t((g.hp - g.h - 1) * g.wp) * px);
         for (int64_t y = 1; y <= g.h; ++y) {
-            float* row = p + y * g.wp * im.cp;
-            std::fill(row, row + im.cp, 0.0f);
-            std::fill(row + (g.w + 1) * im.cp, row + g.wp * im.cp, 0.0f);
+            char* row = p + size_t(y * g.wp) * px;
+            std::memset(row, 0, px);
+            std::memset(row + size_t(g.w + 1) * px, 0, size_t(g.wp - g.w - 1) * px);
         }
     }
 }
@@ -231,7 +262,8 @@ struct Sinks {
 struct Run {
     const Packed& pk;
     Workspace& ws;
-    int64_t S;
+    int64_t S;                 // supports in this call's group (all of them but under a memory bound)
+    int64_t s0 = 0, total = 0;  // the group's first support; all supports (means divide by this)
 
     // out[i] = conv(in[i]) + (addend ? addend[i * addend_step] : bias), LeakyReLU if asked;
     // with bf16 products if `low` and the weights have them.
@@ -256,11 +288,14 @@ struct Run {
             const int64_t scratch_floats = kernels::winograd_scratch_floats(group, in.cp, out.cp);
             float* scratch = ws.get("scratch", scratch_floats * max_threads());
             auto fn = low && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+            if (in.bf16 || out.bf16) fn = t.conv3x3_winograd_bf16;  // pack_block made sure the weights exist
             parallel_for(in.n * groups, [&](int64_t item, int thread) {
                 const int64_t i = item / groups, t0 = item % groups * group;
                 kernels::ConvArgs a = base;
-                a.in = in.at(i);
-                a.out = out.at(i);
+                if (in.bf16) a.in16 = in.at16(i);
+                else a.in = in.at(i);
+                if (out.bf16) a.out16 = out.at16(i);
+                else a.out = out.at(i);
                 a.addend = addend ? addend->at(i * addend_step) : nullptr;
                 fn(a, t0, std::min(tiles, t0 + group), scratch + thread * scratch_floats);
             });
@@ -287,6 +322,7 @@ struct Run {
     // read from z but computed band by band from the support inputs `v` (z.n images from i0)
     // plus `zt`, into a per-thread buffer of the six rows the band needs: the cheap cross conv
     // redoes its two halo rows (1.5x its work) so that full-size Z_i never reaches memory.
+    // With z.bf16 (bf16 mode, see pack_block), Z_i is kept in bf16, made by the bf16 kernels.
     void support_conv(const PackedConv& pc, const Images& z, const Sinks& sinks, int64_t i0, bool low,
                       const PackedConv* cross = nullptr, const Images* v = nullptr, const Images* zt = nullptr) {
         const kernels::Table& t = *pk.table;
@@ -295,7 +331,7 @@ struct Run {
         // band, so that its halo costs 1.25x rather than 1.5x.
         const int64_t bh = cross ? 8 : 4, bands = (g.h + bh - 1) / bh, ntx = (g.w + 3) / 4, tiles = g.tiles();
         const int64_t cp = kernels::channel_stride(pc.cout);
-        const int64_t band_floats = bh * g.wp * cp, zband_floats = (bh + 2) * g.wp * z.cp;
+        const int64_t band_floats = bh * g.wp * cp, zband_floats = (bh + 2) * g.wp * z.cp / (z.bf16 ? 2 : 1);
         const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, z.cp, cp);
         float* band_buf = sinks.store.p ? nullptr : ws.get("band", band_floats * max_threads());
         float* zband_buf = cross ? ws.get("zband", zband_floats * max_threads()) : nullptr;
@@ -310,10 +346,11 @@ struct Run {
             cbase.w = g.w;
             cbase.wp = g.wp;
             cbase.weight = cross->w.data();
+            cbase.weight_bf16 = cross->w16.data();
             cbase.addend = zt->p;
         }
         float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
-        auto fn = low && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+        auto fn = (low && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
         kernels::ConvArgs base;
         base.in_cp = z.cp;
         base.cin = pc.cin;
@@ -334,23 +371,31 @@ struct Run {
                 clear_borders(part);
             }
         for (const Images* im : {&sinks.mean, &sinks.pooled_mean})
-            if (im->p && i0 == 0) clear_borders(*im);
+            if (im->p && s0 + i0 == 0) clear_borders(*im);
         parallel_for(bands, [&](int64_t band, int thread) {
             const int64_t y0 = bh * band, rows = std::min(bh, g.h - y0);
             for (int64_t i = 0; i < z.n; ++i) {
                 kernels::ConvArgs a = base;
-                if (!cross) a.in = z.at(i);
+                if (!cross && z.bf16) a.in16 = z.at16(i);
+                else if (!cross) a.in = z.at(i);
                 if (cross) {  // Z_i's padded rows y0 .. y0+bh+1, zero outside the image
                     kernels::ConvArgs c = cbase;
                     float* zb = zband_buf + thread * zband_floats;
                     c.in = v->at(i0 + i);
-                    c.out = zb;
                     c.out_row0 = y0;
                     const int64_t lo = std::max<int64_t>(0, y0 - 1), hi = std::min(g.h, y0 + bh + 1);
-                    t.conv3x3_direct(c, lo, hi);
+                    const size_t row_bytes = size_t(g.wp * z.cp) * (z.bf16 ? 2 : 4);
+                    if (z.bf16) {
+                        c.out16 = reinterpret_cast<uint16_t*>(zb);
+                        t.conv3x3_direct_bf16(c, lo, hi);
+                        a.in16 = c.out16;
+                    } else {
+                        c.out = zb;
+                        t.conv3x3_direct(c, lo, hi);
+                        a.in = zb;
+                    }
                     for (int64_t r = 0; r < bh + 2; ++r)
-                        if (y0 + r - 1 < lo || y0 + r - 1 >= hi) std::fill(zb + r * g.wp * z.cp, zb + (r + 1) * g.wp * z.cp, 0.0f);
-                    a.in = zb;
+                        if (y0 + r - 1 < lo || y0 + r - 1 >= hi) std::memset(reinterpret_cast<char*>(zb) + size_t(r) * row_bytes, 0, row_bytes);
                     a.in_row0 = y0;
                 }
                 if (sinks.store.p) {
@@ -366,7 +411,7 @@ struct Run {
                     t.conv3x3_direct(a, y0, y0 + rows);
                 // Row r of the band (padded row y0 + 1 + r), interior pixel x at column x + 1.
                 auto row = [&](int64_t r) { return a.out + ((y0 + 1 + r - a.out_row0) * g.wp + 1) * cp; };
-                const bool first = i0 == 0 && i == 0;
+                const bool first = s0 + i0 == 0 && i == 0;
                 if (sinks.mean.p)
                     for (int64_t r = 0; r < rows; ++r)
                         t.accumulate(sinks.mean.p + ((y0 + 1 + r) * g.wp + 1) * cp, row(r), g.w * cp, first);
@@ -476,7 +521,7 @@ struct Run {
         float* band_buf = ws.get("concat_band", band_floats * max_threads());
         std::fill(band_buf, band_buf + band_floats * max_threads(), 0.0f);  // border columns stay 0
         float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
-        auto fn = low_prec && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
+        auto fn = (low_prec && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
         const std::vector<LinearTap<float>> xs = x_taps(g.w, low.g.w);
         clear_borders(z);
         parallel_for(z.n * bands, [&](int64_t item, int thread) {
@@ -493,7 +538,8 @@ struct Run {
             a.in_cp = in_cp;
             a.cin = pc.cin;
             a.in_row0 = y0;
-            a.out = z.at(i);
+            if (z.bf16) a.out16 = z.at16(i);
+            else a.out = z.at(i);
             a.out_cp = z.cp;
             a.cout = pc.cout_p;
             a.h = g.h;
@@ -511,24 +557,24 @@ struct Run {
     }
 };
 
-// One CrossBlock. T: the target (one image); mean_v: mean of the support inputs; tout: new target.
-// Per-support inputs are either `stored` (S images) or concat(up(low[i]), skip[i]) built per
-// chunk; with no sinks the support path is skipped.
-inline void cross_block(Run& r, const PackedBlock& pb, const Images& T, const Images& mean_v, const Images& tout,
-                        const Images* stored, const Images* low, const Images* skip, const Sinks& sinks) {
-    Workspace& ws = r.ws;
-    const Geom g = T.g;
-    const int64_t f = pb.cross_v.cout;
-    const Images zt = images(ws, "zt", g, f, 1), zm = images(ws, "zm", g, f, 1);
-    r.conv(pb.cross_t, T, zt, nullptr, 0, false, r.pk.bf16);
-    r.conv(pb.cross_v, mean_v, zm, &zt, 0, false, r.pk.bf16);
-    r.conv(pb.target, zm, tout, nullptr, 0, true, r.pk.bf16);
-    if (!sinks.store.p && !sinks.mean.p && !sinks.pooled.p && !sinks.pooled_mean.p) return;
+// Bytes of a chunk's cross-conv outputs: about 12 MB whatever the thread count.
+constexpr int64_t kChunkBytes = int64_t(12) << 20;
 
-    // Chunk: about 12 MB of per-chunk buffers, whatever the thread count.
+// Supports per chunk in a block whose cross conv has f outputs at geometry g (at most n).
+inline int64_t chunk_supports(const PackedBlock& pb, Geom g, int64_t f, int64_t n) {
     const int64_t per_support = pb.first ? 0 : g.pixels() * 4 * kernels::channel_stride(f);
-    const int64_t chunk =
-        per_support ? std::max<int64_t>(1, std::min<int64_t>(r.S, (int64_t(12) << 20) / per_support)) : r.S;
+    return per_support ? std::max<int64_t>(1, std::min<int64_t>(n, kChunkBytes / per_support)) : n;
+}
+
+// A CrossBlock's support path for the call's (group of) supports, given the target half of its
+// cross conv zt: per-support inputs are either `stored` (r.S images) or concat(up(low[i]),
+// skip[i]) built per chunk; the outputs go to the sinks.
+inline void block_supports(Run& r, const PackedBlock& pb, const Images& zt, const Images* stored, const Images* low,
+                           const Images* skip, const Sinks& sinks) {
+    Workspace& ws = r.ws;
+    const Geom g = zt.g;
+    const int64_t f = pb.cross_v.cout, chunk = chunk_supports(pb, g, f, r.S);
+    const bool z16 = r.pk.bf16 && !pb.cross_v.w16.empty() && !pb.support.w16.empty();  // see pack_block
     for (int64_t i0 = 0; i0 < r.S; i0 += chunk) {
         const int64_t n = std::min(chunk, r.S - i0);
         Images in;
@@ -537,18 +583,32 @@ inline void cross_block(Run& r, const PackedBlock& pb, const Images& T, const Im
             in.p = stored->at(i0);
             in.n = n;
         }
-        Images z{nullptr, g, f, kernels::channel_stride(f), n};
+        Images z{nullptr, g, f, kernels::channel_stride(f), n, z16};
         if (pb.first) {
             r.support_conv(pb.support, z, sinks, i0, r.pk.bf16, &pb.cross_v, &in, &zt);
             continue;
         }
-        z = images(ws, "chunk_z", g, f, n);
+        z = images(ws, "chunk_z", g, f, n, 0, z16);
         if (stored) r.conv(pb.cross_v, in, z, &zt, 0, false, r.pk.bf16);
         else r.cross_conv_concat(pb.cross_v, *low, *skip, i0, z, zt, r.pk.bf16);
         r.support_conv(pb.support, z, sinks, i0, r.pk.bf16);
     }
-    for (const Images* im : {&sinks.mean, &sinks.pooled_mean})
-        if (im->p) r.divide(*im, float(r.S));
+    if (r.s0 + r.S == r.total)
+        for (const Images* im : {&sinks.mean, &sinks.pooled_mean})
+            if (im->p) r.divide(*im, float(r.total));
+}
+
+// One CrossBlock. T: the target (one image); mean_v: mean of the support inputs; tout: new target.
+// Per-support inputs as in block_supports; with no sinks the support path is skipped.
+inline void cross_block(Run& r, const PackedBlock& pb, const Images& T, const Images& mean_v, const Images& tout,
+                        const Images* stored, const Images* low, const Images* skip, const Sinks& sinks) {
+    const int64_t f = pb.cross_v.cout;
+    const Images zt = images(r.ws, "zt", T.g, f, 1), zm = images(r.ws, "zm", T.g, f, 1);
+    r.conv(pb.cross_t, T, zt, nullptr, 0, false, r.pk.bf16);
+    r.conv(pb.cross_v, mean_v, zm, &zt, 0, false, r.pk.bf16);
+    r.conv(pb.target, zm, tout, nullptr, 0, true, r.pk.bf16);
+    if (!sinks.store.p && !sinks.mean.p && !sinks.pooled.p && !sinks.pooled_mean.p) return;
+    block_supports(r, pb, zt, stored, low, skip, sinks);
 }
 
 // The kernels and packed weights a call uses, shared by all copies of a Model.
@@ -600,15 +660,57 @@ inline const kernels::Table& table_for(const Options& o) {
     return t;
 }
 
-// logits (B,1,H,W); inputs as in Model::forward, already checked.
+// The query (H, W) as the target input T (one image, one channel).
+inline void load_target(const Images& T, const float* query) {
+    clear_borders(T);
+    for (int64_t y = 0; y < T.g.h; ++y)
+        for (int64_t x = 0; x < T.g.w; ++x) T.p[(y + 1) * T.g.wp + x + 1] = query[y * T.g.w + x];
+}
+
+// V.n supports (image, label) as two-channel images; the arrays point at the first support's (H, W).
+inline void load_supports(const Images& V, const float* support_images, const float* support_labels) {
+    clear_borders(V);
+    const Geom& g = V.g;
+    parallel_for(V.n, [&](int64_t i, int) {
+        const float* im = support_images + i * g.h * g.w;
+        const float* lb = support_labels + i * g.h * g.w;
+        float* d = V.at(i);
+        for (int64_t y = 0; y < g.h; ++y)
+            for (int64_t x = 0; x < g.w; ++x) {
+                float* px = d + ((y + 1) * g.wp + x + 1) * 2;
+                px[0] = im[y * g.w + x];
+                px[1] = lb[y * g.w + x];
+            }
+    });
+}
+
+// Output: logits (H, W) = the 1x1 convolution of the final target T.
+inline void output_conv(const Conv& oc, const Images& T, float* out) {
+    for (int64_t y = 0; y < T.g.h; ++y)
+        for (int64_t x = 0; x < T.g.w; ++x) {
+            const float* px = T.p + ((y + 1) * T.g.wp + x + 1) * T.cp;
+            float s = 0.0f;
+            for (int64_t c = 0; c < T.c; ++c) s += oc.weight[size_t(c)] * px[c];
+            out[y * T.g.w + x] = s + oc.bias[0];
+        }
+}
+
+inline void forward_bounded(const Model& m, State& state, Workspace& ws, const float* query,
+                            const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
+                            int64_t W, float* logits, const Options& opt);
+
+// logits (B,1,H,W); inputs as in Model::forward, already checked. With opt.max_memory_mb, the
+// bounded forward below.
 inline void forward(const Model& m, State& state, Workspace& ws, const float* query, const float* support_images,
                     const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
                     const Options& opt) {
+    if (opt.max_memory_mb > 0)
+        return forward_bounded(m, state, ws, query, support_images, support_labels, B, S, H, W, logits, opt);
     const kernels::Table& table = table_for(opt);
     const std::shared_ptr<const Packed> pk = state.packed(m, table, opt.precision == Precision::bf16, opt.winograd);
     const Config& cfg = m.config();
     const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size());
-    Run r{*pk, ws, S};
+    Run r{*pk, ws, S, 0, S};
     std::vector<Geom> geoms;
     for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
 
@@ -616,21 +718,8 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
         const int64_t HW = H * W;
         // Inputs in the kernels' layout: target (1 channel), supports (image, label).
         Images T = images(ws, "t_in", geoms[0], 1, 1, 1), V = images(ws, "v_in", geoms[0], 2, S, 2);
-        clear_borders(T);
-        clear_borders(V);
-        for (int64_t y = 0; y < H; ++y)
-            for (int64_t x = 0; x < W; ++x) T.p[(y + 1) * geoms[0].wp + x + 1] = query[b * HW + y * W + x];
-        parallel_for(S, [&](int64_t i, int) {
-            const float* im = support_images + (b * S + i) * HW;
-            const float* lb = support_labels + (b * S + i) * HW;
-            float* d = V.at(i);
-            for (int64_t y = 0; y < H; ++y)
-                for (int64_t x = 0; x < W; ++x) {
-                    float* px = d + ((y + 1) * geoms[0].wp + x + 1) * 2;
-                    px[0] = im[y * W + x];
-                    px[1] = lb[y * W + x];
-                }
-        });
+        load_target(T, query + b * HW);
+        load_supports(V, support_images + b * S * HW, support_labels + b * S * HW);
         Images mean_v = images(ws, "mean_v0", geoms[0], 2, 1, 2);
         r.mean(mean_v, V);
 
@@ -688,23 +777,246 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
             if (sinks.store.p) prev = sinks.store;
             T = tout;
         }
-        // Output: 1x1 convolution of the final target.
-        const Conv& oc = m.out_conv();
-        float* out = logits + b * HW;
-        for (int64_t y = 0; y < H; ++y)
-            for (int64_t x = 0; x < W; ++x) {
-                const float* px = T.p + ((y + 1) * T.g.wp + x + 1) * T.cp;
-                float s = 0.0f;
-                for (int64_t c = 0; c < T.c; ++c) s += oc.weight[size_t(c)] * px[c];
-                out[y * W + x] = s + oc.bias[0];
-            }
+        output_conv(m.out_conv(), T, logits + b * HW);
     }
 }
 
-// The same with a workspace from the state's pool.
+// ---- The memory bound (Options::max_memory_mb) ----
+//
+// The forward above keeps every support's features from one block to the next (about 3 MB per
+// support for v1 at 128x128: 200 MB at S=64). Under a bound, supports go through each block in
+// groups of G instead, G as large as the bound allows. A block's target needs the mean over all
+// supports of the previous block's outputs, so the blocks run one at a time: a pass per block,
+// its target first, then its support path group by group, adding to the block's means. A
+// group's inputs to block j are its outputs of block j-1 when one group holds every support;
+// otherwise they are recomputed from the inputs through blocks 0..j-1 (the target halves of
+// those blocks' cross convs, ZT, are kept for this). Every image meets the same kernels as in
+// the forward above and every mean is summed in support order, so the logits are bit-identical;
+// the recomputation costs time (about 3x the unbounded forward for v1 at 128x128).
+//
+// Counted against the bound: the packed weights and the workspace, whose largest size follows
+// from the shapes (bounded_workspace_bytes mirrors forward_bounded's buffers). Not counted: the
+// Model's own weights, the caller's arrays, the program. A bounded call uses a workspace of its
+// own, freed when it returns, so nothing an earlier call left behind counts against it.
+
+inline int64_t packed_bytes(const Packed& pk) {
+    int64_t n = 0;
+    for (const auto* blocks : {&pk.enc, &pk.dec})
+        for (const PackedBlock& b : *blocks)
+            for (const PackedConv* c : {&b.cross_t, &b.cross_v, &b.target, &b.support})
+                n += int64_t((c->w.size() + c->bias.size()) * sizeof(float) + c->w16.size() * sizeof(uint16_t));
+    return n;
+}
+
+// The largest size forward_bounded's workspace reaches with groups of G supports: every buffer
+// it asks for at its largest, as Buffer allocates it.
+inline int64_t bounded_workspace_bytes(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t G) {
+    const Config& cfg = m.config();
+    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size()), threads = max_threads();
+    std::vector<Geom> geoms;
+    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
+    std::map<std::string, int64_t> need;  // floats per buffer name
+    auto floats = [&](const std::string& name, int64_t n) { need[name] = std::max(need[name], n); };
+    auto ask = [&](const std::string& name, const Geom& g, int64_t c, int64_t n, int64_t cp = 0) {
+        floats(name, n * g.pixels() * (cp ? cp : kernels::channel_stride(c)));
+    };
+    int64_t max_cp = kernels::channel_stride(cfg.support_in);
+    auto support_path = [&](const PackedBlock& pb, const Geom& g, int64_t f, int64_t c, int64_t cin, bool concat) {
+        max_cp = std::max({max_cp, kernels::channel_stride(f), kernels::channel_stride(c), kernels::channel_stride(cin)});
+        if (!pb.first) ask("chunk_z", g, f, chunk_supports(pb, g, f, G));
+        const int64_t bh = pb.first ? 8 : 4;
+        floats("band", bh * g.wp * kernels::channel_stride(c) * threads);
+        if (pb.first) floats("zband", (bh + 2) * g.wp * kernels::channel_stride(f) * threads);
+        if (concat) floats("concat_band", 6 * g.wp * kernels::channel_stride(cin) * threads);
+    };
+    ask("t_in", geoms[0], 1, 1, 1);
+    ask("mean_v0", geoms[0], 2, 1, 2);
+    ask("g_v", geoms[0], 2, G, 2);
+    for (int64_t k = 0; k < L; ++k) {
+        const CrossBlock& blk = m.encoder()[size_t(k)];
+        const int64_t f = blk.features.cross, c = blk.features.conv;
+        const Geom& gk = geoms[size_t(k)];
+        const std::string n = std::to_string(k);
+        ask("t_enc" + n, gk, c, 1);
+        ask("zt" + n, gk, f, 1);
+        ask("zm", gk, f, 1);
+        if (k > 0) ask("t_pool", gk, m.encoder()[size_t(k - 1)].features.conv, 1);
+        if (k + 1 < L) {
+            ask("mean_v" + std::to_string(k + 1), geoms[size_t(k + 1)], c, 1);
+            ask("skip_mean" + n, gk, c, 1);
+            ask("g_pin" + std::to_string((k + 1) % 2), geoms[size_t(k + 1)], c, G);
+            if (k > 0) ask("g_skip" + n, gk, c, G);
+        } else if (D >= 1) {
+            ask("prev_mean", gk, c, 1);
+            if (D >= 2) ask("g_prev0", gk, c, G);
+        }
+        if (k + 1 < L || D >= 1) support_path(pk.enc[size_t(k)], gk, f, c, blk.support_in, false);
+    }
+    for (int64_t d = 0; d < D; ++d) {
+        const CrossBlock& blk = m.decoder()[size_t(d)];
+        const int64_t f = blk.features.cross, c = blk.features.conv, cin = blk.support_in;
+        const Geom& gl = geoms[size_t(L - 2 - d)];
+        ask("t_cat", gl, blk.target_in, 1);
+        ask("mean_v_dec", gl, cin, 1);
+        ask("zt" + std::to_string(L + d), gl, f, 1);
+        ask("zm", gl, f, 1);
+        ask("t_dec" + std::to_string(d % 2), gl, c, 1);
+        max_cp = std::max(max_cp, kernels::channel_stride(blk.target_in));
+        if (d + 1 < D) {
+            ask("prev_mean", gl, c, 1);
+            if (d + 2 < D) ask("g_prev" + std::to_string((d + 1) % 2), gl, c, G);
+            support_path(pk.dec[size_t(d)], gl, f, c, cin, true);
+        }
+    }
+    floats("scratch", kernels::winograd_scratch_floats(pk.table->tile_group, max_cp, max_cp) * threads);
+    int64_t bytes = 0;
+    for (const auto& kv : need) bytes += int64_t(Buffer::allocation_bytes(kv.second));
+    return bytes;
+}
+
+// Supports per group under a bound of max_memory_mb (at most S); Error if one at a time is too many.
+inline int64_t support_group(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t S, double max_memory_mb) {
+    const double bound = max_memory_mb * double(1 << 20);
+    auto need = [&](int64_t G) { return double(packed_bytes(pk) + bounded_workspace_bytes(m, pk, H, W, G)); };
+    if (need(1) > bound) {
+        char msg[200];
+        std::snprintf(msg, sizeof msg, "a memory bound of %.1f MB is below the %.1f MB that this model needs at %lldx%lld "
+                      "(packed weights and one support at a time)", max_memory_mb, need(1) / double(1 << 20),
+                      (long long)H, (long long)W);
+        throw Error(msg);
+    }
+    int64_t lo = 1, hi = S;  // need(lo) fits; find the largest G that does
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (need(mid) <= bound) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+inline void forward_bounded(const Model& m, State& state, Workspace& ws, const float* query,
+                            const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
+                            int64_t W, float* logits, const Options& opt) {
+    const kernels::Table& table = table_for(opt);
+    const std::shared_ptr<const Packed> pk = state.packed(m, table, opt.precision == Precision::bf16, opt.winograd);
+    const Config& cfg = m.config();
+    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size()), J = L + D, HW = H * W;
+    const int64_t G = support_group(m, *pk, H, W, S, opt.max_memory_mb);
+    std::vector<Geom> geoms;
+    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
+    Run r{*pk, ws, S, 0, S};
+
+    for (int64_t b = 0; b < B; ++b) {
+        const float* images_b = support_images + b * S * HW;
+        const float* labels_b = support_labels + b * S * HW;
+        // Kept across passes: the blocks' target outputs, ZT and support means.
+        std::vector<Images> t_out(static_cast<size_t>(J)), zt(static_cast<size_t>(J)), mean_in(static_cast<size_t>(L)),
+            skip_mean(static_cast<size_t>(L));
+        Images prev_mean;
+        // The current group's state: its inputs to the next encoder block, its per-support skips
+        // and its outputs of the previous block (the decoder's inputs).
+        Images group_in;
+        std::vector<Images> group_skip(static_cast<size_t>(L));
+        Images group_prev;
+        auto load_group = [&](int64_t s0, int64_t n) {
+            group_in = images(ws, "g_v", geoms[0], 2, n, 2);
+            load_supports(group_in, images_b + s0 * HW, labels_b + s0 * HW);
+        };
+        // Block j's support path for the group of run g, from the group's state; with `means`
+        // its outputs are added to the block's means (the pass of block j), else only kept.
+        auto group_block = [&](Run& g, int64_t j, bool means) {
+            Sinks sinks;
+            if (j < L) {
+                const int64_t c = m.encoder()[size_t(j)].features.conv;
+                const Geom& gk = geoms[size_t(j)];
+                if (j + 1 < L) {
+                    sinks.pooled = images(ws, "g_pin" + std::to_string((j + 1) % 2), geoms[size_t(j + 1)], c, g.S);
+                    if (j > 0) group_skip[size_t(j)] = sinks.store = images(ws, "g_skip" + std::to_string(j), gk, c, g.S);
+                    if (means) {
+                        sinks.pooled_mean = mean_in[size_t(j + 1)];
+                        sinks.mean = skip_mean[size_t(j)];
+                    }
+                } else {
+                    if (D >= 2) group_prev = sinks.store = images(ws, "g_prev0", gk, c, g.S);
+                    if (means) sinks.mean = prev_mean;
+                }
+                block_supports(g, pk->enc[size_t(j)], zt[size_t(j)], &group_in, nullptr, nullptr, sinks);
+                if (sinks.pooled.p) group_in = sinks.pooled;
+            } else {
+                const int64_t d = j - L, level = L - 2 - d, c = m.decoder()[size_t(d)].features.conv;
+                if (d + 2 < D) sinks.store = images(ws, "g_prev" + std::to_string((d + 1) % 2), geoms[size_t(level)], c, g.S);
+                if (means) sinks.mean = prev_mean;
+                block_supports(g, pk->dec[size_t(d)], zt[size_t(j)], nullptr, &group_prev, &group_skip[size_t(level)], sinks);
+                if (sinks.store.p) group_prev = sinks.store;
+            }
+        };
+
+        Images T = images(ws, "t_in", geoms[0], 1, 1, 1), mean_v = images(ws, "mean_v0", geoms[0], 2, 1, 2);
+        load_target(T, query + b * HW);
+        for (int64_t s0 = 0; s0 < S; s0 += G) {
+            load_group(s0, std::min(G, S - s0));
+            r.accumulate(mean_v, group_in, s0 == 0);
+        }
+        r.divide(mean_v, float(S));
+
+        for (int64_t j = 0; j < J; ++j) {
+            // The target path: T and the mean support input of block j, then its three convs.
+            const bool dec = j >= L;
+            const int64_t d = j - L, level = dec ? L - 2 - d : j;
+            const CrossBlock& blk = dec ? m.decoder()[size_t(d)] : m.encoder()[size_t(j)];
+            const PackedBlock& pb = dec ? pk->dec[size_t(d)] : pk->enc[size_t(j)];
+            const Geom& g = geoms[size_t(level)];
+            const int64_t f = blk.features.cross, c = blk.features.conv;
+            if (!dec && j > 0) {
+                T = images(ws, "t_pool", g, t_out[size_t(j - 1)].c, 1);
+                r.maxpool(T, t_out[size_t(j - 1)]);
+                mean_v = mean_in[size_t(j)];
+            } else if (dec) {
+                const Images& tsk = t_out[size_t(level)];
+                const Images tin = images(ws, "t_cat", g, T.c + tsk.c, 1);
+                r.up_concat(tin, T, tsk);
+                T = tin;
+                mean_v = images(ws, "mean_v_dec", g, blk.support_in, 1);
+                r.up_concat(mean_v, prev_mean, skip_mean[size_t(level)]);
+            }
+            zt[size_t(j)] = images(ws, "zt" + std::to_string(j), g, f, 1);
+            const Images zm = images(ws, "zm", g, f, 1);
+            const Images tout = t_out[size_t(j)] =
+                images(ws, dec ? "t_dec" + std::to_string(d % 2) : "t_enc" + std::to_string(j), g, c, 1);
+            r.conv(pb.cross_t, T, zt[size_t(j)], nullptr, 0, false, pk->bf16);
+            r.conv(pb.cross_v, mean_v, zm, &zt[size_t(j)], 0, false, pk->bf16);
+            r.conv(pb.target, zm, tout, nullptr, 0, true, pk->bf16);
+            T = tout;
+            if (j + 1 == J) break;  // the last block's support outputs are never used
+
+            // The support path, group by group, into this block's means.
+            if (!dec && j + 1 < L) {
+                mean_in[size_t(j + 1)] = images(ws, "mean_v" + std::to_string(j + 1), geoms[size_t(j + 1)], c, 1);
+                skip_mean[size_t(j)] = images(ws, "skip_mean" + std::to_string(j), g, c, 1);
+            } else {
+                prev_mean = images(ws, "prev_mean", g, c, 1);
+            }
+            for (int64_t s0 = 0; s0 < S; s0 += G) {
+                Run group{*pk, ws, std::min(G, S - s0), s0, S};
+                if (G < S) {
+                    load_group(s0, group.S);
+                    for (int64_t i = 0; i < j; ++i) group_block(group, i, false);
+                }
+                group_block(group, j, true);
+            }
+        }
+        output_conv(m.out_conv(), T, logits + b * HW);
+    }
+}
+
+// The same with a workspace from the state's pool (a fresh one under a memory bound).
 inline void forward(const Model& m, State& state, const float* query, const float* support_images,
                     const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
                     const Options& opt) {
+    if (opt.max_memory_mb > 0) {
+        Workspace own;
+        return forward(m, state, own, query, support_images, support_labels, B, S, H, W, logits, opt);
+    }
     std::unique_ptr<Workspace> ws = state.take();
     struct Return {
         State& s;

@@ -12,6 +12,7 @@
 //   std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes);      (io/bytes.hpp)
 //   void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 //   Model load_model(const std::string& path);            // load_state_dict + Model, errors name the file
+//   Limits& limits();   // caps on what the readers accept from a file (io/limits.hpp)
 // The loaders also take an in-memory buffer: (const uint8_t* data, size_t size, const std::string& what).
 #pragma once
 

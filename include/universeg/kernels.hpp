@@ -51,6 +51,7 @@ enum class Precision { fp32, bf16 };
 inline const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::scalar: return "scalar";
+        case Isa::neon: return "neon";
         case Isa::sse2: return "sse2";
         case Isa::avx2: return "avx2";
         case Isa::avx512: return "avx512";
@@ -59,15 +60,18 @@ inline const char* isa_name(Isa isa) {
 }
 
 inline Isa parse_isa(const std::string& s, const std::string& what) {
-    for (Isa isa : {Isa::scalar, Isa::sse2, Isa::avx2, Isa::avx512})
+    for (Isa isa : {Isa::scalar, Isa::neon, Isa::sse2, Isa::avx2, Isa::avx512})
         if (s == isa_name(isa)) return isa;
-    throw Error(what + ": unknown instruction set '" + s + "' (expected scalar, sse2, avx2 or avx512)");
+    throw Error(what + ": unknown instruction set '" + s + "' (expected scalar, neon, sse2, avx2 or avx512)");
 }
 
 // What the CPU (and the OS, which must save the wide registers) supports.
 inline bool cpu_has(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
+#if defined(__aarch64__)
+        case Isa::neon: return true;  // part of every AArch64 CPU
+#endif
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         case Isa::sse2: return __builtin_cpu_supports("sse2");
         case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -96,6 +100,8 @@ inline const Table& builtin_table() {
     static const Table t = make_table<xsimd::fma3<xsimd::avx2>>("avx2", Isa::avx2);
 #elif defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_SSE2
     static const Table t = make_table<xsimd::sse2>("sse2", Isa::sse2);
+#elif defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_NEON64
+    static const Table t = make_table<xsimd::neon64>("neon", Isa::neon);
 #else
     static const Table t = make_table<scalar_arch>("scalar", Isa::scalar);
 #endif
@@ -172,6 +178,22 @@ inline std::vector<float> pack_direct(const std::vector<float>& w, int64_t cout,
                 for (int64_t j = 0; j < width && c0 + j < cout; ++j)
                     out[size_t(c0 * 9 * cin + (tap * cin + ci) * width + j)] =
                         w[size_t(((c0 + j) * cin_total + ci0 + ci) * 9 + tap)];
+    }
+    return out;
+}
+
+// Direct with bf16 products: input channels in pairs, block at c0 holds [tap][ci/2][width][2].
+inline std::vector<uint16_t> pack_direct_bf16(const std::vector<float>& w, int64_t cout, int64_t cin_total, int64_t ci0,
+                                              int64_t cin, int64_t cout_p, int64_t nb) {
+    const int64_t cin2 = round_up(cin, 2);
+    std::vector<uint16_t> out(size_t(9 * cin2 * cout_p), 0);
+    for (int64_t c0 = 0; c0 < cout_p; c0 += std::min(nb, cout_p - c0)) {
+        const int64_t width = std::min(nb, cout_p - c0);
+        for (int64_t tap = 0; tap < 9; ++tap)
+            for (int64_t ci = 0; ci < cin; ++ci)
+                for (int64_t j = 0; j < width && c0 + j < cout; ++j)
+                    out[size_t(c0 * 9 * cin2 + ((tap * cin2 / 2 + ci / 2) * width + j) * 2 + ci % 2)] =
+                        float_to_bf16(w[size_t(((c0 + j) * cin_total + ci0 + ci) * 9 + tap)]);
     }
     return out;
 }

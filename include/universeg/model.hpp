@@ -172,6 +172,9 @@ public:
     explicit Model(const StateDict& sd) {
         const int64_t n_enc = detail::count_blocks(sd, "enc_blocks."), n_dec = detail::count_blocks(sd, "dec_blocks.");
         if (n_enc == 0) throw Error("state dict has no 'enc_blocks.0.cross.cross_conv.weight': not a UniverSeg model");
+        // Each block but the last halves the resolution: beyond 16 no image could pass (and
+        // size_multiple() would overflow).
+        if (n_enc > 16) throw Error("state dict has " + std::to_string(n_enc) + " encoder blocks, more than the 16 supported");
         if (n_dec != n_enc - 1)
             throw Error("state dict has " + std::to_string(n_enc) + " encoder blocks and " + std::to_string(n_dec) +
                         " decoder blocks; UniverSeg has one decoder block fewer than encoder blocks");

@@ -81,6 +81,7 @@ struct SegmentOptions {
     uint64_t seed = 0;         // picks the subsets
     double threshold = 0.5;
     std::vector<int64_t> only_values;  // empty: every label value of the supports
+    double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -108,6 +109,7 @@ inline std::vector<std::vector<int64_t>> support_subsets(int64_t n, int64_t size
 // every query: the chosen subsets, their images and one binary mask set per label value.
 struct Task {
     const Model* model = nullptr;
+    engine::Options engine;  // how each forward pass runs
     int64_t height = 0, width = 0;
     std::vector<int64_t> values;  // label values, ascending
     struct Member {
@@ -127,6 +129,7 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
                     " is not a multiple of " + std::to_string(m) + ", as these weights need");
     Task t;
     t.model = &model;
+    t.engine.max_memory_mb = opt.max_memory_mb;
     t.height = set.height;
     t.width = set.width;
     if (opt.only_values.empty()) {
@@ -174,7 +177,7 @@ inline std::vector<Image> predict_probabilities(const Task& t, const Image& quer
     for (const Task::Member& mem : t.members)
         for (size_t l = 0; l < t.values.size(); ++l) {
             t.model->forward(query.pixels.data(), mem.images.data(), mem.masks[l].data(), 1, mem.size, t.height, t.width,
-                             logits.data());
+                             logits.data(), t.engine);
             for (int64_t p = 0; p < HW; ++p)
                 probs[l].pixels[size_t(p)] += float(1.0 / (1.0 + std::exp(-double(logits[size_t(p)]))) / double(t.members.size()));
         }

@@ -3,13 +3,15 @@
 // types that checkpoints, safetensors and .npy files hold (all read as float32).
 //
 // Public API (namespace universeg):
-//   std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = kMaxInputBytes);
+//   std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = limits().max_file_bytes);
 //   void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+//   void remove_pending_temporaries();   // for signal handlers: see write_file_atomic
 // Internals (universeg::detail): ByteSpan, fits, load_uint, append_uint, DType, dtype_size,
-// load_float, gather_floats.
+// load_float, gather_floats, check_rank.
 #pragma once
 
 #include "../tensor.hpp"
+#include "limits.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -21,38 +23,107 @@
 #include <memory>
 #include <system_error>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 namespace universeg {
 
-// Largest file the readers load into memory; it stops endless streams (/dev/zero, a pipe)
-// rather than limiting real checkpoints.
-constexpr uint64_t kMaxInputBytes = uint64_t(1) << 36;
-
-// The whole file as bytes. Errors name the path and the system's reason.
-inline std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = kMaxInputBytes) {
+// The whole file as bytes. Errors name the path and the system's reason. Devices (/dev/zero,
+// /dev/urandom) are refused: they never end, and a weights file or image is never one.
+inline std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = limits().max_file_bytes) {
+    std::error_code ec;
+    const std::filesystem::file_status st = std::filesystem::status(path, ec);
+    if (!ec && (st.type() == std::filesystem::file_type::character || st.type() == std::filesystem::file_type::block))
+        throw Error(path + ": is a device, not a file");
+    if (!ec && st.type() == std::filesystem::file_type::directory) throw Error(path + ": is a directory, not a file");
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
     if (!f) throw Error(path + ": cannot open: " + std::strerror(errno));
     std::vector<uint8_t> out;
-    std::error_code ec;
-    uint64_t hint = std::filesystem::file_size(path, ec);
-    if (!ec && hint <= max_bytes) out.reserve(size_t(hint));
+    const uint64_t hint = std::filesystem::file_size(path, ec);
+    if (!ec && hint > max_bytes)
+        throw Error(path + ": file of " + std::to_string(hint) + " bytes is larger than the limit of " +
+                    std::to_string(max_bytes) + " bytes (universeg::limits().max_file_bytes)");
+    if (!ec) out.reserve(size_t(hint));
     uint8_t buf[1 << 16];
     size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
         if (n > max_bytes - out.size())
-            throw Error(path + ": file is larger than the limit of " + std::to_string(max_bytes) + " bytes");
+            throw Error(path + ": file is larger than the limit of " + std::to_string(max_bytes) +
+                        " bytes (universeg::limits().max_file_bytes)");
         out.insert(out.end(), buf, buf + n);
     }
     if (std::ferror(f.get())) throw Error(path + ": cannot read: " + std::strerror(errno));
     return out;
 }
 
+namespace detail {
+
+// The temporary files write_file_atomic is writing, so that a signal handler can remove them
+// (remove_pending_temporaries) and an interrupted run leaves neither a partial output nor a
+// stray temporary. Fixed slots of fixed size, because a handler may not allocate or lock:
+// state 0 free, 1 being filled, 2 holds a path.
+struct PendingTemporary {
+    std::atomic<int> state{0};
+    char path[4096];
+};
+constexpr int kPendingSlots = 16;
+inline PendingTemporary* pending_temporaries() {
+    static PendingTemporary slots[kPendingSlots];
+    return slots;
+}
+
+// Registers `path` in a free slot; -1 when none is free or the path is too long (then an
+// interruption may leave the temporary behind, which is all that is lost).
+inline int register_temporary(const std::string& path) {
+    if (path.size() >= sizeof(PendingTemporary::path)) return -1;
+    PendingTemporary* slots = pending_temporaries();
+    for (int i = 0; i < kPendingSlots; ++i) {
+        int expected = 0;
+        if (!slots[i].state.compare_exchange_strong(expected, 1)) continue;
+        std::memcpy(slots[i].path, path.c_str(), path.size() + 1);
+        slots[i].state.store(2);
+        return i;
+    }
+    return -1;
+}
+
+inline void release_temporary(int slot) {
+    if (slot >= 0) pending_temporaries()[slot].state.store(0);
+}
+
+}  // namespace detail
+
+// Removes the temporaries of writes in progress. Async-signal-safe: meant for a SIGINT/SIGTERM
+// handler, which then ends the process (the writes it interrupted never complete).
+inline void remove_pending_temporaries() {
+    detail::PendingTemporary* slots = detail::pending_temporaries();
+    for (int i = 0; i < detail::kPendingSlots; ++i) {
+        if (slots[i].state.load() != 2) continue;
+#if defined(__unix__) || defined(__APPLE__)
+        ::unlink(slots[i].path);
+#else
+        std::remove(slots[i].path);
+#endif
+    }
+}
+
 // Writes to a fresh temporary file next to `path`, then renames it over `path`, so readers
-// never see a half-written file and a failed write leaves any old file intact.
+// never see a half-written file and a failed write leaves any old file intact. The temporary
+// is hidden (".NAME.tmp...") so that folder listings never take it for an output.
 inline void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
     static std::atomic<uint64_t> counter{0};
-    std::string tmp = path + ".tmp" +
-                      std::to_string(uint64_t(std::chrono::steady_clock::now().time_since_epoch().count())) +
-                      "-" + std::to_string(counter++);
+    const std::filesystem::path target(path);
+    const std::string tmp =
+        (target.parent_path() / ("." + target.filename().string() + ".tmp" +
+                                 std::to_string(uint64_t(std::chrono::steady_clock::now().time_since_epoch().count())) +
+                                 "-" + std::to_string(counter++)))
+            .string();
+    const int slot = detail::register_temporary(tmp);
+    struct Release {
+        int slot;
+        ~Release() { detail::release_temporary(slot); }
+    } release{slot};
     std::FILE* f = std::fopen(tmp.c_str(), "wbx");
     if (!f) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
     errno = 0;
@@ -83,6 +154,14 @@ struct ByteSpan {
 // True when [offset, offset + length) lies inside [0, size), without overflowing.
 inline bool fits(uint64_t offset, uint64_t length, uint64_t size) {
     return offset <= size && length <= size - offset;
+}
+
+// Refuses tensors of more than limits().max_rank dimensions (a header of thousands of 1s
+// would otherwise make every element's index step walk them all).
+inline void check_rank(size_t rank, const std::string& what) {
+    if (rank > size_t(limits().max_rank))
+        throw Error(what + ": " + std::to_string(rank) + " dimensions, more than the limit of " +
+                    std::to_string(limits().max_rank));
 }
 
 // n-byte unsigned integer (n <= 8) stored little- or big-endian; files are read byte by

@@ -6,7 +6,9 @@
 // so training checkpoints ({"state_dict": ..., "epoch": ..., "optimizer": ...}) load too. A
 // leading "module." (DataParallel) is stripped from keys. float16, bfloat16 and float64
 // tensors are converted; views (storage offset, arbitrary strides, shared storages) are
-// resolved against their storage, which must hold every element they reach.
+// resolved against their storage, which must hold every element they reach. All tensors
+// together hold at most as many elements as the file has bytes, each at most
+// limits().max_tensor_elements (io/limits.hpp).
 //
 // API (namespace universeg):
 //   StateDict load_torch_checkpoint(const std::string& path);
@@ -51,7 +53,7 @@ inline Tensor checkpoint_tensor(const PyTensor& t, ByteSpan storage, bool big_en
     const int64_t es = dtype_size(t.dtype);
     if (storage.size % size_t(es)) throw Error(what + ": storage size is not a whole number of elements");
     const int64_t elems = int64_t(storage.size / size_t(es));
-    const int64_t numel = checked_numel(t.size, INT64_MAX, what);
+    const int64_t numel = checked_numel(t.size, limits().max_tensor_elements, what);
     if (numel > 0) {
         int64_t last = t.offset;  // the highest element the view reaches
         for (size_t d = 0; d < t.size.size(); ++d) {
@@ -119,6 +121,9 @@ inline StateDict load_torch_checkpoint(const uint8_t* data, size_t size, const s
 
     StateDict out;
     std::map<std::string, ByteSpan> storages;  // each storage CRC-checked once, however many views share it
+    // Views of one storage may repeat its elements (tied weights), but never so often that the
+    // tensors outgrow the file: a few bytes of pickle must not expand into gigabytes.
+    uint64_t total = 0;
     const auto& items = pk.values[sd].items;
     for (size_t k = 0; k < items.size(); k += 2) {
         const PyValue& value = pk.values[items[k + 1]];
@@ -133,6 +138,9 @@ inline StateDict load_torch_checkpoint(const uint8_t* data, size_t size, const s
                 throw Error(what + ": tensor '" + key + "' refers to storage " + t.storage + ", which the archive lacks");
             it = storages.emplace(t.storage, zip_read(zip, entry)).first;
         }
+        total += uint64_t(checked_numel(t.size, limits().max_tensor_elements, what + ": tensor '" + key + "'"));
+        if (total > size)
+            throw Error(what + ": its tensors hold more elements than the file has bytes (views repeating one storage)");
         Tensor tensor = checkpoint_tensor(t, it->second, big_endian, what + ": tensor '" + key + "'");
         if (!out.emplace(key, std::move(tensor)).second)
             throw Error(what + ": key '" + key + "' appears twice (with and without a 'module.' prefix?)");

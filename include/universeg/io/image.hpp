@@ -16,6 +16,12 @@
 //   std::vector<uint8_t> overlay_labels(img, labels);  // RGB8: coloured labels + contours
 //   std::vector<LabelledPair> list_labelled_folder(dir);  // DIR/images/NAME.* + DIR/labels/NAME.*
 //
+// Reading is hardened against hostile files: the header's size is checked against limits()
+// (io/limits.hpp: max_image_side, max_image_pixels) before anything is decoded, only the formats
+// above are compiled in, and the malformed JPEG, PGM and PNG headers that make Debian's
+// stb_image 2.27 write out of bounds or hit undefined behaviour are refused first
+// (detail::check_jpeg_huffman_tables, check_pnm_header, check_png_chunks; found by fuzz/).
+//
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
 // .cpp file before including this header (as with stb itself), or link a library that carries
 // stb_image (Debian: -lstb). PNG writing deflates with zlib (link -lz), which compresses
@@ -36,6 +42,15 @@
 
 #ifdef UNIVERSEG_STB_IMPLEMENTATION
 #define STB_IMAGE_IMPLEMENTATION
+// Only the formats the tool documents: stb's GIF, PSD, HDR and PIC decoders are attack surface
+// that no medical image needs. stb's own cap on a side (default 2^24) is lowered to 2^16 as a
+// second line behind limits().max_image_side.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_TGA
+#define STBI_ONLY_PNM
+#define STBI_MAX_DIMENSIONS (1 << 16)
 #endif
 #if __has_include(<stb/stb_image.h>)
 #include <stb/stb_image.h>
@@ -54,8 +69,8 @@ struct Image {
     std::vector<float> pixels;  // row-major, height * width
 };
 
-// Largest image the readers accept (16384 x 16384): stops a crafted header from allocating
-// more than a few GB.
+// Largest image the writer and the resizers handle (16384 x 16384). The readers take at most
+// limits().max_image_pixels (io/limits.hpp), checked on the header before decoding.
 constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 
 namespace detail {
@@ -73,16 +88,93 @@ inline std::string stb_reason() {
     return r ? r : "unknown error";
 }
 
-inline DecodedImage decode_image(const std::string& path) {
-    const std::vector<uint8_t> bytes = read_file(path, uint64_t(INT_MAX));
-    const auto* data = bytes.data();
-    const int len = int(bytes.size());
+// stb_image (Debian's 2.27) writes past its Huffman tables when a JPEG's DHT segment declares
+// more than 256 codes for one table, already while reading the header (stbi_info). This walks
+// the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart markers skipped,
+// every other marker followed by a big-endian length) and refuses such a table first.
+inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& path) {
+    size_t start = 1;  // the start-of-image marker, after any fill bytes (as stb accepts it)
+    while (start < n && d[start] == 0xFF) ++start;
+    if (n < 2 || d[0] != 0xFF || start >= n || d[start] != 0xD8) return;
+    auto byte = [&](size_t at) -> size_t { return at < n ? d[at] : 0; };  // stb reads 0 past the end
+    for (size_t p = start + 1; p + 1 < n;) {
+        const uint8_t m = d[p + 1];
+        if (d[p] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
+            ++p;
+            continue;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) {  // no length follows
+            p += 2;
+            continue;
+        }
+        const size_t end = p + 2 + (byte(p + 2) << 8 | byte(p + 3));
+        if (m == 0xC4)
+            for (size_t q = p + 4; q < end;) {  // tables: class/id, 16 counts, the codes' values
+                size_t codes = 0;
+                for (size_t k = 1; k <= 16; ++k) codes += byte(q + k);
+                if (codes > 256)
+                    throw Error(path + ": corrupt JPEG: a Huffman table declares " + std::to_string(codes) +
+                                " codes, more than the 256 possible");
+                q += 17 + codes;
+            }
+        p = std::max(end, p + 2);
+    }
+}
+
+// stb_image's PGM/PPM reader parses the header's numbers into an int without an overflow
+// check (undefined behaviour on "P5 99999999999 ..."): numbers no image has are refused first,
+// read as stb reads them (whitespace and # comments between width, height and maximum).
+inline void check_pnm_header(const uint8_t* d, size_t n, const std::string& path) {
+    if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return;
+    size_t p = 2;
+    for (int field = 0; field < 3; ++field) {
+        for (;;) {
+            while (p < n && (d[p] == ' ' || (d[p] >= '\t' && d[p] <= '\r'))) ++p;
+            if (p >= n || d[p] != '#') break;
+            while (p < n && d[p] != '\n' && d[p] != '\r') ++p;
+        }
+        uint64_t v = 0;
+        for (; p < n && d[p] >= '0' && d[p] <= '9'; ++p) v = std::min<uint64_t>(v * 10 + uint64_t(d[p] - '0'), UINT32_MAX);
+        if (v > 100000000)
+            throw Error(path + ": corrupt PGM/PPM header: " + (field == 2 ? "maximum value " : "size ") +
+                        std::to_string(v) + " out of range");
+    }
+}
+
+// stb_image copies a PNG's first IDAT chunk into a buffer it has not allocated yet when that
+// chunk is empty (memcpy to null: undefined behaviour, even for 0 bytes). Chunks are walked as
+// stb walks them (8-byte signature, then length, type, data, CRC) and such a file refused.
+inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
+    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || std::memcmp(d, kSignature, 8) != 0) return;
+    for (uint64_t p = 8; p + 8 <= n;) {
+        const uint64_t len = load_uint(d + p, 4, true);
+        if (std::memcmp(d + p + 4, "IDAT", 4) == 0) {
+            if (len == 0) throw Error(path + ": corrupt PNG: its first IDAT chunk is empty");
+            return;
+        }
+        if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
+        p += 12 + len;
+    }
+}
+
+// `path` only names the image in errors. The header's size is checked against the limits
+// before stb allocates anything for the pixels.
+inline DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& path) {
+    if (size == 0) throw Error(path + ": not a readable image: the file is empty");
+    if (size > size_t(INT_MAX)) throw Error(path + ": image file of " + std::to_string(size) + " bytes is too large");
+    const int len = int(size);
+    check_jpeg_huffman_tables(data, size, path);
+    check_pnm_header(data, size, path);
+    check_png_chunks(data, size, path);
     int w = 0, h = 0, c = 0;
     if (!stbi_info_from_memory(data, len, &w, &h, &c))
         throw Error(path + ": not a readable image (PNG, JPEG, BMP, TGA, PGM/PPM): " + stb_reason());
-    if (int64_t(w) * h > kMaxImagePixels)
-        throw Error(path + ": image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limit of " +
-                    std::to_string(kMaxImagePixels) + " pixels");
+    const Limits& lim = limits();
+    if (w < 1 || h < 1 || w > lim.max_image_side || h > lim.max_image_side || int64_t(w) * h > lim.max_image_pixels)
+        throw Error(path + ": image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limits of " +
+                    std::to_string(lim.max_image_side) + " per side and " + std::to_string(lim.max_image_pixels) +
+                    " pixels (universeg::limits())");
     DecodedImage img;
     if (stbi_is_16_bit_from_memory(data, len)) {
         std::unique_ptr<stbi_us, void (*)(void*)> p(stbi_load_16_from_memory(data, len, &w, &h, &c, 0), &stbi_image_free);
@@ -94,10 +186,16 @@ inline DecodedImage decode_image(const std::string& path) {
         if (!p) throw Error(path + ": cannot decode image: " + stb_reason());
         img.samples.assign(p.get(), p.get() + size_t(w) * size_t(h) * size_t(c));
     }
+    if (c < 1 || c > 4) throw Error(path + ": image with " + std::to_string(c) + " channels");
     img.height = h;
     img.width = w;
     img.channels = c;
     return img;
+}
+
+inline DecodedImage decode_image(const std::string& path) {
+    const std::vector<uint8_t> bytes = read_file(path, uint64_t(INT_MAX));
+    return decode_image(bytes.data(), bytes.size(), path);
 }
 
 // PNG scanline filters (PNG spec 9.2): the predictor of byte x from a (left), b (up), c (up-left).

@@ -4,6 +4,7 @@
 // slices along an axis for slice-wise segmentation.
 //
 //   Volume v = load_nifti("ct.nii.gz");        // voxels as float, x fastest, scl_slope applied
+//   Volume v = load_nifti(data, size, what);   // the same from memory (`what` names it in errors)
 //   std::array<double, 16> A = nifti_affine(v.header);   // voxel (i,j,k,1) -> world (row-major 4x4)
 //   Image s = volume_slice(v, 2, k);           // slice k along axis 2 (z): height ny, width nx
 //   set_volume_slice(v, 2, k, s);
@@ -11,7 +12,8 @@
 //
 // Slices: of the two axes left, the lower one is the image's width (x before y before z), so
 // a slice is contiguous in the file for the last axis. Needs zlib (link ZLIB::ZLIB / -lz).
-// Extensions in the header are skipped on reading and not written.
+// Extensions in the header are skipped on reading and not written. Reading refuses volumes of
+// more than limits().max_volume_voxels voxels (io/limits.hpp) before allocating them.
 #pragma once
 
 #include "bytes.hpp"
@@ -55,13 +57,13 @@ struct Volume {
 
 namespace detail {
 
-inline bool is_gzip(const std::vector<uint8_t>& b) { return b.size() >= 2 && b[0] == 0x1F && b[1] == 0x8B; }
+inline bool is_gzip(const uint8_t* data, size_t size) { return size >= 2 && data[0] == 0x1F && data[1] == 0x8B; }
 
 // Up to `max_out` bytes of a gzip file (concatenated members too). Stops early, so a header
 // can be read without inflating the whole volume and a gzip bomb cannot fill memory. A
 // truncated stream returns what it holds (the caller checks the size it needs); corrupt data
 // is an error.
-inline std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, size_t max_out, const std::string& what) {
+inline std::vector<uint8_t> gunzip(const uint8_t* in, size_t in_size, size_t max_out, const std::string& what) {
     z_stream s{};
     if (inflateInit2(&s, 16 + MAX_WBITS) != Z_OK) throw Error(what + ": zlib initialisation failed");
     std::vector<uint8_t> out;
@@ -69,9 +71,9 @@ inline std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, size_t max_ou
     uint8_t buf[1 << 16];
     while (out.size() < max_out) {
         if (s.avail_in == 0) {
-            if (pos == in.size()) break;
-            const size_t n = std::min<size_t>(in.size() - pos, size_t(1) << 30);
-            s.next_in = const_cast<Bytef*>(in.data() + pos);
+            if (pos == in_size) break;
+            const size_t n = std::min<size_t>(in_size - pos, size_t(1) << 30);
+            s.next_in = const_cast<Bytef*>(in + pos);
             s.avail_in = uInt(n);
             pos += n;
         }
@@ -81,7 +83,7 @@ inline std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, size_t max_ou
         out.insert(out.end(), buf, s.next_out);
         if (rc == Z_STREAM_END) {
             // Another member follows only if the next bytes are a gzip header; else trailing padding.
-            const size_t left = s.avail_in + (in.size() - pos);
+            const size_t left = s.avail_in + (in_size - pos);
             const uint8_t* next = s.next_in;
             if (left < 2 || (s.avail_in >= 2 && (next[0] != 0x1F || next[1] != 0x8B))) break;
             inflateReset(&s);
@@ -144,13 +146,13 @@ inline std::string header_string(const uint8_t* h, size_t off, size_t n) {
 
 }  // namespace detail
 
-inline Volume load_nifti(const std::string& path) {
-    std::vector<uint8_t> bytes = read_file(path);
-    const bool gz = detail::is_gzip(bytes);
-    std::vector<uint8_t> head = gz ? detail::gunzip(bytes, 352, path) : std::vector<uint8_t>();
-    const std::vector<uint8_t>& hb = gz ? head : bytes;
-    if (hb.size() < 348) throw Error(path + ": too short for a NIfTI-1 header (" + std::to_string(hb.size()) + " bytes)");
-    const uint8_t* h = hb.data();
+// `path` only names the file in errors.
+inline Volume load_nifti(const uint8_t* data, size_t size, const std::string& path) {
+    const bool gz = detail::is_gzip(data, size);
+    const std::vector<uint8_t> head = gz ? detail::gunzip(data, size, 352, path) : std::vector<uint8_t>();
+    const size_t head_size = gz ? head.size() : size;
+    if (head_size < 348) throw Error(path + ": too short for a NIfTI-1 header (" + std::to_string(head_size) + " bytes)");
+    const uint8_t* h = gz ? head.data() : data;
     bool big = false;
     const uint64_t size_le = detail::load_uint(h, 4, false);
     if (size_le == 540 || detail::load_uint(h, 4, true) == 540) throw Error(path + ": NIfTI-2 files are not supported");
@@ -217,24 +219,36 @@ inline Volume load_nifti(const std::string& path) {
     v.nx = hd.dim[1];
     v.ny = rank >= 2 ? hd.dim[2] : 1;
     v.nz = rank >= 3 ? hd.dim[3] : 1;
-    const int64_t numel = checked_numel({v.nx, v.ny, v.nz}, int64_t(1) << 31, path);
+    const int64_t numel = checked_numel({v.nx, v.ny, v.nz}, limits().max_volume_voxels, path);
     if (!(hd.vox_offset >= 348 && hd.vox_offset < 1e15f) || hd.vox_offset != std::floor(hd.vox_offset))
         throw Error(path + ": invalid vox_offset " + std::to_string(hd.vox_offset));
     const uint64_t offset = uint64_t(hd.vox_offset), need = offset + uint64_t(numel) * uint64_t(es);
-    if (gz) bytes = detail::gunzip(bytes, size_t(need), path);
-    if (bytes.size() < need)
+    // A compressed file is inflated only as far as the header says, and never past the cap
+    // on files, so a gzip bomb costs no more than an uncompressed file would.
+    if (gz && need > limits().max_file_bytes)
+        throw Error(path + ": the header declares " + std::to_string(need) + " bytes, more than the limit of " +
+                    std::to_string(limits().max_file_bytes) + " (universeg::limits().max_file_bytes)");
+    const std::vector<uint8_t> inflated = gz ? detail::gunzip(data, size, size_t(need), path) : std::vector<uint8_t>();
+    const uint8_t* bytes = gz ? inflated.data() : data;
+    const size_t bytes_size = gz ? inflated.size() : size;
+    if (bytes_size < need)
         throw Error(path + ": truncated: the header declares " + std::to_string(need) + " bytes of data, the file has " +
-                    std::to_string(bytes.size()));
+                    std::to_string(bytes_size));
     // scl_slope 0 means "no scaling" (nifti1.h); otherwise value = slope * stored + inter.
     const bool scale = hd.scl_slope != 0 && std::isfinite(hd.scl_slope) && std::isfinite(hd.scl_inter) &&
                        !(hd.scl_slope == 1 && hd.scl_inter == 0);
     v.voxels.resize(size_t(numel));
     for (int64_t i = 0; i < numel; ++i) {
-        const float x = detail::nifti_load_voxel(bytes.data() + offset + uint64_t(i) * uint64_t(es), hd.datatype, big);
+        const float x = detail::nifti_load_voxel(bytes + offset + uint64_t(i) * uint64_t(es), hd.datatype, big);
         v.voxels[size_t(i)] = scale ? float(double(hd.scl_slope) * x + hd.scl_inter) : x;
     }
     v.header = hd;
     return v;
+}
+
+inline Volume load_nifti(const std::string& path) {
+    const std::vector<uint8_t> bytes = read_file(path);
+    return load_nifti(bytes.data(), bytes.size(), path);
 }
 
 // The voxel-to-world matrix (row-major 4x4) as nibabel and ITK pick it: the sform when

@@ -4,7 +4,9 @@
 // Readable dtypes: f4, f8, f2, u1, b1, i4, i8, little- or big-endian; fortran_order arrays
 // come back in row-major order. The header is checked against the file (its length, the
 // dict's keys, shape * dtype size equal to the data that follows) before anything is
-// allocated. Writes replace the file atomically (write_file_atomic).
+// allocated: the data must be exactly what the shape needs, at most limits().max_tensor_elements
+// elements of at most limits().max_rank dimensions (io/limits.hpp). Writes replace the file
+// atomically (write_file_atomic).
 //
 // API (namespace universeg):
 //   Tensor load_npy(const std::string& path);
@@ -14,6 +16,8 @@
 #pragma once
 
 #include "bytes.hpp"
+
+#include <algorithm>
 
 namespace universeg {
 namespace detail {
@@ -128,7 +132,8 @@ inline Tensor load_npy(const uint8_t* data, size_t size, const std::string& what
     if (!known || !(d[0] == '<' || d[0] == '>' || (d[0] == '|' && dtype_size(t) == 1)))
         throw Error(what + ": .npy dtype '" + d + "' is not supported (f4, f8, f2, u1, b1, i4, i8 are)");
 
-    const int64_t numel = checked_numel(h.shape, INT64_MAX / 8, what);
+    check_rank(h.shape.size(), what);
+    const int64_t numel = checked_numel(h.shape, std::min(INT64_MAX / 8, limits().max_tensor_elements), what);
     const uint64_t data_start = start + header_len, need = uint64_t(numel) * uint64_t(dtype_size(t));
     if (size - data_start != need)
         throw Error(what + ": shape " + shape_string(h.shape) + " of '" + d + "' needs " + std::to_string(need) +

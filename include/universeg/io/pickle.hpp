@@ -6,8 +6,9 @@
 // torch._utils._rebuild_tensor_v2 / _rebuild_parameter, and the float32/float16/bfloat16/
 // float64 storage types and dtypes. Any other global, or an opcode outside what protocols
 // 2-5 use for such data, is an Error naming it. Memory use is bounded by the input: every
-// value, memo entry and stack slot costs at least one input byte, and string lengths are
-// checked against the bytes left before anything is allocated.
+// value, memo entry and stack slot costs at least one input byte, their number is capped by
+// limits().max_pickle_values, and string lengths are checked against the bytes left before
+// anything is allocated.
 //
 // API (namespace universeg::detail):
 //   Pickle unpickle(const uint8_t* data, size_t size, const std::string& what);
@@ -18,6 +19,7 @@
 
 #include "bytes.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <unordered_map>
 
@@ -198,6 +200,7 @@ inline Pickle unpickle(const uint8_t* data, size_t size, const std::string& what
         t.storage = storage.s;
         t.dtype = storage.dtype;
         t.offset = val(a[1]).i;
+        if (val(a[2]).kind == PyKind::Tuple) check_rank(val(a[2]).items.size(), what + ": tensor");
         t.size = ints(a[2], "size");
         t.stride = ints(a[3], "stride");
         if (t.size.size() != t.stride.size()) throw corrupt("tensor size and stride differ in length");
@@ -205,8 +208,12 @@ inline Pickle unpickle(const uint8_t* data, size_t size, const std::string& what
         push(make(PyKind::Tensor, int64_t(pk.tensors.size() - 1)));
     };
 
+    const size_t max_values = size_t(std::max<int64_t>(0, limits().max_pickle_values));
     for (;;) {
         op_pos = pos;
+        if (pk.values.size() + memo.size() + stack.size() > max_values)
+            throw Error(what + ": pickle holds more than " + std::to_string(max_values) +
+                        " objects (universeg::limits().max_pickle_values)");
         const uint8_t op = *take(1);
         switch (op) {
             case 0x80:  // PROTO

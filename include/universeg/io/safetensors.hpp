@@ -3,8 +3,9 @@
 // "__metadata__": {str: str}}, then the raw little-endian tensor data.
 //
 // Reading accepts F32, F16, BF16 and F64 (converted to float32) and validates the header
-// against the file: length (at most 100 MB), offsets inside the data, no overlaps, and
-// shape * dtype size equal to each byte range. Writing stores float32 ("F32") with keys in
+// against the file: length (at most 100 MB, and limits().max_header_values JSON values),
+// offsets inside the data, no overlaps, shape * dtype size equal to each byte range, and the
+// caps of io/limits.hpp on rank and elements. Writing stores float32 ("F32") with keys in
 // sorted order and the header padded with spaces to a multiple of 8 bytes.
 //
 // API (namespace universeg):
@@ -35,6 +36,8 @@ struct Json {
 
 inline Json parse_json(const char* text, size_t size, const std::string& what) {
     size_t pos = 0;
+    int64_t values = 0;  // parsed so far: a Json costs ~100 bytes, so a header of "[0,0,0,..." is capped
+    const int64_t max_values = limits().max_header_values;
     auto fail = [&](const std::string& msg) {
         return Error(what + ": bad safetensors header: " + msg + " at byte " + std::to_string(pos));
     };
@@ -111,6 +114,8 @@ inline Json parse_json(const char* text, size_t size, const std::string& what) {
     // Recursion depth is capped so a header of nested brackets cannot overflow the stack.
     auto value = [&](auto& self, int depth) -> Json {
         if (depth > 32) throw fail("nesting too deep");
+        if (++values > max_values)
+            throw fail("more than " + std::to_string(max_values) + " values (universeg::limits().max_header_values)");
         ws();
         if (pos >= size) throw fail("unexpected end");
         Json v;
@@ -243,7 +248,8 @@ inline StateDict load_safetensors(const uint8_t* data, size_t size, const std::s
             throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                         "] lie outside the " + std::to_string(body_size) + " bytes of data");
         // Elements cannot outnumber the data's bytes, which also keeps numel * size from overflowing.
-        const int64_t numel = checked_numel(dims, int64_t(body_size), where);
+        check_rank(dims.size(), where);
+        const int64_t numel = checked_numel(dims, std::min(int64_t(body_size), limits().max_tensor_elements), where);
         if (numel * dtype_size(t) != end - begin)
             throw Error(where + ": shape " + shape_string(dims) + " of " + dtype->str + " needs " +
                         std::to_string(numel * dtype_size(t)) + " bytes, data_offsets give " + std::to_string(end - begin));

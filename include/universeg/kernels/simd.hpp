@@ -54,10 +54,14 @@ struct ConvArgs {
     int64_t out_row0 = 0;           // the padded row `out` points at (0: a whole image; else a band of rows)
     int64_t h = 0, w = 0, wp = 0;   // image size, padded row length in pixels
     const float* weight = nullptr;  // packed: pack_direct or pack_winograd
-    const uint16_t* weight_bf16 = nullptr;  // pack_winograd_bf16
+    const uint16_t* weight_bf16 = nullptr;  // pack_winograd_bf16 or pack_direct_bf16
     const float* bias = nullptr;    // (cout), used when addend is null
     const float* addend = nullptr;  // an image with out_cp channels, same geometry as out
     bool leaky = false;
+    // bf16 kernels only: read `in16` instead of `in`, write `out16` instead of `out` (the same
+    // layout with bf16 values; strides in elements). Sums and the addend stay fp32.
+    const uint16_t* in16 = nullptr;
+    uint16_t* out16 = nullptr;
 };
 
 // The kernels of one architecture. Function pointers, so that a table built in a translation
@@ -75,6 +79,8 @@ struct Table {
     void (*accumulate)(float* sum, const float* x, int64_t n, bool first);  // sum (first ? = : +=) x
     void (*maxpool_row)(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp);  // 2x2 max
     double (*fma_probe)(int64_t iters);  // for benchmarks: flops of a pure-FMA loop (the machine's peak)
+    // bf16 products (pack_direct_bf16 weights; input in16, or fp32 with in_cp even); null if absent
+    void (*conv3x3_direct_bf16)(const ConvArgs&, int64_t y0, int64_t y1);
 };
 
 constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
@@ -124,20 +130,56 @@ struct Kernels {
 
     static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-    // out pixels (y, x .. x+M-1), channels [c0, c0 + N*VW): acc + bias/addend, LeakyReLU.
-    template <int M, int N>
+    // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even (as
+    // vcvtneps2bf16). AVX-512F code, so that the bf16 kernels can inline it into any helper.
+    static V load_bf16(const uint16_t* p) {
+#ifdef UNIVERSEG_HAS_BF16_KERNELS
+        if constexpr (VW == 16)
+            return V(_mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
+#endif
+        float f[VW];
+        for (int i = 0; i < VW; ++i) {
+            const uint32_t b = uint32_t(p[i]) << 16;
+            __builtin_memcpy(&f[i], &b, 4);
+        }
+        return S::load(f);
+    }
+    static void store_bf16(uint16_t* p, const V& v) {
+#ifdef UNIVERSEG_HAS_BF16_KERNELS
+        if constexpr (VW == 16) {
+            const __m512i b = _mm512_castps_si512(__m512(v));
+            const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+            const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            return;
+        }
+#endif
+        float f[VW];
+        S::store(f, v);
+        for (int i = 0; i < VW; ++i) {
+            uint32_t b;
+            __builtin_memcpy(&b, &f[i], 4);
+            p[i] = uint16_t((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+        }
+    }
+
+    // out pixels (y, x .. x+M-1), channels [c0, c0 + N*VW): acc + bias/addend, LeakyReLU;
+    // into out16 (bf16) if kOut16.
+    template <int M, int N, bool kOut16 = false>
     static void store_tile(const ConvArgs& a, int64_t y, int64_t x, int64_t c0, V (&acc)[M][N]) {
         const V slope = S::set1(kSlope);
 #pragma GCC unroll 8
         for (int m = 0; m < M; ++m) {
             const int64_t px = (y + 1) * a.wp + x + 1 + m;
-            float* o = a.out + (px - a.out_row0 * a.wp) * a.out_cp + c0;
+            const int64_t o = (px - a.out_row0 * a.wp) * a.out_cp + c0;
             const float* add = a.addend ? a.addend + px * a.out_cp + c0 : a.bias + c0;
 #pragma GCC unroll 4
             for (int n = 0; n < N; ++n) {
                 V r = acc[m][n] + S::load(add + n * VW);
                 if (a.leaky) r = S::max(r, r * slope);
-                S::store(o + n * VW, r);
+                if constexpr (kOut16) store_bf16(a.out16 + o + n * VW, r);
+                else S::store(a.out + o + n * VW, r);
             }
         }
     }
@@ -234,23 +276,35 @@ struct Kernels {
         o[3] = S::fma(e, m[3], S::fma(m8, m[4], d12)) + m[5];
     }
 
-    // The 36 transformed values of one 6x6 window (top-left `base`) for VW channels.
-    static void input_tile(const float* base, int64_t wp, int64_t cp, V (&u)[36]) {
+    // The 36 transformed values of one 6x6 window (top-left `base`) for VW channels. The
+    // transforms' loops are unrolled by hand-placed pragmas: left to -O2 they stay loops that
+    // copy every value through the stack, which made the transforms 2x slower (half of the
+    // bf16 kernel's time).
+    // load(offset) reads the VW channels at an element offset from the window's corner.
+    template <class Load>
+    static void input_tile(const Load& load, int64_t wp, int64_t cp, V (&u)[36]) {
         V rows[6][6];
+#pragma GCC unroll 6
         for (int r = 0; r < 6; ++r) {
             V d[6];
-            for (int c = 0; c < 6; ++c) d[c] = S::load(base + (r * wp + c) * cp);
+#pragma GCC unroll 6
+            for (int c = 0; c < 6; ++c) d[c] = load((r * wp + c) * cp);
             bt6(d, rows[r]);
         }
+#pragma GCC unroll 6
         for (int c = 0; c < 6; ++c) {
             V d[6], t[6];
+#pragma GCC unroll 6
             for (int r = 0; r < 6; ++r) d[r] = rows[r][c];
             bt6(d, t);
+#pragma GCC unroll 6
             for (int r = 0; r < 6; ++r) u[r * 6 + c] = t[r];
         }
     }
 
-    // M: [n][36][out_cp] transformed products -> 4x4 output tiles of tiles [t0, t0+n).
+    // M: [n][36][out_cp] transformed products -> 4x4 output tiles of tiles [t0, t0+n), into
+    // out16 (bf16) if kOut16.
+    template <bool kOut16 = false>
     static void winograd_output(const ConvArgs& a, int64_t t0, int64_t n, const float* M) {
         const int64_t ntx = (a.w + 3) / 4;
         const V slope = S::set1(kSlope);
@@ -260,20 +314,27 @@ struct Kernels {
             for (int64_t c = 0; c < a.cout; c += VW) {
                 const float* src = M + j * 36 * a.out_cp + c;
                 V tmp[6][4];
+#pragma GCC unroll 6
                 for (int r = 0; r < 6; ++r) {
                     V m[6];
+#pragma GCC unroll 6
                     for (int q = 0; q < 6; ++q) m[q] = S::load(src + (r * 6 + q) * a.out_cp);
                     at6(m, tmp[r]);
                 }
+#pragma GCC unroll 4
                 for (int q = 0; q < cols; ++q) {
                     V m[6], o[4];
+#pragma GCC unroll 6
                     for (int r = 0; r < 6; ++r) m[r] = tmp[r][q];
                     at6(m, o);
+#pragma GCC unroll 4
                     for (int r = 0; r < rows; ++r) {
                         const int64_t px = (4 * ty + r + 1) * a.wp + 4 * tx + q + 1;
                         V v = o[r] + S::load(a.addend ? a.addend + px * a.out_cp + c : a.bias + c);
                         if (a.leaky) v = S::max(v, v * slope);
-                        S::store(a.out + (px - a.out_row0 * a.wp) * a.out_cp + c, v);
+                        const int64_t at = (px - a.out_row0 * a.wp) * a.out_cp + c;
+                        if constexpr (kOut16) store_bf16(a.out16 + at, v);
+                        else S::store(a.out + at, v);
                     }
                 }
             }
@@ -340,7 +401,8 @@ struct Kernels {
             const float* base = a.in + ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
             for (int64_t c = 0; c < cin_v; c += VW) {
                 V u[36];
-                input_tile(base + c, a.wp, a.in_cp, u);
+                input_tile([base, c](int64_t o) { return S::load(base + c + o); }, a.wp, a.in_cp, u);
+#pragma GCC unroll 36
                 for (int p = 0; p < 36; ++p) S::store(U + (j * 36 + p) * a.in_cp + c, u[p]);
             }
         }
@@ -439,16 +501,21 @@ struct Kernels {
         }
     }
 
-    UNIVERSEG_TARGET_BF16 static void conv3x3_winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+    // in16 or in (fp32) -> out16 or out: the input transform reads either, the output
+    // transform writes either (kOut16), the products are bf16 either way.
+    template <bool kOut16>
+    UNIVERSEG_TARGET_BF16 static void winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
         const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16, K2 = (a.cin + 1) / 2;
         uint16_t* U = reinterpret_cast<uint16_t*>(scratch);  // [n][36][in_cp] bf16
         float* M = scratch + 36 * n * a.in_cp;              // [n][36][out_cp]
         for (int64_t j = 0; j < n; ++j) {
             const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
-            const float* base = a.in + ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
+            const int64_t base = ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
             for (int64_t c = 0; c < cin_v; c += 16) {
                 V u[36];
-                input_tile(base + c, a.wp, a.in_cp, u);
+                if (a.in16) input_tile([&a, base, c](int64_t o) { return load_bf16(a.in16 + base + c + o); }, a.wp, a.in_cp, u);
+                else input_tile([&a, base, c](int64_t o) { return S::load(a.in + base + c + o); }, a.wp, a.in_cp, u);
+#pragma GCC unroll 36
                 for (int p = 0; p < 36; ++p)
                     _mm256_storeu_si256(reinterpret_cast<__m256i*>(U + (j * 36 + p) * a.in_cp + c),
                                         (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
@@ -463,13 +530,94 @@ struct Kernels {
                 c0 += nv * 16;
             }
         }
-        winograd_output(a, t0, n, M);
+        winograd_output<kOut16>(a, t0, n, M);
+    }
+
+    UNIVERSEG_TARGET_BF16 static void conv3x3_winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        if (a.out16) winograd_bf16<true>(a, t0, t1, scratch);
+        else winograd_bf16<false>(a, t0, t1, scratch);
+    }
+
+    // Direct convolution with bf16 products: the K dimension is 9 taps x input-channel pairs,
+    // one vdpbf16ps per pair. For the first block's 2-channel (image, label) support inputs,
+    // where a pixel is one pair: half the instructions of the fp32 kernel. The input is in16,
+    // or fp32 pairs (`in`, in_cp even) rounded to bf16 as they are read.
+    template <int M, int N, bool kIn16, bool kOut16>
+    UNIVERSEG_TARGET_BF16 static void direct_tile_bf16(const ConvArgs& a, int64_t y, int64_t x, int64_t c0) {
+        __m512 acc[M][N];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) acc[m][n] = _mm512_setzero_ps();
+        const int64_t K2 = (a.cin + 1) / 2, cp = a.in_cp;
+        const uint16_t* wblock = a.weight_bf16 + c0 * 9 * K2 * 2;  // [tap][pair][N*16][2]
+        for (int tap = 0; tap < 9; ++tap) {
+            const int64_t px = ((y + tap / 3 - a.in_row0) * a.wp + x + tap % 3) * cp;
+            const uint16_t* wk = wblock + tap * K2 * (N * 16) * 2;
+            for (int64_t k = 0; k < K2; ++k) {
+                __m512i b[N];
+#pragma GCC unroll 4
+                for (int n = 0; n < N; ++n) b[n] = _mm512_loadu_si512(wk + (k * (N * 16) + n * 16) * 2);
+#pragma GCC unroll 8
+                for (int m = 0; m < M; ++m) {
+                    __m512i v;
+                    if constexpr (kIn16) {
+                        int32_t pair;
+                        __builtin_memcpy(&pair, a.in16 + px + m * cp + 2 * k, 4);
+                        v = _mm512_set1_epi32(pair);
+                    } else {
+                        const __m128 f = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(a.in + px + m * cp + 2 * k)));
+                        v = _mm512_broadcastd_epi32((__m128i)_mm_cvtneps_pbh(f));
+                    }
+#pragma GCC unroll 4
+                    for (int n = 0; n < N; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)v, (__m512bh)b[n]);
+                }
+            }
+        }
+        V out[M][N];
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+            for (int n = 0; n < N; ++n) out[m][n] = V(acc[m][n]);
+        store_tile<M, N, kOut16>(a, y, x, c0, out);
+    }
+
+    template <int M, int N, bool kIn16, bool kOut16>
+    UNIVERSEG_TARGET_BF16 static void direct_tail_bf16(const ConvArgs& a, int64_t y, int64_t x, int64_t c0, int64_t rem) {
+        if constexpr (M >= 1) {
+            if (rem == M) direct_tile_bf16<M, N, kIn16, kOut16>(a, y, x, c0);
+            else direct_tail_bf16<M - 1, N, kIn16, kOut16>(a, y, x, c0, rem);
+        }
+    }
+
+    template <int N, bool kIn16, bool kOut16>
+    UNIVERSEG_TARGET_BF16 static void direct_rows_bf16(const ConvArgs& a, int64_t y0, int64_t y1, int64_t c0, int n) {
+        if constexpr (N >= 1) {
+            if (n != N) return direct_rows_bf16<N - 1, kIn16, kOut16>(a, y0, y1, c0, n);
+            for (int64_t y = y0; y < y1; ++y) {
+                int64_t x = 0;
+                for (; x + MR <= a.w; x += MR) direct_tile_bf16<MR, N, kIn16, kOut16>(a, y, x, c0);
+                if (x < a.w) direct_tail_bf16<MR - 1, N, kIn16, kOut16>(a, y, x, c0, a.w - x);
+            }
+        }
+    }
+
+    UNIVERSEG_TARGET_BF16 static void conv3x3_direct_bf16(const ConvArgs& a, int64_t y0, int64_t y1) {
+        for (int64_t c0 = 0; c0 < a.cout;) {
+            const int n = int(imin(4, (a.cout - c0) / 16));
+            if (a.in16 && a.out16) direct_rows_bf16<4, true, true>(a, y0, y1, c0, n);
+            else if (a.in16) direct_rows_bf16<4, true, false>(a, y0, y1, c0, n);
+            else if (a.out16) direct_rows_bf16<4, false, true>(a, y0, y1, c0, n);
+            else direct_rows_bf16<4, false, false>(a, y0, y1, c0, n);
+            c0 += n * 16;
+        }
     }
 #endif
 };
 
 // Table::isa values; kernels.hpp gives them names.
-enum class Isa : int { scalar = 0, sse2 = 1, avx2 = 2, avx512 = 3 };
+// neon (AArch64's 128-bit SIMD) ranks beside sse2; a build has one or the other.
+enum class Isa : int { scalar = 0, neon = 1, sse2 = 2, avx2 = 3, avx512 = 4 };
 
 template <class Arch>
 Table make_table(const char* name, Isa isa) {
@@ -477,7 +625,10 @@ Table make_table(const char* name, Isa isa) {
     Table t{name,    int(isa),        K::NB,           K::TG,        &K::conv3x3_direct, &K::conv3x3_winograd,
             nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe};
 #if defined(UNIVERSEG_HAS_BF16_KERNELS) && defined(UNIVERSEG_HAS_XSIMD)
-    if constexpr (K::VW == 16) t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
+    if constexpr (K::VW == 16) {
+        t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
+        t.conv3x3_direct_bf16 = &K::conv3x3_direct_bf16;
+    }
 #endif
     return t;
 }
