@@ -102,6 +102,11 @@ TEST_CASE("torch.save state dicts in float32, float16, bfloat16 and float64") {
           load_state_dict(fixture("sd_f32.pt")).at("conv.weight").data);
     CHECK(load_torch_checkpoint(fixture("sd_bf16.pt")).at("fc.weight").data !=
           load_torch_checkpoint(fixture("sd_f16.pt")).at("fc.weight").data);
+    // The file's element type is remembered (universeg info prints it).
+    const std::pair<const char*, const char*> stored[] = {
+        {"sd_f32", "float32"}, {"sd_f16", "float16"}, {"sd_bf16", "bfloat16"}, {"sd_f64", "float64"}};
+    for (const auto& c : stored)
+        CHECK(load_state_dict(fixture(std::string(c.first) + ".pt")).at("conv.weight").stored_dtype == c.second);
 }
 
 TEST_CASE("training checkpoints: the state dict is found and module. is stripped") {
@@ -176,6 +181,9 @@ TEST_CASE("safetensors: hand-written file with F32, F16, BF16, F64, metadata and
     check_equal(sd, load_npz(fixture("mixed.expected.npz")));
     CHECK(sd.count("caf\xc3\xa9 \xf0\x9f\x98\x80 \"q\"\\") == 1);
     CHECK(sd.at("empty").shape == std::vector<int64_t>{0, 3});
+    CHECK(sd.at("w16").stored_dtype == "float16");
+    CHECK(sd.at("wbf").stored_dtype == "bfloat16");
+    CHECK(sd.at("w64").stored_dtype == "float64");
 }
 
 TEST_CASE("safetensors write -> read is bit exact") {

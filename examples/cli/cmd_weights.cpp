@@ -4,6 +4,7 @@
 #include <universeg/universeg.hpp>
 
 #include <cstdio>
+#include <set>
 
 namespace cli {
 
@@ -29,11 +30,17 @@ int cmd_info(int argc, char** argv) {
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (a.positional().size() != 1) throw Error("expected one FILE (see universeg info --help)");
     const std::string& path = a.positional()[0];
+    const universeg::StateDict sd = universeg::load_state_dict(path);
     const universeg::Model model = universeg::load_model(path);
     const universeg::Config& c = model.config();
+    std::set<std::string> dtypes;  // as stored; the model computes in float32 whatever they are
+    for (const auto& kv : sd) dtypes.insert(kv.second.stored_dtype);
+    std::string dtype;
+    for (const std::string& d : dtypes) dtype += (dtype.empty() ? "" : ", ") + d;
     std::printf("file:          %s\n", path.c_str());
     std::printf("architecture:  %s\n", c.to_string().c_str());
     std::printf("parameters:    %lld\n", (long long)model.parameter_count());
+    std::printf("dtype:         %s (computed in float32)\n", dtype.c_str());
     std::printf("input sizes:   H and W multiples of %lld\n", (long long)c.size_multiple());
     return 0;
 }

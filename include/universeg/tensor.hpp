@@ -42,6 +42,9 @@ inline std::string shape_string(const std::vector<int64_t>& shape) {
 struct Tensor {
     std::vector<int64_t> shape;
     std::vector<float> data;  // row-major, size == numel()
+    // The element type in the file it was read from ("float16", ...; `universeg info` shows it):
+    // the loaders convert every floating type to float32.
+    std::string stored_dtype = "float32";
 
     Tensor() = default;
     explicit Tensor(std::vector<int64_t> s, float fill = 0.0f)

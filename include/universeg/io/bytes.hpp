@@ -188,6 +188,21 @@ inline int dtype_size(DType t) {
     return 1;
 }
 
+// PyTorch's names, as `universeg info` prints them.
+inline const char* dtype_name(DType t) {
+    switch (t) {
+        case DType::F32: return "float32";
+        case DType::F64: return "float64";
+        case DType::F16: return "float16";
+        case DType::BF16: return "bfloat16";
+        case DType::U8: return "uint8";
+        case DType::Bool: return "bool";
+        case DType::I32: return "int32";
+        case DType::I64: return "int64";
+    }
+    return "unknown";
+}
+
 inline float load_float(const uint8_t* p, DType t, bool big_endian) {
     switch (t) {
         case DType::F32: {

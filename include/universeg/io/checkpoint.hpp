@@ -72,6 +72,7 @@ inline Tensor checkpoint_tensor(const PyTensor& t, ByteSpan storage, bool big_en
                     std::to_string(elems) + " (expanded views are not supported)");
     Tensor out;
     out.shape = t.size;
+    out.stored_dtype = dtype_name(t.dtype);
     out.data.resize(size_t(numel));
     gather_floats(storage.data, t.dtype, big_endian, t.offset, numel, t.size, t.stride, out.data.data());
     return out;

@@ -255,6 +255,7 @@ inline StateDict load_safetensors(const uint8_t* data, size_t size, const std::s
                         std::to_string(numel * dtype_size(t)) + " bytes, data_offsets give " + std::to_string(end - begin));
         Tensor tensor;
         tensor.shape = dims;
+        tensor.stored_dtype = dtype_name(t);
         tensor.data.resize(size_t(numel));
         for (int64_t n = 0; n < numel; ++n) tensor.data[size_t(n)] = load_float(body + begin + n * dtype_size(t), t, false);
         out.emplace(key, std::move(tensor));
