@@ -8,22 +8,19 @@
 //
 // The files are made here, from the golden custom checkpoint and the library's own writers;
 // tests/data/hostile/ holds the fuzzers' findings.
-#include <catch2/catch.hpp>
-
 #define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/universeg.hpp>
 
-#include <sys/wait.h>
-#include <unistd.h>
+#include "test_util.hpp"
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 
 using namespace universeg;
+using namespace test;
 namespace fs = std::filesystem;
 
 #ifdef UNIVERSEG_CLI
@@ -34,37 +31,9 @@ const std::string kData = std::string(UNIVERSEG_TEST_DATA) + "/";
 // Three encoder blocks: sizes must be multiples of 4.
 const std::string kWeights = kData + "golden/custom_b1_s3_48x80/weights.pt";
 
-struct TempDir {
-    fs::path path;
-    TempDir() : path(fs::temp_directory_path() / ("universeg_test_cli_hostile_" + std::to_string(getpid()))) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-struct Run {
-    int rc;
-    std::string out, err;
-};
-
 // `universeg ARGS` with one thread (ctest runs programs side by side).
 Run cli(const TempDir& dir, const std::string& command, const std::string& args) {
-    const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-    const std::string cmd = quote(UNIVERSEG_CLI) + " " + command + (command == "convert" ? " " : " --threads 1 ") + args +
-                            " >" + quote(out) + " 2>" + quote(err);
-    const int status = std::system(cmd.c_str());
-    return Run{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+    return run_shell(quote(UNIVERSEG_CLI) + " " + command + (command == "convert" ? " " : " --threads 1 ") + args, dir);
 }
 
 // Files in `dir` (recursively), temporaries included.

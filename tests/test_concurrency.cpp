@@ -3,8 +3,7 @@
 // workspace pool), start together so that the weights are packed while they race, mix problem
 // sizes so that pooled workspaces change hands between shapes, and must get exactly the
 // logits a serial run of a separate model gives. Run under ThreadSanitizer by .ci/run.
-#include <catch2/catch.hpp>
-#include <universeg/universeg.hpp>
+#include "test_util.hpp"
 
 #include <atomic>
 #include <cmath>
@@ -13,33 +12,9 @@
 #include <vector>
 
 using namespace universeg;
+using test::random_state_dict;
 
 namespace {
-
-StateDict random_state_dict(const std::vector<BlockFeatures>& enc, unsigned seed) {
-    const Config cfg = Config::from_encoder(enc);
-    std::mt19937 rng(seed);
-    StateDict sd;
-    auto conv = [&](const std::string& name, int64_t out, int64_t in, int64_t k) {
-        std::normal_distribution<float> w(0.0f, float(std::sqrt(2.0 / double(in * k * k)))), b(0.0f, 0.05f);
-        Tensor wt({out, in, k, k}), bt({out});
-        for (float& v : wt.data) v = w(rng);
-        for (float& v : bt.data) v = b(rng);
-        sd[name + ".weight"] = wt;
-        sd[name + ".bias"] = bt;
-    };
-    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
-        conv(p + ".cross.cross_conv", f.cross, ct + cs, 3);
-        conv(p + ".target.vmapped.conv", f.conv, f.cross, 3);
-        conv(p + ".support.vmapped.conv", f.conv, f.cross, 3);
-    };
-    for (int64_t k = 0; k < cfg.levels(); ++k)
-        block("enc_blocks." + std::to_string(k), cfg.encoder_target_in(k), cfg.encoder_support_in(k), cfg.encoder[size_t(k)]);
-    for (size_t k = 0; k < cfg.decoder.size(); ++k)
-        block("dec_blocks." + std::to_string(k), cfg.decoder_in(int64_t(k)), cfg.decoder_in(int64_t(k)), cfg.decoder[k]);
-    conv("out_conv.conv", 1, cfg.output_in(), 1);
-    return sd;
-}
 
 struct Problem {
     int64_t B, S, H, W;

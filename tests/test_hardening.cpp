@@ -2,14 +2,12 @@
 // allocating more than they justify, one regression test per finding of the audit and of the
 // fuzzers (fuzz/), atomic writes, and the model's edge cases: empty support masks, constant
 // images, S = 1, batches, and the largest supported size.
-#include <catch2/catch.hpp>
-
 #define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
 #include <universeg/universeg.hpp>
 
-#include <unistd.h>
+#include "test_util.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -17,6 +15,7 @@
 #include <random>
 
 using namespace universeg;
+using namespace test;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
@@ -24,33 +23,11 @@ namespace {
 
 const std::string kHostile = std::string(UNIVERSEG_TEST_DATA) + "/hostile/";
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name)
-        : path(fs::temp_directory_path() / ("universeg_test_hardening_" + std::to_string(getpid()) + "_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
-
 // Restores the process-wide limits when a test that lowers them ends.
 struct LimitsGuard {
     Limits saved = limits();
     ~LimitsGuard() { limits() = saved; }
 };
-
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    FAIL("no universeg::Error thrown");
-    return "";
-}
 
 std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
 
@@ -89,32 +66,6 @@ std::vector<uint8_t> shared_storage_checkpoint(int keys, uint32_t numel) {
     const std::vector<uint8_t> storage(size_t(numel) * 4, 0);
     detail::zip_add(w, "archive/data/0", storage.data(), storage.size());
     return detail::zip_finish(w);
-}
-
-// A UniverSeg state dict for encoder blocks `enc`, Kaiming-normal weights.
-StateDict random_state_dict(const std::vector<BlockFeatures>& enc, unsigned seed) {
-    const Config cfg = Config::from_encoder(enc);
-    std::mt19937 rng(seed);
-    StateDict sd;
-    auto conv = [&](const std::string& name, int64_t out, int64_t in, int64_t k) {
-        std::normal_distribution<float> w(0.0f, float(std::sqrt(2.0 / double(in * k * k)))), b(0.0f, 0.05f);
-        Tensor wt({out, in, k, k}), bt({out});
-        for (float& v : wt.data) v = w(rng);
-        for (float& v : bt.data) v = b(rng);
-        sd[name + ".weight"] = wt;
-        sd[name + ".bias"] = bt;
-    };
-    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
-        conv(p + ".cross.cross_conv", f.cross, ct + cs, 3);
-        conv(p + ".target.vmapped.conv", f.conv, f.cross, 3);
-        conv(p + ".support.vmapped.conv", f.conv, f.cross, 3);
-    };
-    for (int64_t k = 0; k < cfg.levels(); ++k)
-        block("enc_blocks." + std::to_string(k), cfg.encoder_target_in(k), cfg.encoder_support_in(k), cfg.encoder[size_t(k)]);
-    for (size_t k = 0; k < cfg.decoder.size(); ++k)
-        block("dec_blocks." + std::to_string(k), cfg.decoder_in(int64_t(k)), cfg.decoder_in(int64_t(k)), cfg.decoder[k]);
-    conv("out_conv.conv", 1, cfg.output_in(), 1);
-    return sd;
 }
 
 struct Inputs {

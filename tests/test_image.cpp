@@ -3,8 +3,6 @@
 // byte by byte, JPEGs by PIL, NIfTI files packed field by field),
 // grey conversion and resizing against hand-computed values and PIL, PNG writing read back by
 // stb, labelled folders, overlays, NIfTI-1 reading/writing and slicing, corrupt files.
-#include <catch2/catch.hpp>
-
 #define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io.hpp>
 #include <universeg/io/image.hpp>
@@ -13,44 +11,22 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
-#include <unistd.h>
+#include "test_util.hpp"
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
 using namespace universeg;
+using namespace test;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string kImages = std::string(UNIVERSEG_TEST_DATA) + "/images/";
 
-// A fresh directory removed at the end of the test.
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name)
-        : path(fs::temp_directory_path() / ("universeg_test_image_" + std::to_string(getpid()) + "_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
-
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-}
-
-// The error message of f(), or "" when it does not throw.
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
 }
 
 Image npy_image(const std::string& path) {

@@ -2,14 +2,14 @@
 // hand-rolled files) and the golden checkpoints: every fixture loads with the keys, shapes
 // and values torch or numpy saved alongside it; writers round-trip bit-exactly; and damaged,
 // hostile or foreign files fail with a universeg::Error that names the file.
-#include <catch2/catch.hpp>
-#include <universeg/io.hpp>
+#include "test_util.hpp"
 
 #include <cmath>
 #include <filesystem>
 #include <limits>
 
 using namespace universeg;
+using test::error_of;
 using Catch::Matchers::Contains;
 
 namespace {
@@ -57,18 +57,6 @@ void check_equal(const StateDict& got, const StateDict& want) {
 bool bit_equal(const Tensor& a, const Tensor& b) {
     return a.shape == b.shape && a.data.size() == b.data.size() &&
            (a.data.empty() || std::memcmp(a.data.data(), b.data.data(), a.data.size() * 4) == 0);
-}
-
-// The message of the universeg::Error that f throws.
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    FAIL("no universeg::Error thrown");
-    return "";
 }
 
 // The values make_fixtures.py stores in its .npy fixtures, by flat index.

@@ -1,7 +1,6 @@
 // The model against the official PyTorch implementation's golden cases (tests/data/golden,
 // copied from ../shared/reference), plus architecture inference and input validation.
-#include <catch2/catch.hpp>
-#include <universeg/universeg.hpp>
+#include "test_util.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -13,23 +12,9 @@
 #endif
 
 using namespace universeg;
+using namespace test;
 
 namespace {
-
-const std::string kGolden = std::string(UNIVERSEG_TEST_DATA) + "/golden/";
-
-struct Case {
-    Model model;
-    Tensor query, images, labels, logits;
-    int64_t B, S, H, W;
-};
-
-Case load_case(const std::string& name) {
-    const std::string dir = kGolden + name + "/";
-    Tensor q = load_npy(dir + "query.npy"), si = load_npy(dir + "support_images.npy");
-    return Case{load_model(dir + "weights.pt"), q, si, load_npy(dir + "support_labels.npy"), load_npy(dir + "logits.npy"),
-                si.shape[0], si.shape[1], si.shape[3], si.shape[4]};
-}
 
 double max_abs(const std::vector<float>& v) {
     double m = 0;
@@ -45,7 +30,7 @@ double max_diff(const A& a, const B& b) {
     return m;
 }
 
-std::vector<float> run(const Case& c) {
+std::vector<float> run(const GoldenCase& c) {
     std::vector<float> out(size_t(c.B * c.H * c.W));
     c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data());
     return out;
@@ -54,7 +39,7 @@ std::vector<float> run(const Case& c) {
 }  // namespace
 
 TEST_CASE("golden v1 (B=2, S=4, 128x128): logits match the official model") {
-    const Case c = load_case("v1_b2_s4_128");
+    const GoldenCase c = load_golden("v1_b2_s4_128");
     CHECK(c.model.config().to_string() == "encoder [64,64,64,64] decoder [64,64,64]");
     CHECK(c.model.parameter_count() == 1182785);
     const auto out = run(c);
@@ -62,7 +47,7 @@ TEST_CASE("golden v1 (B=2, S=4, 128x128): logits match the official model") {
 }
 
 TEST_CASE("golden custom config (B=1, S=3, 48x80): logits and every block's outputs match") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     CHECK(c.model.config().to_string() == "encoder [[16,8],[24,16],32] decoder [[24,16],[16,8]]");
     CHECK(max_diff(run(c), c.logits.data) <= 1e-4 * std::max(1.0, max_abs(c.logits.data)));
 
@@ -85,13 +70,13 @@ TEST_CASE("golden custom config (B=1, S=3, 48x80): logits and every block's outp
 }
 
 TEST_CASE("the fp64 reference forward agrees with the official logits") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     const auto out = c.model.forward_reference<double>(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
     CHECK(max_diff(out, c.logits.data) <= 1e-5);
 }
 
 TEST_CASE("logits do not depend on the thread count, nor on concurrent callers") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
 #ifdef _OPENMP
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -110,7 +95,7 @@ TEST_CASE("logits do not depend on the thread count, nor on concurrent callers")
 }
 
 TEST_CASE("the Eigen tensor overload equals the raw-pointer one") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     Model::Tensor4 q(c.B, 1, c.H, c.W);
     Model::Tensor5 si(c.B, c.S, 1, c.H, c.W), sl(c.B, c.S, 1, c.H, c.W);
     std::copy(c.query.data.begin(), c.query.data.end(), q.data());
@@ -124,7 +109,7 @@ TEST_CASE("the Eigen tensor overload equals the raw-pointer one") {
 }
 
 TEST_CASE("state_dict() gives back the weights it was built from") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     const StateDict sd = load_state_dict(kGolden + "custom_b1_s3_48x80/weights.pt");
     const StateDict back = c.model.state_dict();
     REQUIRE(back.size() == sd.size());
@@ -169,7 +154,7 @@ TEST_CASE("the architecture is read off the shapes, and bad state dicts are refu
 }
 
 TEST_CASE("invalid inputs are refused before any work") {
-    const Case c = load_case("custom_b1_s3_48x80");  // 3 encoder blocks: sizes must be multiples of 4
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");  // 3 encoder blocks: sizes must be multiples of 4
     std::vector<float> out(size_t(c.H * c.W));
     const float* q = c.query.ptr();
     const float* si = c.images.ptr();

@@ -2,40 +2,23 @@
 // the PyTorch checkpoint writer, the memory bound (Options::max_memory_mb), the kernels chosen
 // on AArch64, and, when the CLI is built, run --precision fp64 / --dump / --max-memory,
 // compare and make-case. (torch.load reading make-case's checkpoint: tests/torch_load_check.py.)
-#include <catch2/catch.hpp>
 #include <universeg/io/torch_writer.hpp>
 #include <universeg/random.hpp>
 #include <universeg/universeg.hpp>
+
+#include "test_util.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 using namespace universeg;
+using namespace test;
 
 namespace {
-
-const std::string kGolden = std::string(UNIVERSEG_TEST_DATA) + "/golden/";
-
-struct Case {
-    Model model;
-    Tensor query, images, labels, logits;
-    int64_t B, S, H, W;
-};
-
-Case load_case(const std::string& name) {
-    const std::string dir = kGolden + name + "/";
-    Tensor q = load_npy(dir + "query.npy"), si = load_npy(dir + "support_images.npy");
-    return Case{load_model(dir + "weights.pt"), q, si, load_npy(dir + "support_labels.npy"), load_npy(dir + "logits.npy"),
-                si.shape[0], si.shape[1], si.shape[3], si.shape[4]};
-}
 
 template <class A>
 double max_abs(const A& v) {
@@ -129,7 +112,7 @@ std::vector<float> bounded_forward(const Model& m, const float* q, const float* 
 // orders while staying 20x tighter than the 1e-4 parity bound that PyTorch's own float32 meets.
 TEST_CASE("the fp32 engine is within 5e-6 of the fp64 oracle on the golden cases") {
     for (const char* name : {"custom_b1_s3_48x80", "v1_b2_s4_128"}) {
-        const Case c = load_case(name);
+        const GoldenCase c = load_golden(name);
         const std::vector<double> oracle =
             c.model.forward_reference<double>(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
         const std::vector<float> fp32 = engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
@@ -257,7 +240,7 @@ TEST_CASE("the golden cases under a memory bound: the same logits, bit for bit")
     // v1 at 128x128 (B=2, S=4) with one support at a time and with groups of 3 (1 + 3), and the
     // custom case; also through Model::forward (a workspace of its own).
     for (const char* name : {"custom_b1_s3_48x80", "v1_b2_s4_128"}) {
-        const Case c = load_case(name);
+        const GoldenCase c = load_golden(name);
         INFO(name);
         const std::vector<float> ref = engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
         for (int64_t G : {int64_t(1), c.S - 1}) {
@@ -275,7 +258,7 @@ TEST_CASE("the golden cases under a memory bound: the same logits, bit for bit")
 }
 
 TEST_CASE("a memory bound below one support at a time is refused, naming the minimum") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     engine::Options opt;
     opt.max_memory_mb = 0.5;
     std::vector<float> out(size_t(c.H * c.W));
@@ -285,7 +268,7 @@ TEST_CASE("a memory bound below one support at a time is refused, naming the min
 
 TEST_CASE("bf16 under a memory bound gives the bf16 logits, bit for bit") {
     if (!kernels::cpu_has_bf16()) return;  // the bf16 kernels need AVX512_BF16
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     engine::Options bf16;
     bf16.precision = kernels::Precision::bf16;
     const std::vector<float> ref = engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, bf16);
@@ -298,32 +281,12 @@ TEST_CASE("bf16 under a memory bound gives the bf16 logits, bit for bit") {
 #ifdef UNIVERSEG_CLI
 namespace {
 
-struct Temp {
-    std::string dir;
-    Temp() {
-        static int count = 0;
-        dir = (std::filesystem::temp_directory_path() /
-               ("universeg_oracle_" + std::to_string(getpid()) + "_" + std::to_string(count++)))
-                  .string();
-        std::filesystem::create_directories(dir);
-    }
-    ~Temp() {
-        std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
-    }
-    std::string operator/(const std::string& name) const { return dir + "/" + name; }
-};
-
 // Runs `universeg ARGS`; returns the exit code, stdout + stderr in `output`.
 int cli(const std::string& args, std::string& output) {
-    Temp t;
-    const std::string log = t / "log";
-    const int status = std::system(("'" + std::string(UNIVERSEG_CLI) + "' " + args + " >'" + log + "' 2>&1").c_str());
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    output = ss.str();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    TempDir t("oracle_cli");
+    const Run r = run_shell(quote(UNIVERSEG_CLI) + " " + args, t);
+    output = r.out + r.err;
+    return r.rc;
 }
 
 std::string golden_args(const std::string& name) {
@@ -337,7 +300,7 @@ void write_f64(const std::string& path, std::vector<int64_t> shape, std::vector<
 }  // namespace
 
 TEST_CASE("universeg run --dump writes every block's outputs under the reference module names") {
-    Temp t;
+    TempDir t("oracle");
     std::string out;
     const std::string dump = t / "dump";
     REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --out '" + (t / "l.npy") + "' --dump '" + dump + "'", out) == 0);
@@ -364,7 +327,7 @@ TEST_CASE("universeg run --dump writes every block's outputs under the reference
 }
 
 TEST_CASE("universeg run --precision fp64 writes the oracle's float64 logits") {
-    Temp t;
+    TempDir t("oracle");
     std::string out;
     const std::string golden = kGolden + "custom_b1_s3_48x80/logits.npy";
     REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --precision fp64 --out '" + (t / "l.npy") +
@@ -375,7 +338,7 @@ TEST_CASE("universeg run --precision fp64 writes the oracle's float64 logits") {
     std::string head(64, '\0');
     f.read(&head[0], 64);
     CHECK_THAT(head, Catch::Contains("'descr': '<f8'"));
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     const std::vector<double> oracle =
         c.model.forward_reference<double>(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
     CHECK(cli("compare '" + (t / "l.npy") + "' '" + golden + "' --atol 1e-4", out) == 0);
@@ -387,7 +350,7 @@ TEST_CASE("universeg run --precision fp64 writes the oracle's float64 logits") {
 }
 
 TEST_CASE("universeg run --max-memory writes the same logits file") {
-    Temp t;
+    TempDir t("oracle");
     std::string out;
     REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --out '" + (t / "a.npy") + "'", out) == 0);
     REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --max-memory 6 --out '" + (t / "b.npy") + "'", out) == 0);
@@ -398,7 +361,7 @@ TEST_CASE("universeg run --max-memory writes the same logits file") {
 }
 
 TEST_CASE("universeg compare: errors, mask agreement, the first index beyond tolerance, exit codes") {
-    Temp t;
+    TempDir t("oracle");
     std::string out;
     // Hand-computed: |A-B| = 0, 5e-5, 0.5, 0 and 2 (at (1,1)); masks differ at (1,1) only.
     write_f64(t / "a.npy", {2, 3}, {0, 1, 2, -3, 1, 4});
@@ -428,7 +391,7 @@ TEST_CASE("universeg compare: errors, mask agreement, the first index beyond tol
 }
 
 TEST_CASE("universeg make-case writes a test vector that run reproduces from either weights file") {
-    Temp t;
+    TempDir t("oracle");
     std::string out;
     const std::string d = t / "case";
     REQUIRE(cli("make-case --config '[[8,4],[12,8],16]' --seed 7 --batch 2 --support-size 3 --size 16x24 --threads 2 --out '" +

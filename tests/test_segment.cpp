@@ -2,8 +2,6 @@
 // `universeg eval` commands end to end: formats, odd sizes, multi-label maps, thresholds,
 // ensembles, NIfTI volumes, bad inputs. Uses the small golden custom model
 // (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
-#include <catch2/catch.hpp>
-
 #define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
@@ -12,16 +10,15 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
+#include "test_util.hpp"
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 using namespace universeg;
+using namespace test;
 namespace fs = std::filesystem;
 
 namespace {
@@ -33,27 +30,6 @@ const std::string kImages = std::string(UNIVERSEG_TEST_DATA) + "/images/";
 const Model& model() {
     static const Model m = load_model(kWeights);
     return m;
-}
-
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name)
-        : path(fs::temp_directory_path() / ("universeg_test_segment_" + std::to_string(getpid()) + "_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
-
-template <class F>
-std::string error_of(F f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
 }
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -225,27 +201,13 @@ TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "
 
 namespace {
 
-struct Run {
-    int rc;
-    std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
 // Runs `universeg ARGS` (ARGS already shell-quoted where needed), capturing its output.
 // One thread: ctest runs test programs side by side, and busy-waiting OpenMP threads on a
 // loaded machine would cost far more than the tiny model's work.
 Run cli(const TempDir& dir, std::string args, const std::string& env = "") {
     if (args.rfind("segment ", 0) == 0) args.insert(8, "--threads 1 ");
-    const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-    const std::string cmd = env + " '" + std::string(UNIVERSEG_CLI) + "' " + args + " >'" + out + "' 2>'" + err + "'";
-    const int status = std::system(cmd.c_str());
-    Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+    const std::string cmd = env + " " + quote(UNIVERSEG_CLI) + " " + args;
+    const Run r = run_shell(cmd, dir);
     INFO(cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
     CHECK(r.rc >= 0);
     return r;
