@@ -16,20 +16,6 @@ using namespace test;
 
 namespace {
 
-double max_abs(const std::vector<float>& v) {
-    double m = 0;
-    for (float x : v) m = std::max(m, double(std::abs(x)));
-    return m;
-}
-
-template <class A, class B>
-double max_diff(const A& a, const B& b) {
-    REQUIRE(a.size() == b.size());
-    double m = 0;
-    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-    return m;
-}
-
 std::vector<float> run(const GoldenCase& c) {
     std::vector<float> out(size_t(c.B * c.H * c.W));
     c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data());

@@ -20,21 +20,6 @@ using namespace test;
 
 namespace {
 
-template <class A>
-double max_abs(const A& v) {
-    double m = 0;
-    for (auto x : v) m = std::max(m, std::abs(double(x)));
-    return m;
-}
-
-template <class A, class B>
-double max_diff(const A& a, const B& b) {
-    REQUIRE(a.size() == b.size());
-    double m = 0;
-    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-    return m;
-}
-
 std::vector<float> engine_forward(const Model& m, const float* q, const float* si, const float* sl, int64_t B, int64_t S,
                                   int64_t H, int64_t W, const engine::Options& opt = {}) {
     std::vector<float> out(size_t(B * H * W));
@@ -54,26 +39,8 @@ struct Random {
 };
 
 Random random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, int64_t H, int64_t W, uint64_t seed) {
-    const Config c = Config::from_encoder(enc);
-    StateDict sd;
     Rng rng(seed);
-    auto conv = [&](const std::string& name, int64_t out, int64_t in, int64_t k) {
-        Tensor w({out, in, k, k}), b({out});
-        for (float& v : w.data) v = float(rng.normal() * std::sqrt(2.0 / double(in * k * k)));
-        for (float& v : b.data) v = float(0.05 * rng.normal());
-        sd[name + ".weight"] = w;
-        sd[name + ".bias"] = b;
-    };
-    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
-        conv(p + ".cross.cross_conv", f.cross, ct + cs, 3);
-        conv(p + ".target.vmapped.conv", f.conv, f.cross, 3);
-        conv(p + ".support.vmapped.conv", f.conv, f.cross, 3);
-    };
-    for (int64_t k = 0; k < c.levels(); ++k)
-        block("enc_blocks." + std::to_string(k), c.encoder_target_in(k), c.encoder_support_in(k), c.encoder[size_t(k)]);
-    for (int64_t k = 0; k < int64_t(c.decoder.size()); ++k)
-        block("dec_blocks." + std::to_string(k), c.decoder_in(k), c.decoder_in(k), c.decoder[size_t(k)]);
-    conv("out_conv.conv", 1, c.output_in(), 1);
+    const StateDict sd = random_state_dict(enc, unsigned(seed));
     Random r{Model(sd), std::vector<float>(size_t(B * H * W)), std::vector<float>(size_t(B * S * H * W)),
              std::vector<float>(size_t(B * S * H * W)), B, S, H, W};
     for (float& v : r.q) v = float(rng.uniform());

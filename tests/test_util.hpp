@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +69,21 @@ inline Run run_shell(const std::string& command, const TempDir& dir) {
     const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
     const int status = std::system((command + " >" + quote(out) + " 2>" + quote(err)).c_str());
     return Run{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+template <class A>
+double max_abs(const A& v) {
+    double m = 0;
+    for (auto x : v) m = std::max(m, std::abs(double(x)));
+    return m;
+}
+
+template <class A, class B>
+double max_diff(const A& a, const B& b) {
+    REQUIRE(a.size() == b.size());
+    double m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+    return m;
 }
 
 // A UniverSeg state dict for encoder blocks `enc`: Kaiming-normal weights and small biases, the

@@ -5,6 +5,7 @@
 
 #include <universeg/io/torch_writer.hpp>
 #include <universeg/random.hpp>
+#include <universeg/train.hpp>
 #include <universeg/universeg.hpp>
 
 #include <algorithm>
@@ -95,50 +96,6 @@ std::string index_string(int64_t flat, const std::vector<int64_t>& shape) {
         flat /= shape[d];
     }
     return universeg::shape_string(idx);
-}
-
-// "[64,64,64,64]" or "[[16,8],[24,16],32]": the reference's encoder_blocks.
-std::vector<universeg::BlockFeatures> parse_config(const std::string& s) {
-    auto fail = [&s](const std::string& why) {
-        return Error("--config '" + s + "': " + why + " (expected e.g. [64,64,64,64] or [[16,8],[24,16],32])");
-    };
-    size_t pos = 0;
-    auto skip = [&] { while (pos < s.size() && s[pos] == ' ') ++pos; };
-    auto expect = [&](char c) {
-        skip();
-        if (pos >= s.size() || s[pos] != c) throw fail(std::string("expected '") + c + "' at character " + std::to_string(pos));
-        ++pos;
-    };
-    auto number = [&] {
-        skip();
-        int64_t v = 0;
-        size_t digits = 0;
-        for (; pos < s.size() && s[pos] >= '0' && s[pos] <= '9' && digits < 5; ++pos, ++digits) v = v * 10 + (s[pos] - '0');
-        if (!digits || v < 1 || v > 4096) throw fail("feature counts are integers in [1, 4096]");
-        return v;
-    };
-    std::vector<universeg::BlockFeatures> out;
-    expect('[');
-    do {
-        skip();
-        if (pos < s.size() && s[pos] == '[') {
-            ++pos;
-            const int64_t cross = number();
-            expect(',');
-            const int64_t conv = number();
-            expect(']');
-            out.push_back({cross, conv});
-        } else {
-            const int64_t n = number();
-            out.push_back({n, n});
-        }
-        skip();
-    } while (pos < s.size() && s[pos] == ',' && ++pos);
-    expect(']');
-    skip();
-    if (pos != s.size()) throw fail("unexpected text after the list");
-    if (out.size() > 16) throw fail("at most 16 blocks");
-    return out;
 }
 
 // A state dict of Config c with random weights, under the reference's key names.
@@ -248,7 +205,7 @@ int cmd_make_case(int argc, char** argv) {
     if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
     set_threads(a.get_int("--threads", 0, 0, 1024));
     const std::string out = a.get("--out"), config_text = a.get("--config", "[64,64,64,64]");
-    const universeg::Config config = universeg::Config::from_encoder(parse_config(config_text));
+    const universeg::Config config = universeg::parse_config(config_text);
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     const int64_t B = a.get_int("--batch", 1, 1, 1024), S = a.get_int("--support-size", 4, 1, 4096);
     const std::string size = a.get("--size", "128x128");

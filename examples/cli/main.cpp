@@ -139,7 +139,7 @@ extern "C" void on_fatal_signal(int sig) {
 
 void print_usage(std::FILE* out) {
     std::fprintf(out, "usage: universeg <command> [options]   (universeg <command> --help for details)\n\ncommands:\n");
-    for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+    for (const Command& c : kCommands) std::fprintf(out, "  %-11s %s\n", c.name, c.summary);
 }
 
 }  // namespace
