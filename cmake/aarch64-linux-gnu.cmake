@@ -22,4 +22,7 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 
 # ctest and add_custom_command run target programs through this. -L: the AArch64 dynamic
 # loader and libraries; files it lacks (zlib) are found at their host paths.
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# LD_LIBRARY_PATH: the C library must come from the same glibc build as that loader. zlib1g:arm64
+# brings Debian's libc6:arm64 (a different build) to /lib/aarch64-linux-gnu, which the loader
+# searches first; with that pair, programs hang when they start a thread (OpenMP).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib)
