@@ -276,19 +276,18 @@ struct Kernels {
         o[3] = S::fma(e, m[3], S::fma(m8, m[4], d12)) + m[5];
     }
 
-    // The 36 transformed values of one 6x6 window (top-left `base`) for VW channels. The
-    // transforms' loops are unrolled by hand-placed pragmas: left to -O2 they stay loops that
-    // copy every value through the stack, which made the transforms 2x slower (half of the
-    // bf16 kernel's time).
-    // load(offset) reads the VW channels at an element offset from the window's corner.
+    // The 36 transformed values of one 6x6 window for VW channels. The transforms' loops are
+    // unrolled by hand-placed pragmas: left to -O2 they stay loops that copy every value
+    // through the stack, which made the transforms 2x slower (half of the bf16 kernel's time).
+    // load(o, d) reads the six pixels of the window row at element offset o from the window's
+    // corner into d.
     template <class Load>
     static void input_tile(const Load& load, int64_t wp, int64_t cp, V (&u)[36]) {
         V rows[6][6];
 #pragma GCC unroll 6
         for (int r = 0; r < 6; ++r) {
             V d[6];
-#pragma GCC unroll 6
-            for (int c = 0; c < 6; ++c) d[c] = load((r * wp + c) * cp);
+            load(r * wp * cp, d);
             bt6(d, rows[r]);
         }
 #pragma GCC unroll 6
@@ -302,40 +301,72 @@ struct Kernels {
         }
     }
 
+    // input_tile's load for a window with its corner at p (fp32 or bf16 values). Each row's
+    // address is hidden from the optimiser: otherwise GCC hoists all 36 addresses out of the
+    // callers' channel loop, keeps them on the stack and reloads one per load, which made the
+    // input transform 1.2x slower.
+    template <class T>
+    static auto window(const T* p, int64_t cp) {
+        return [p, cp](int64_t o, V (&d)[6]) {
+            const T* q = p + o;
+#ifdef __GNUC__
+            __asm__("" : "+r"(q));
+#endif
+#pragma GCC unroll 6
+            for (int k = 0; k < 6; ++k) {
+                if constexpr (sizeof(T) == 2) d[k] = load_bf16(q + k * cp);
+                else d[k] = S::load(q + k * cp);
+            }
+        };
+    }
+
     // M: [n][36][out_cp] transformed products -> 4x4 output tiles of tiles [t0, t0+n), into
     // out16 (bf16) if kOut16.
     template <bool kOut16 = false>
     static void winograd_output(const ConvArgs& a, int64_t t0, int64_t n, const float* M) {
         const int64_t ntx = (a.w + 3) / 4;
-        const V slope = S::set1(kSlope);
         for (int64_t j = 0; j < n; ++j) {
             const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
             const int64_t rows = imin(4, a.h - 4 * ty), cols = imin(4, a.w - 4 * tx);
-            for (int64_t c = 0; c < a.cout; c += VW) {
-                const float* src = M + j * 36 * a.out_cp + c;
-                V tmp[6][4];
+            if (rows == 4 && cols == 4) output_tile<kOut16, true>(a, ty, tx, 4, 4, M + j * 36 * a.out_cp);
+            else output_tile<kOut16, false>(a, ty, tx, rows, cols, M + j * 36 * a.out_cp);
+        }
+    }
+
+    // One tile of winograd_output. Whole tiles (kFull) get loops of constant length: with the
+    // edge tiles' run-time bounds on every tile, and the addressing redone per store, branches
+    // and index arithmetic made the output transform 1.5x slower.
+    template <bool kOut16, bool kFull>
+    static void output_tile(const ConvArgs& a, int64_t ty, int64_t tx, int64_t rows, int64_t cols, const float* src) {
+        const V slope = S::set1(kSlope);
+        const int64_t px0 = (4 * ty + 1) * a.wp + 4 * tx + 1, ocp = a.out_cp;
+        const int64_t at0 = (px0 - a.out_row0 * a.wp) * ocp, row_step = a.wp * ocp;
+        const float* addend = a.addend ? a.addend + px0 * ocp : nullptr;
+        for (int64_t c = 0; c < a.cout; c += VW) {
+            V tmp[6][4];
 #pragma GCC unroll 6
-                for (int r = 0; r < 6; ++r) {
-                    V m[6];
+            for (int r = 0; r < 6; ++r) {
+                V m[6];
 #pragma GCC unroll 6
-                    for (int q = 0; q < 6; ++q) m[q] = S::load(src + (r * 6 + q) * a.out_cp);
-                    at6(m, tmp[r]);
-                }
+                for (int q = 0; q < 6; ++q) m[q] = S::load(src + (r * 6 + q) * ocp + c);
+                at6(m, tmp[r]);
+            }
+            const V bias = addend ? S::set1(0.0f) : S::load(a.bias + c);
 #pragma GCC unroll 4
-                for (int q = 0; q < cols; ++q) {
-                    V m[6], o[4];
+            for (int q = 0; q < 4; ++q) {
+                if (!kFull && q >= cols) break;
+                V m[6], o[4];
 #pragma GCC unroll 6
-                    for (int r = 0; r < 6; ++r) m[r] = tmp[r][q];
-                    at6(m, o);
+                for (int r = 0; r < 6; ++r) m[r] = tmp[r][q];
+                at6(m, o);
 #pragma GCC unroll 4
-                    for (int r = 0; r < rows; ++r) {
-                        const int64_t px = (4 * ty + r + 1) * a.wp + 4 * tx + q + 1;
-                        V v = o[r] + S::load(a.addend ? a.addend + px * a.out_cp + c : a.bias + c);
-                        if (a.leaky) v = S::max(v, v * slope);
-                        const int64_t at = (px - a.out_row0 * a.wp) * a.out_cp + c;
-                        if constexpr (kOut16) store_bf16(a.out16 + at, v);
-                        else S::store(a.out + at, v);
-                    }
+                for (int r = 0; r < 4; ++r) {
+                    if (!kFull && r >= rows) break;
+                    const int64_t off = r * row_step + q * ocp + c;
+                    V v = o[r] + (addend ? S::load(addend + off) : bias);
+                    if (a.leaky) v = S::max(v, v * slope);
+                    if constexpr (kOut16) store_bf16(a.out16 + at0 + off, v);
+                    else S::store(a.out + at0 + off, v);
                 }
             }
         }
@@ -401,7 +432,7 @@ struct Kernels {
             const float* base = a.in + ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
             for (int64_t c = 0; c < cin_v; c += VW) {
                 V u[36];
-                input_tile([base, c](int64_t o) { return S::load(base + c + o); }, a.wp, a.in_cp, u);
+                input_tile(window(base + c, a.in_cp), a.wp, a.in_cp, u);
 #pragma GCC unroll 36
                 for (int p = 0; p < 36; ++p) S::store(U + (j * 36 + p) * a.in_cp + c, u[p]);
             }
@@ -513,8 +544,8 @@ struct Kernels {
             const int64_t base = ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
             for (int64_t c = 0; c < cin_v; c += 16) {
                 V u[36];
-                if (a.in16) input_tile([&a, base, c](int64_t o) { return load_bf16(a.in16 + base + c + o); }, a.wp, a.in_cp, u);
-                else input_tile([&a, base, c](int64_t o) { return S::load(a.in + base + c + o); }, a.wp, a.in_cp, u);
+                if (a.in16) input_tile(window(a.in16 + base + c, a.in_cp), a.wp, a.in_cp, u);
+                else input_tile(window(a.in + base + c, a.in_cp), a.wp, a.in_cp, u);
 #pragma GCC unroll 36
                 for (int p = 0; p < 36; ++p)
                     _mm256_storeu_si256(reinterpret_cast<__m256i*>(U + (j * 36 + p) * a.in_cp + c),
