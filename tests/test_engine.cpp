@@ -3,8 +3,7 @@
 // runs: both golden cases, other configs (one, two and three levels, uneven feature counts),
 // odd support sizes, batches, bit-identical results for 1 and 2 threads, concurrent callers,
 // and the bf16 mode's mask agreement.
-#include <catch2/catch.hpp>
-#include <universeg/universeg.hpp>
+#include "test_util.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -19,43 +18,19 @@
 #endif
 
 using namespace universeg;
+using namespace test;
 
 namespace {
 
-const std::string kGolden = std::string(UNIVERSEG_TEST_DATA) + "/golden/";
-
-struct Case {
-    Model model;
-    Tensor query, images, labels, logits;
-    int64_t B, S, H, W;
-};
-
-Case load_case(const std::string& name) {
-    const std::string dir = kGolden + name + "/";
-    Tensor q = load_npy(dir + "query.npy"), si = load_npy(dir + "support_images.npy");
-    return Case{Model(load_state_dict(dir + "weights.pt")), q, si, load_npy(dir + "support_labels.npy"), load_npy(dir + "logits.npy"),
-                si.shape[0], si.shape[1], si.shape[3], si.shape[4]};
-}
-
-std::vector<float> run(const Case& c, const engine::Options& o) {
+std::vector<float> run(const GoldenCase& c, const engine::Options& o) {
     std::vector<float> out(size_t(c.B * c.H * c.W));
     c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data(), o);
     return out;
 }
 
-template <class A, class B>
-double max_diff(const A& a, const B& b) {
-    REQUIRE(a.size() == b.size());
-    double m = 0;
-    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-    return m;
-}
-
 template <class A>
 double bound(const A& ref) {
-    double m = 0;
-    for (auto v : ref) m = std::max(m, std::abs(double(v)));
-    return 1e-4 * std::max(1.0, m);
+    return 1e-4 * std::max(1.0, max_abs(ref));
 }
 
 template <class A, class B>
@@ -85,34 +60,7 @@ std::string describe(const engine::Options& o) {
            (o.precision == kernels::Precision::bf16 ? " bf16" : "");
 }
 
-// A state dict for encoder blocks `enc` with Kaiming-normal weights and small biases, like the
-// golden cases' (and like trained weights' scale).
-StateDict random_state_dict(const std::vector<BlockFeatures>& enc, unsigned seed) {
-    const Config cfg = Config::from_encoder(enc);
-    std::mt19937 rng(seed);
-    StateDict sd;
-    auto conv = [&](const std::string& name, int64_t out, int64_t in, int64_t k) {
-        std::normal_distribution<float> w(0.0f, float(std::sqrt(2.0 / double(in * k * k)))), b(0.0f, 0.05f);
-        Tensor wt({out, in, k, k}), bt({out});
-        for (float& v : wt.data) v = w(rng);
-        for (float& v : bt.data) v = b(rng);
-        sd[name + ".weight"] = wt;
-        sd[name + ".bias"] = bt;
-    };
-    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
-        conv(p + ".cross.cross_conv", f.cross, ct + cs, 3);
-        conv(p + ".target.vmapped.conv", f.conv, f.cross, 3);
-        conv(p + ".support.vmapped.conv", f.conv, f.cross, 3);
-    };
-    for (int64_t k = 0; k < cfg.levels(); ++k)
-        block("enc_blocks." + std::to_string(k), cfg.encoder_target_in(k), cfg.encoder_support_in(k), cfg.encoder[size_t(k)]);
-    for (size_t k = 0; k < cfg.decoder.size(); ++k)
-        block("dec_blocks." + std::to_string(k), cfg.decoder_in(int64_t(k)), cfg.decoder_in(int64_t(k)), cfg.decoder[k]);
-    conv("out_conv.conv", 1, cfg.output_in(), 1);
-    return sd;
-}
-
-Case random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, int64_t H, int64_t W, unsigned seed) {
+GoldenCase random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, int64_t H, int64_t W, unsigned seed) {
     Model m(random_state_dict(enc, seed));
     std::mt19937 rng(seed + 1);
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
@@ -126,7 +74,7 @@ Case random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, in
             for (int64_t x = 0; x < W; ++x)
                 sl.data[size_t((n * H + y) * W + x)] = (float(y) - cy) * (float(y) - cy) + (float(x) - cx) * (float(x) - cx) < r * r;
     }
-    Case c{m, q, si, sl, Tensor(), B, S, H, W};
+    GoldenCase c{m, q, si, sl, Tensor(), B, S, H, W};
     const auto ref = m.forward_reference<double>(q.ptr(), si.ptr(), sl.ptr(), B, S, H, W);
     c.logits = Tensor({B, 1, H, W});
     std::copy(ref.begin(), ref.end(), c.logits.data.begin());
@@ -139,7 +87,7 @@ Case random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, in
 // on the others through UNIVERSEG_ARCH.
 TEST_CASE("fast forward: both golden cases, every instruction set, Winograd and direct") {
     for (const char* name : {"v1_b2_s4_128", "custom_b1_s3_48x80"}) {
-        const Case c = load_case(name);
+        const GoldenCase c = load_golden(name);
         const auto options = fp32_options();
         for (size_t k = 0; k < options.size(); ++k) {
             if (name[0] == 'v' && k >= 2) break;
@@ -151,7 +99,7 @@ TEST_CASE("fast forward: both golden cases, every instruction set, Winograd and 
 }
 
 TEST_CASE("fast forward: the default Model::forward is the fast path and matches the golden case") {
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     std::vector<float> out(size_t(c.B * c.H * c.W));
     c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data());
     CHECK(out == run(c, engine::Options{}));
@@ -172,7 +120,7 @@ TEST_CASE("fast forward: other configs, support sizes and batches against the fp
     };
     unsigned seed = 7;
     for (const Setup& s : setups) {
-        const Case c = random_case(s.enc, s.B, s.S, s.H, s.W, seed++);
+        const GoldenCase c = random_case(s.enc, s.B, s.S, s.H, s.W, seed++);
         for (const engine::Options& o : fp32_options()) {
             INFO(c.model.config().to_string() << " B=" << s.B << " S=" << s.S << " " << s.H << "x" << s.W << " "
                                               << describe(o));
@@ -183,7 +131,7 @@ TEST_CASE("fast forward: other configs, support sizes and batches against the fp
 
 TEST_CASE("fast forward: bit-identical logits with 1 and 2 threads, and for concurrent callers") {
 #ifdef _OPENMP
-    const Case c = random_case({{64, 64}, {64, 64}, {64, 64}}, 1, 9, 36, 20, 42);
+    const GoldenCase c = random_case({{64, 64}, {64, 64}, {64, 64}}, 1, 9, 36, 20, 42);
     const int threads = omp_get_max_threads();
     const auto options = fp32_options();  // the best instruction set (Winograd, direct) and the lowest
     std::vector<engine::Options> some{options[0], options[1], options.back()};
@@ -204,7 +152,7 @@ TEST_CASE("fast forward: bit-identical logits with 1 and 2 threads, and for conc
     }
     omp_set_num_threads(threads);
 #endif
-    const Case g = load_case("custom_b1_s3_48x80");
+    const GoldenCase g = load_golden("custom_b1_s3_48x80");
     const auto expected = run(g, engine::Options{});
     std::vector<std::vector<float>> results(3);
     std::vector<std::thread> pool;
@@ -220,7 +168,7 @@ TEST_CASE("UNIVERSEG_ARCH caps the kernels that Model::forward uses", "[arch]") 
     if (env) CHECK(t.isa <= int(kernels::parse_isa(env, "UNIVERSEG_ARCH")));
     INFO("kernels: " << t.name);
     for (const char* name : {"v1_b2_s4_128", "custom_b1_s3_48x80"}) {
-        const Case c = load_case(name);
+        const GoldenCase c = load_golden(name);
         std::vector<float> out(size_t(c.B * c.H * c.W));
         c.model.forward(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, out.data());
         CHECK(max_diff(out, c.logits.data) <= bound(c.logits.data));
@@ -230,13 +178,13 @@ TEST_CASE("UNIVERSEG_ARCH caps the kernels that Model::forward uses", "[arch]") 
 TEST_CASE("bf16 mode: agrees with the fp32 mask on >= 99.5% of pixels, or is refused clearly") {
     engine::Options bf16;
     bf16.precision = kernels::Precision::bf16;
-    const Case c = load_case("custom_b1_s3_48x80");
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
     if (!kernels::cpu_has_bf16()) {
         CHECK_THROWS_WITH(run(c, bf16), Catch::Contains("AVX512_BF16"));
         return;
     }
     for (const char* name : {"v1_b2_s4_128", "custom_b1_s3_48x80"}) {
-        const Case g = load_case(name);
+        const GoldenCase g = load_golden(name);
         const auto fp32 = run(g, engine::Options{}), low = run(g, bf16);
         INFO(name << " max |bf16 - fp32| = " << max_diff(low, fp32));
         CHECK(agreement(low, fp32) >= 0.995);
