@@ -16,6 +16,13 @@
 //   ops.hpp     the operators as plain functions over explicit shapes (reference forms)
 //   model.hpp   Config (architecture), Model (weights + forward), built from a StateDict
 //   io.hpp      load_state_dict / load_model (PyTorch .pt, safetensors), .npy, safetensors writer
+// Included by the above: engine.hpp + kernels.hpp (the fast CPU forward that Model::forward
+// runs), io/limits.hpp (caps on untrusted files). Opt-in, include them yourself:
+//   io/image.hpp, io/nifti.hpp   images (stb, define UNIVERSEG_STB_IMPLEMENTATION once) and NIfTI-1
+//   segment.hpp                  whole-image few-shot segmentation, as `universeg segment` runs it
+//   train.hpp, synth.hpp         training: losses, AdamW, synthetic tasks
+//   io/torch_writer.hpp          writing PyTorch checkpoints that torch.load reads
+//   cuda.cuh                     the CUDA backend (nvcc + cuBLAS)
 //
 // Dependencies: Eigen 3.4. OpenMP (threads) and xsimd (SIMD kernels) are used when the
 // compiler provides them. Every failure on bad input throws universeg::Error with a message
