@@ -130,8 +130,10 @@ struct Kernels {
 
     static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-    // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even (as
-    // vcvtneps2bf16). AVX-512F code, so that the bf16 kernels can inline it into any helper.
+    // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even.
+    // Plain AVX-512F code or assembly, so that the bf16 kernels can inline them into helpers
+    // compiled without AVX512_BF16 (store_tile, output_tile); the conversion intrinsics would
+    // need that target on the helpers themselves.
     static V load_bf16(const uint16_t* p) {
 #ifdef UNIVERSEG_HAS_BF16_KERNELS
         if constexpr (VW == 16)
@@ -148,10 +150,11 @@ struct Kernels {
     static void store_bf16(uint16_t* p, const V& v) {
 #ifdef UNIVERSEG_HAS_BF16_KERNELS
         if constexpr (VW == 16) {
-            const __m512i b = _mm512_castps_si512(__m512(v));
-            const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-            const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            // Only the bf16 kernels store bf16, and they run only where AVX512_BF16 is present:
+            // one vcvtneps2bf16 instead of five integer operations per vector.
+            __m256i r;
+            __asm__("vcvtneps2bf16 %1, %0" : "=v"(r) : "v"(__m512(v)));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), r);
             return;
         }
 #endif
@@ -165,21 +168,25 @@ struct Kernels {
     }
 
     // out pixels (y, x .. x+M-1), channels [c0, c0 + N*VW): acc + bias/addend, LeakyReLU;
-    // into out16 (bf16) if kOut16.
+    // into out16 (bf16) if kOut16. The fields of `a` are read once, before any store: a bf16
+    // store goes through a vector type that may alias anything, after which GCC reloads them.
     template <int M, int N, bool kOut16 = false>
     static void store_tile(const ConvArgs& a, int64_t y, int64_t x, int64_t c0, V (&acc)[M][N]) {
         const V slope = S::set1(kSlope);
+        const bool leaky = a.leaky;
+        const int64_t ocp = a.out_cp, px0 = (y + 1) * a.wp + x + 1, o0 = (px0 - a.out_row0 * a.wp) * ocp + c0;
+        const float* add = a.addend ? a.addend + px0 * ocp + c0 : nullptr;
+        const float* bias = a.bias + c0;
+        float* out = kOut16 ? nullptr : a.out + o0;
+        uint16_t* out16 = kOut16 ? a.out16 + o0 : nullptr;
 #pragma GCC unroll 8
         for (int m = 0; m < M; ++m) {
-            const int64_t px = (y + 1) * a.wp + x + 1 + m;
-            const int64_t o = (px - a.out_row0 * a.wp) * a.out_cp + c0;
-            const float* add = a.addend ? a.addend + px * a.out_cp + c0 : a.bias + c0;
 #pragma GCC unroll 4
             for (int n = 0; n < N; ++n) {
-                V r = acc[m][n] + S::load(add + n * VW);
-                if (a.leaky) r = S::max(r, r * slope);
-                if constexpr (kOut16) store_bf16(a.out16 + o + n * VW, r);
-                else S::store(a.out + o + n * VW, r);
+                V r = acc[m][n] + S::load(add ? add + m * ocp + n * VW : bias + n * VW);
+                if (leaky) r = S::max(r, r * slope);
+                if constexpr (kOut16) store_bf16(out16 + m * ocp + n * VW, r);
+                else S::store(out + m * ocp + n * VW, r);
             }
         }
     }
@@ -335,14 +342,19 @@ struct Kernels {
 
     // One tile of winograd_output. Whole tiles (kFull) get loops of constant length: with the
     // edge tiles' run-time bounds on every tile, and the addressing redone per store, branches
-    // and index arithmetic made the output transform 1.5x slower.
+    // and index arithmetic made the output transform 1.5x slower. The fields of `a` are read
+    // once, as in store_tile.
     template <bool kOut16, bool kFull>
     static void output_tile(const ConvArgs& a, int64_t ty, int64_t tx, int64_t rows, int64_t cols, const float* src) {
         const V slope = S::set1(kSlope);
-        const int64_t px0 = (4 * ty + 1) * a.wp + 4 * tx + 1, ocp = a.out_cp;
+        const bool leaky = a.leaky;
+        const int64_t px0 = (4 * ty + 1) * a.wp + 4 * tx + 1, ocp = a.out_cp, cout = a.cout;
         const int64_t at0 = (px0 - a.out_row0 * a.wp) * ocp, row_step = a.wp * ocp;
         const float* addend = a.addend ? a.addend + px0 * ocp : nullptr;
-        for (int64_t c = 0; c < a.cout; c += VW) {
+        const float* bias = a.bias;
+        float* out = kOut16 ? nullptr : a.out + at0;
+        uint16_t* out16 = kOut16 ? a.out16 + at0 : nullptr;
+        for (int64_t c = 0; c < cout; c += VW) {
             V tmp[6][4];
 #pragma GCC unroll 6
             for (int r = 0; r < 6; ++r) {
@@ -351,7 +363,7 @@ struct Kernels {
                 for (int q = 0; q < 6; ++q) m[q] = S::load(src + (r * 6 + q) * ocp + c);
                 at6(m, tmp[r]);
             }
-            const V bias = addend ? S::set1(0.0f) : S::load(a.bias + c);
+            const V b = addend ? S::set1(0.0f) : S::load(bias + c);
 #pragma GCC unroll 4
             for (int q = 0; q < 4; ++q) {
                 if (!kFull && q >= cols) break;
@@ -363,10 +375,10 @@ struct Kernels {
                 for (int r = 0; r < 4; ++r) {
                     if (!kFull && r >= rows) break;
                     const int64_t off = r * row_step + q * ocp + c;
-                    V v = o[r] + (addend ? S::load(addend + off) : bias);
-                    if (a.leaky) v = S::max(v, v * slope);
-                    if constexpr (kOut16) store_bf16(a.out16 + at0 + off, v);
-                    else S::store(a.out + at0 + off, v);
+                    V v = o[r] + (addend ? S::load(addend + off) : b);
+                    if (leaky) v = S::max(v, v * slope);
+                    if constexpr (kOut16) store_bf16(out16 + off, v);
+                    else S::store(out + off, v);
                 }
             }
         }
@@ -539,17 +551,21 @@ struct Kernels {
         const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16, K2 = (a.cin + 1) / 2;
         uint16_t* U = reinterpret_cast<uint16_t*>(scratch);  // [n][36][in_cp] bf16
         float* M = scratch + 36 * n * a.in_cp;              // [n][36][out_cp]
+        // Fields in locals: the stores below may alias anything (see store_tile).
+        const int64_t cp = a.in_cp, wp = a.wp;
+        const uint16_t* in16 = a.in16;
+        const float* in = a.in;
         for (int64_t j = 0; j < n; ++j) {
             const int64_t ty = (t0 + j) / ntx, tx = (t0 + j) % ntx;
-            const int64_t base = ((4 * ty - a.in_row0) * a.wp + 4 * tx) * a.in_cp;
+            const int64_t base = ((4 * ty - a.in_row0) * wp + 4 * tx) * cp;
             for (int64_t c = 0; c < cin_v; c += 16) {
                 V u[36];
-                if (a.in16) input_tile(window(a.in16 + base + c, a.in_cp), a.wp, a.in_cp, u);
-                else input_tile(window(a.in + base + c, a.in_cp), a.wp, a.in_cp, u);
+                if (in16) input_tile(window(in16 + base + c, cp), wp, cp, u);
+                else input_tile(window(in + base + c, cp), wp, cp, u);
+                uint16_t* d = U + j * 36 * cp + c;
 #pragma GCC unroll 36
-                for (int p = 0; p < 36; ++p)
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(U + (j * 36 + p) * a.in_cp + c),
-                                        (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
+                for (int p = 0; p < 36; ++p, d += cp)
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
             }
         }
         for (int p = 0; p < 36; ++p) {
