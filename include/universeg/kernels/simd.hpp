@@ -130,10 +130,8 @@ struct Kernels {
 
     static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-    // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even.
-    // Plain AVX-512F code or assembly, so that the bf16 kernels can inline them into helpers
-    // compiled without AVX512_BF16 (store_tile, output_tile); the conversion intrinsics would
-    // need that target on the helpers themselves.
+    // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even (as
+    // vcvtneps2bf16). AVX-512F code, so that the bf16 kernels can inline it into any helper.
     static V load_bf16(const uint16_t* p) {
 #ifdef UNIVERSEG_HAS_BF16_KERNELS
         if constexpr (VW == 16)
@@ -150,11 +148,10 @@ struct Kernels {
     static void store_bf16(uint16_t* p, const V& v) {
 #ifdef UNIVERSEG_HAS_BF16_KERNELS
         if constexpr (VW == 16) {
-            // Only the bf16 kernels store bf16, and they run only where AVX512_BF16 is present:
-            // one vcvtneps2bf16 instead of five integer operations per vector.
-            __m256i r;
-            __asm__("vcvtneps2bf16 %1, %0" : "=v"(r) : "v"(__m512(v)));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), r);
+            const __m512i b = _mm512_castps_si512(__m512(v));
+            const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+            const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
             return;
         }
 #endif
