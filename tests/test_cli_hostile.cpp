@@ -334,6 +334,7 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         {"wide.png", png_declaring(1u << 20, 1)},
         {"jpeg_dht_overflow.jpg", read_file(kData + "hostile/jpeg_dht_overflow.jpg")},
         {"jpeg_dht_overflow_fill.jpg", read_file(kData + "hostile/jpeg_dht_overflow_fill.jpg")},
+        {"jpeg_scan_undefined_table.jpg", read_file(kData + "hostile/jpeg_scan_undefined_table.jpg")},
         {"pgm_size_overflow.pgm", read_file(kData + "hostile/pgm_size_overflow.pgm")},
         {"png_empty_idat.png", read_file(kData + "hostile/png_empty_idat.png")},
         {"truncated.nii", std::vector<uint8_t>(nii.begin(), nii.end() - 10)},

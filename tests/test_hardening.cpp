@@ -245,6 +245,10 @@ TEST_CASE("images: size caps checked on the header; stb's JPEG and PGM header bu
     // its Huffman tables (while reading the header), with or without fill bytes before the SOI.
     for (const char* name : {"jpeg_dht_overflow.jpg", "jpeg_dht_overflow_fill.jpg"})
         CHECK_THAT(error_of([&] { load_image(kHostile + name); }), Contains(kHostile + name) && Contains("Huffman table"));
+    // Found by fuzz_image (CI, 2026-11-25): a progressive AC scan naming an AC table no DHT
+    // segment defined made stb_image decode with uninitialised Huffman tables.
+    CHECK_THAT(error_of([&] { load_image(kHostile + "jpeg_scan_undefined_table.jpg"); }),
+               Contains(kHostile + "jpeg_scan_undefined_table.jpg") && Contains("Huffman table that no DHT"));
     // Found by fuzz_image: "P5 7 255555555..." overflowed stb's int parsing of the PGM header.
     CHECK_THAT(error_of([&] { load_image(kHostile + "pgm_size_overflow.pgm"); }),
                Contains(kHostile + "pgm_size_overflow.pgm") && Contains("PGM/PPM header"));

@@ -88,15 +88,19 @@ inline std::string stb_reason() {
     return r ? r : "unknown error";
 }
 
-// stb_image (Debian's 2.27) writes past its Huffman tables when a JPEG's DHT segment declares
-// more than 256 codes for one table, already while reading the header (stbi_info). This walks
-// the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart markers skipped,
-// every other marker followed by a big-endian length) and refuses such a table first.
+// stb_image (Debian's 2.27) trusts a JPEG's Huffman tables in two ways that hostile files break:
+// a DHT segment declaring more than 256 codes for one table makes it write past the table while
+// reading the header (stbi_info), and a scan that uses a table no earlier DHT segment defined
+// makes it decode with uninitialised memory (symbol indices anywhere, out-of-bounds reads).
+// This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart
+// markers skipped, every other marker followed by a big-endian length) and refuses both first.
 inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& path) {
     size_t start = 1;  // the start-of-image marker, after any fill bytes (as stb accepts it)
     while (start < n && d[start] == 0xFF) ++start;
     if (n < 2 || d[0] != 0xFF || start >= n || d[start] != 0xD8) return;
     auto byte = [&](size_t at) -> size_t { return at < n ? d[at] : 0; };  // stb reads 0 past the end
+    bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
+    bool progressive = false;
     for (size_t p = start + 1; p + 1 < n;) {
         const uint8_t m = d[p + 1];
         if (d[p] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
@@ -108,6 +112,7 @@ inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::str
             continue;
         }
         const size_t end = p + 2 + (byte(p + 2) << 8 | byte(p + 3));
+        if (m == 0xC2) progressive = true;
         if (m == 0xC4)
             for (size_t q = p + 4; q < end;) {  // tables: class/id, 16 counts, the codes' values
                 size_t codes = 0;
@@ -115,8 +120,23 @@ inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::str
                 if (codes > 256)
                     throw Error(path + ": corrupt JPEG: a Huffman table declares " + std::to_string(codes) +
                                 " codes, more than the 256 possible");
+                if ((byte(q) >> 4) <= 1 && (byte(q) & 15) <= 3) defined[byte(q) >> 4][byte(q) & 15] = true;
                 q += 17 + codes;
             }
+        if (m == 0xDA) {  // a scan: which tables its components decode with (stb refuses ids > 3)
+            const size_t components = byte(p + 4);
+            const size_t spectral_start = byte(p + 5 + 2 * components);
+            const size_t approx_high = byte(p + 7 + 2 * components) >> 4;
+            // Sequential scans use both tables; progressive DC scans the DC table on their first
+            // pass only, progressive AC scans the AC table.
+            const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+            const bool uses_ac = !progressive || spectral_start > 0;
+            for (size_t c = 0; c < components; ++c) {
+                const size_t dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
+                if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
+                    throw Error(path + ": corrupt JPEG: a scan uses a Huffman table that no DHT segment defines");
+            }
+        }
         p = std::max(end, p + 2);
     }
 }

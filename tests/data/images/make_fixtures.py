@@ -105,5 +105,8 @@ Image.fromarray(np.tile(np.array([200, 100, 50], np.uint8), (16, 16, 1)), "RGB")
 yy, xx = np.mgrid[0:48, 0:64]
 rgb = np.stack([(xx * 4) % 256, (yy * 5) % 256, ((xx + yy) * 3) % 256], axis=2).astype(np.uint8)
 Image.fromarray(rgb, "RGB").save(os.path.join(HERE, "pattern_rgb.jpg"), quality=90)
+# The same pattern as a progressive JPEG with optimised Huffman tables: its first (DC) scan
+# names an AC table that the file defines only later, which the hostile-JPEG check must allow.
+Image.fromarray(rgb, "RGB").save(os.path.join(HERE, "progressive_rgb.jpg"), quality=90, progressive=True, optimize=True)
 yy, xx = np.mgrid[0:29, 0:37]
 Image.fromarray(((xx * 7 + yy * 5) % 256).astype(np.uint8), "L").save(os.path.join(HERE, "pattern_grey.jpg"), quality=90)
