@@ -9,7 +9,6 @@
 // Every image has its own size (120-160 px a side), illumination, cell count, shapes and
 // noise, so the set exercises resizing and normalisation. The output is a pure function of
 // the fixed seed (universeg::Rng is identical on every platform).
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/image.hpp>
 #include <universeg/random.hpp>
 

@@ -2,7 +2,6 @@
 // io/image.hpp: PNG, JPEG, BMP, TGA, PGM/PPM), then the grey conversion's sample layout.
 // The pixel cap is lowered from its default so that inputs declaring large images do not
 // slow the search down; the check that enforces it is the same.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/image.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,6 +1,5 @@
 // libFuzzer target: NIfTI-1 volumes, plain and gzip-compressed (header, byte order, dims,
 // datatypes, vox_offset, scaling), then the affine and a slice along every axis.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

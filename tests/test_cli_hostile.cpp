@@ -8,7 +8,6 @@
 //
 // The files are made here, from the golden custom checkpoint and the library's own writers;
 // tests/data/hostile/ holds the fuzzers' findings.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/universeg.hpp>
 

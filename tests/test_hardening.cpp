@@ -2,7 +2,6 @@
 // allocating more than they justify, one regression test per finding of the audit and of the
 // fuzzers (fuzz/), atomic writes, and the model's edge cases: empty support masks, constant
 // images, S = 1, batches, and the largest supported size.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
 #include <universeg/universeg.hpp>
@@ -249,6 +248,9 @@ TEST_CASE("images: size caps checked on the header; stb's JPEG and PGM header bu
     // segment defined made stb_image decode with uninitialised Huffman tables.
     CHECK_THAT(error_of([&] { load_image(kHostile + "jpeg_scan_undefined_table.jpg"); }),
                Contains(kHostile + "jpeg_scan_undefined_table.jpg") && Contains("Huffman table that no DHT"));
+    // A valid JPEG whose DC times its quantisation step overflows an int inside stb: decoded
+    // (the stb translation unit wraps, -fwrapv), not refused.
+    CHECK(load_image(kHostile + "jpeg_dc_overflow.jpg").width == 16);
     // Found by fuzz_image: "P5 7 255555555..." overflowed stb's int parsing of the PGM header.
     CHECK_THAT(error_of([&] { load_image(kHostile + "pgm_size_overflow.pgm"); }),
                Contains(kHostile + "pgm_size_overflow.pgm") && Contains("PGM/PPM header"));

@@ -2,7 +2,6 @@
 // `universeg eval` commands end to end: formats, odd sizes, multi-label maps, thresholds,
 // ensembles, NIfTI volumes, bad inputs. Uses the small golden custom model
 // (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
 #include <universeg/universeg.hpp>

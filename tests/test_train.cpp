@@ -1,6 +1,5 @@
 // The trainer: whole-model gradients against finite differences, the split CrossConv algebra
 // against the materialised one, losses, the optimiser, determinism and exact resume.
-#define UNIVERSEG_STB_IMPLEMENTATION
 #include <catch2/catch.hpp>
 #include <universeg/folder_tasks.hpp>
 #include <universeg/io.hpp>

@@ -23,8 +23,9 @@
 // (detail::check_jpeg_huffman_tables, check_pnm_header, check_png_chunks; found by fuzz/).
 //
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
-// .cpp file before including this header (as with stb itself), or link a library that carries
-// stb_image (Debian: -lstb). PNG writing deflates with zlib (link -lz), which compresses
+// .cpp file before including this header (as with stb itself; cmake/universeg_stb.cpp is that
+// file) and compile that file with -fwrapv (stb 2.27's JPEG decoder overflows signed integers
+// on hostile files), or link a library that carries stb_image (Debian: -lstb). PNG writing deflates with zlib (link -lz), which compresses
 // noisy images far better than stb_image_write and, unlike it, can write 16-bit PNGs.
 #pragma once
 
