@@ -32,7 +32,7 @@ for t in "${targets[@]}"; do
     echo "fuzz_$t: ok, ${runs:-?} runs in ${seconds}s: ${cov}"
   else
     status=1
-    echo "fuzz_$t: FAILED"
+    echo "fuzz_$t: FAILED ($(grep -m1 '^INFO: Seed:' "$log" || echo 'seed not printed'); rerun with -seed=N)"
     tail -60 "$log"
     for f in "$artifacts/$t-"*; do
       [ -f "$f" ] || continue

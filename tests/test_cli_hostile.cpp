@@ -336,6 +336,7 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         {"jpeg_scan_undefined_table.jpg", read_file(kData + "hostile/jpeg_scan_undefined_table.jpg")},
         {"pgm_size_overflow.pgm", read_file(kData + "hostile/pgm_size_overflow.pgm")},
         {"png_empty_idat.png", read_file(kData + "hostile/png_empty_idat.png")},
+        {"png_idat_length.png", read_file(kData + "hostile/png_idat_length.png")},
         {"truncated.nii", std::vector<uint8_t>(nii.begin(), nii.end() - 10)},
         {"truncated.nii.gz", std::vector<uint8_t>(niigz.begin(), niigz.begin() + long(niigz.size() / 2))},
         {"bomb.nii.gz", gz(bomb)},

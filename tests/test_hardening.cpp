@@ -257,6 +257,9 @@ TEST_CASE("images: size caps checked on the header; stb's JPEG and PGM header bu
     // Found by fuzz_image: an empty first IDAT chunk made stb memcpy into a null buffer.
     CHECK_THAT(error_of([&] { load_image(kHostile + "png_empty_idat.png"); }),
                Contains(kHostile + "png_empty_idat.png") && Contains("IDAT"));
+    // Found by fuzz_image: an IDAT chunk declaring 1.3 GB in an 82-byte file made stb allocate 2 GB.
+    CHECK_THAT(error_of([&] { load_image(kHostile + "png_idat_length.png"); }),
+               Contains(kHostile + "png_idat_length.png") && Contains("more than the"));
     // The JPEG check walks markers as stb does: the bundled JPEGs still load.
     for (const char* name : {"grey100.jpg", "colour.jpg", "pattern_rgb.jpg"})
         CHECK(load_image(std::string(UNIVERSEG_TEST_DATA) + "/images/" + name).width > 0);

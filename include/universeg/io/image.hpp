@@ -162,19 +162,24 @@ inline void check_pnm_header(const uint8_t* d, size_t n, const std::string& path
     }
 }
 
-// stb_image copies a PNG's first IDAT chunk into a buffer it has not allocated yet when that
-// chunk is empty (memcpy to null: undefined behaviour, even for 0 bytes). Chunks are walked as
-// stb walks them (8-byte signature, then length, type, data, CRC) and such a file refused.
+// stb_image trusts a PNG's chunk lengths: it copies an empty first IDAT chunk into a buffer it
+// has not allocated yet (memcpy to null: undefined behaviour, even for 0 bytes), and grows its
+// IDAT buffer to a chunk's declared length before reading it (gigabytes from a file of a few
+// bytes). Chunks are walked as stb walks them (8-byte signature, then length, type, data, CRC,
+// up to IEND) and such files refused.
 inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
     static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
     if (n < 8 || std::memcmp(d, kSignature, 8) != 0) return;
+    bool first_idat = true;
     for (uint64_t p = 8; p + 8 <= n;) {
         const uint64_t len = load_uint(d + p, 4, true);
-        if (std::memcmp(d + p + 4, "IDAT", 4) == 0) {
-            if (len == 0) throw Error(path + ": corrupt PNG: its first IDAT chunk is empty");
-            return;
-        }
+        const bool idat = std::memcmp(d + p + 4, "IDAT", 4) == 0;
+        if (idat && first_idat && len == 0) throw Error(path + ": corrupt PNG: its first IDAT chunk is empty");
+        if (p + 8 + len > n)
+            throw Error(path + ": corrupt PNG: a chunk declares " + std::to_string(len) + " bytes, more than the " +
+                        std::to_string(n - p - 8) + " left in the file");
         if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
+        first_idat = first_idat && !idat;
         p += 12 + len;
     }
 }
