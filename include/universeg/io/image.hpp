@@ -25,8 +25,9 @@
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
 // .cpp file before including this header (as with stb itself; cmake/universeg_stb.cpp is that
 // file) and compile that file with -fwrapv (stb 2.27's JPEG decoder overflows signed integers
-// on hostile files), or link a library that carries stb_image (Debian: -lstb). PNG writing deflates with zlib (link -lz), which compresses
-// noisy images far better than stb_image_write and, unlike it, can write 16-bit PNGs.
+// on hostile files), or link a library that carries stb_image (Debian: -lstb). PNG writing
+// deflates with zlib (link -lz), which compresses noisy images far better than
+// stb_image_write and, unlike it, can write 16-bit PNGs.
 #pragma once
 
 #include "bytes.hpp"
