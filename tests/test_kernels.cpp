@@ -1,7 +1,8 @@
 // The fast kernels (kernels.hpp, kernels/simd.hpp) against the reference convolution of
 // ops.hpp computed in double, for every instruction set this program carries and this CPU
 // runs: odd sizes, row and tile tails, channel counts that are not a multiple of the vector
-// width, both epilogues, and every convolution shape of the v1 model.
+// width, both epilogues, and every convolution shape of the v1 model; and the trainer's GEMM
+// against a double-precision product and inside the im2col convolutions.
 #include <catch2/catch.hpp>
 #include <universeg/kernels.hpp>
 #include <universeg/ops.hpp>
@@ -253,5 +254,66 @@ TEST_CASE("every convolution shape of the v1 model, at its real size") {
                 CHECK(run(*t, Algo::winograd_bf16, p, false, t->tile_group, true, true) < 6e-2);
             }
         }
+    }
+}
+
+TEST_CASE("the trainer's GEMM matches a double product: strides, transposed B, accumulation, ragged tails") {
+    struct Case {
+        int64_t m, n, k;
+    };
+    unsigned seed = 2000;
+    for (Case c : {Case{1, 1, 1}, Case{7, 17, 9}, Case{13, 64, 33}, Case{6, 130, 5}, Case{32, 70, 288}}) {
+        for (bool trans : {false, true})
+            for (bool add : {false, true}) {
+                const int64_t lda = c.k + 3, ldb = (trans ? c.k : c.n) + 5, ldc = c.n + 2;
+                const auto A = random_floats(size_t(c.m * lda), seed++);
+                const auto B = random_floats(size_t((trans ? c.n : c.k) * ldb), seed++);
+                const auto C0 = random_floats(size_t(c.m * ldc), seed++);
+                for (const kernels::Table* t : tables()) {
+                    INFO(t->name << " m=" << c.m << " n=" << c.n << " k=" << c.k << " trans=" << trans << " add=" << add);
+                    std::vector<float> C = C0, pack(size_t(c.k * t->nb));
+                    t->gemm({c.m, c.n, c.k, A.data(), lda, B.data(), ldb, trans, C.data(), ldc, add}, pack.data());
+                    double worst = 0;
+                    for (int64_t i = 0; i < c.m; ++i)
+                        for (int64_t j = 0; j < ldc; ++j) {
+                            const float got = C[size_t(i * ldc + j)], was = C0[size_t(i * ldc + j)];
+                            if (j >= c.n) {  // the padding between rows is never written
+                                REQUIRE(got == was);
+                                continue;
+                            }
+                            double s = add ? double(was) : 0.0;
+                            for (int64_t q = 0; q < c.k; ++q)
+                                s += double(A[size_t(i * lda + q)]) *
+                                     double(trans ? B[size_t(j * ldb + q)] : B[size_t(q * ldb + j)]);
+                            worst = std::max(worst, std::abs(double(got) - s));
+                        }
+                    CHECK(worst < 1e-5 * double(c.k + 1));
+                }
+            }
+    }
+}
+
+TEST_CASE("float convolutions and their gradients agree with Eigen's GEMM and the kernels' one") {
+    // 45x50 crosses the im2col chunk; Cin*9 and Cout are not multiples of the vector width.
+    const int64_t N = 2, Cin = 3, Cout = 5, H = 45, W = 50, K = 3, HW = H * W;
+    const auto in = random_floats(size_t(N * Cin * HW), 3000), w = random_floats(size_t(Cout * Cin * K * K), 3001);
+    const auto b = random_floats(size_t(Cout), 3002), dout = random_floats(size_t(N * Cout * HW), 3003);
+    std::vector<float> out_ref(size_t(N * Cout * HW)), din_ref(in.size()), dw_ref(w.size()), db_ref(b.size());
+    conv2d_forward(out_ref.data(), in.data(), w.data(), b.data(), N, Cin, Cout, H, W, K);
+    conv2d_backward(din_ref.data(), dw_ref.data(), db_ref.data(), dout.data(), in.data(), w.data(), N, Cin, Cout, H, W, K);
+    auto close = [](const std::vector<float>& a, const std::vector<float>& r, double tol) {
+        double worst = 0;
+        for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - double(r[i])) / (1 + std::abs(double(r[i]))));
+        return worst < tol;
+    };
+    for (const kernels::Table* t : tables()) {
+        INFO(t->name);
+        std::vector<float> out(out_ref.size()), din(in.size()), dw(w.size()), db(b.size());
+        conv2d_forward(out.data(), in.data(), w.data(), b.data(), N, Cin, Cout, H, W, K, t);
+        conv2d_backward(din.data(), dw.data(), db.data(), dout.data(), in.data(), w.data(), N, Cin, Cout, H, W, K, t);
+        CHECK(close(out, out_ref, 1e-5));
+        CHECK(close(din, din_ref, 1e-5));
+        CHECK(close(dw, dw_ref, 1e-4));  // sums over 4,500 products
+        CHECK(db == db_ref);             // the bias gradient does not use the GEMM
     }
 }

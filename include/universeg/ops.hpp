@@ -20,8 +20,12 @@
 //
 // These are the readable definitions that every fast kernel is tested against. They are not
 // slow on purpose: the convolution is im2col + Eigen's GEMM, parallel over images and fixed
-// column chunks, so results do not depend on the thread count.
+// column chunks, so results do not depend on the thread count. The trainer passes a kernels
+// Table to the float convolutions to replace Eigen's GEMM by the dispatched SIMD one: Eigen is
+// compiled for the includer's baseline (SSE2 in a portable build), the table for the CPU.
 #pragma once
+
+#include "kernels/simd.hpp"
 
 #include <Eigen/Core>
 
@@ -29,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -77,11 +82,33 @@ void im2col(T* cols, const T* src, int64_t Cin, int64_t H, int64_t W, int64_t K,
             }
 }
 
+// C (m x n) (add ? += : =) A (m x k) * B (k x n; stored transposed with b_trans), row-major
+// with row strides, by the table's GEMM when there is one and T is float (pack: k * nb
+// floats). Returns false when the caller must use Eigen instead.
+template <class T>
+bool fast_gemm(const kernels::Table* fast, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B,
+               int64_t ldb, bool b_trans, T* C, int64_t ldc, bool add, float* pack) {
+    if constexpr (std::is_same_v<T, float>) {
+        if (fast) {
+            fast->gemm({m, n, k, A, lda, B, ldb, b_trans, C, ldc, add}, pack);
+            return true;
+        }
+    }
+    return false;
+}
+
+// Floats of GEMM packing space for k, or none when Eigen is used.
+template <class T>
+std::unique_ptr<float[]> gemm_pack(const kernels::Table* fast, int64_t k) {
+    if (!std::is_same_v<T, float> || !fast) return nullptr;
+    return std::unique_ptr<float[]>(new float[size_t(k * fast->nb)]);
+}
+
 // out (N, Cout, H, W) (+)= conv(in, weight) [+ bias]: the im2col + GEMM shared by the forward
 // and by the input gradient (accumulate = true adds into out).
 template <class T>
 void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N, int64_t Cin, int64_t Cout, int64_t H,
-                 int64_t W, int64_t K, bool accumulate) {
+                 int64_t W, int64_t K, bool accumulate, const kernels::Table* fast) {
     using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const int64_t HW = H * W, rows = Cin * K * K;
     const int64_t chunks = (HW + kConvChunk - 1) / kConvChunk;
@@ -90,6 +117,7 @@ void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N,
     {
         // Uninitialised on purpose: im2col writes every element before the GEMM reads it.
         std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, kConvChunk))]);
+        const std::unique_ptr<float[]> pack = gemm_pack<T>(fast, rows);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < N * chunks; ++item) {
             const int64_t n = item / chunks, p0 = (item % chunks) * kConvChunk;
@@ -97,8 +125,10 @@ void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N,
             im2col(cols.get(), in + n * Cin * HW, Cin, H, W, K, p0, np);
             Eigen::Map<const RowMat> C(cols.get(), rows, np);
             Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out + n * Cout * HW + p0, Cout, np, Eigen::OuterStride<>(HW));
-            if (accumulate) O.noalias() += Wm * C;
-            else O.noalias() = Wm * C;
+            if (!fast_gemm(fast, Cout, np, rows, weight, rows, C.data(), np, false, O.data(), HW, accumulate, pack.get())) {
+                if (accumulate) O.noalias() += Wm * C;
+                else O.noalias() = Wm * C;
+            }
             if (bias)
                 for (int64_t o = 0; o < Cout; ++o) O.row(o).array() += bias[o];
         }
@@ -107,10 +137,11 @@ void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N,
 }  // namespace detail
 
 // out (N, Cout, H, W) = conv(in (N, Cin, H, W), weight (Cout, Cin, K, K)) + bias (Cout).
+// `fast`: see the top of this file.
 template <class T>
 void conv2d_forward(T* out, const T* in, const T* weight, const T* bias, int64_t N, int64_t Cin, int64_t Cout,
-                    int64_t H, int64_t W, int64_t K) {
-    detail::conv2d_gemm(out, in, weight, bias, N, Cin, Cout, H, W, K, false);
+                    int64_t H, int64_t W, int64_t K, const kernels::Table* fast = nullptr) {
+    detail::conv2d_gemm(out, in, weight, bias, N, Cin, Cout, H, W, K, false, fast);
 }
 
 // Gradients of conv2d_forward. dout (N, Cout, H, W); in, weight as in the forward.
@@ -118,7 +149,7 @@ void conv2d_forward(T* out, const T* in, const T* weight, const T* bias, int64_t
 //   dweight (Cout, Cin, K, K) += sum_n,p dout (x) im2col(in),  dbias (Cout) += sum_n,p dout
 template <class T>
 void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, const T* weight, int64_t N,
-                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t K) {
+                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t K, const kernels::Table* fast = nullptr) {
     using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const int64_t HW = H * W, rows = Cin * K * K, KK = K * K;
     if (din) {
@@ -128,7 +159,7 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
         for (int64_t o = 0; o < Cout; ++o)
             for (int64_t c = 0; c < Cin; ++c)
                 for (int64_t k = 0; k < KK; ++k) wt[size_t((c * Cout + o) * KK + (KK - 1 - k))] = weight[(o * Cin + c) * KK + k];
-        detail::conv2d_gemm(din, dout, wt.data(), static_cast<const T*>(nullptr), N, Cout, Cin, H, W, K, true);
+        detail::conv2d_gemm(din, dout, wt.data(), static_cast<const T*>(nullptr), N, Cout, Cin, H, W, K, true, fast);
     }
     if (!dweight && !dbias) return;
     const int64_t chunks = (HW + detail::kConvChunk - 1) / detail::kConvChunk, items = N * chunks;
@@ -138,6 +169,7 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
 #pragma omp parallel
     {
         std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, detail::kConvChunk))]);
+        const std::unique_ptr<float[]> pack = detail::gemm_pack<T>(fast, std::min(HW, detail::kConvChunk));
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < groups; ++g) {
             Eigen::Map<RowMat> dW(partial.data() + g * stride, Cout, rows);
@@ -150,7 +182,10 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
                 if (dweight) {
                     detail::im2col(cols.get(), in + n * Cin * HW, Cin, H, W, K, p0, np);
                     Eigen::Map<const RowMat> C(cols.get(), rows, np);
-                    dW.noalias() += dO * C.transpose();
+                    // dW += dO * C^T: C, stored (rows x np), is the transposed operand
+                    if (!detail::fast_gemm(fast, Cout, rows, np, dO.data(), HW, C.data(), np, true, dW.data(), rows,
+                                           true, pack.get()))
+                        dW.noalias() += dO * C.transpose();
                 }
                 // A plain loop: Eigen's vectorised sum peels by address, so its rounding would
                 // depend on where the buffer happens to be allocated.

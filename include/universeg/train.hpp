@@ -195,7 +195,8 @@ std::vector<T> weight_columns(const T* cw, int64_t f, int64_t cin, int64_t c0, i
 }
 
 template <class T>
-void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int64_t B, int64_t S, bool split) {
+void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int64_t B, int64_t S, bool split,
+                   const kernels::Table* fast) {
     const int64_t hw = a.h * a.w, f = a.f, g = a.g, cin = a.ct + a.cs;
     resize_zero(a.z, B * S * f * hw);
     resize_zero(a.zm, B * f * hw);
@@ -203,8 +204,8 @@ void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int
         const std::vector<T> wT = weight_columns(wt.cw, f, cin, 0, a.ct), wV = weight_columns(wt.cw, f, cin, a.ct, a.cs);
         const std::vector<T> no_bias(size_t(f), T(0));
         std::vector<T> pt(size_t(B * f * hw));
-        conv2d_forward(pt.data(), a.tin.data(), wT.data(), wt.cb, B, a.ct, f, a.h, a.w, int64_t(3));
-        conv2d_forward(a.z.data(), a.vin.data(), wV.data(), no_bias.data(), B * S, a.cs, f, a.h, a.w, int64_t(3));
+        conv2d_forward(pt.data(), a.tin.data(), wT.data(), wt.cb, B, a.ct, f, a.h, a.w, int64_t(3), fast);
+        conv2d_forward(a.z.data(), a.vin.data(), wV.data(), no_bias.data(), B * S, a.cs, f, a.h, a.w, int64_t(3), fast);
         mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
         const int64_t inner = f * hw;
 #pragma omp parallel for schedule(static)
@@ -216,11 +217,11 @@ void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int
         mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
     }
     resize_zero(a.tout, B * g * hw);
-    conv2d_forward(a.tout.data(), a.zm.data(), wt.tw, wt.tb, B, f, g, a.h, a.w, int64_t(3));
+    conv2d_forward(a.tout.data(), a.zm.data(), wt.tw, wt.tb, B, f, g, a.h, a.w, int64_t(3), fast);
     leaky_relu_forward(a.tout.data(), a.tout.data(), int64_t(a.tout.size()));
     if (a.support_out) {
         resize_zero(a.vout, B * S * g * hw);
-        conv2d_forward(a.vout.data(), a.z.data(), wt.sw, wt.sb, B * S, f, g, a.h, a.w, int64_t(3));
+        conv2d_forward(a.vout.data(), a.z.data(), wt.sw, wt.sb, B * S, f, g, a.h, a.w, int64_t(3), fast);
         leaky_relu_forward(a.vout.data(), a.vout.data(), int64_t(a.vout.size()));
     } else {
         a.vout.clear();
@@ -231,17 +232,17 @@ void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int
 // dtin / dvin are non-null, the input gradients. dvout is ignored for the last block.
 template <class T>
 void block_backward(const BlockActivations<T>& a, const BlockWeights<const T*>& wt, const BlockWeights<T*>& gw, const T* dtout,
-                    const T* dvout, T* dtin, T* dvin, int64_t B, int64_t S, bool split) {
+                    const T* dvout, T* dtin, T* dvin, int64_t B, int64_t S, bool split, const kernels::Table* fast) {
     const int64_t hw = a.h * a.w, f = a.f, g = a.g, cin = a.ct + a.cs;
     std::vector<T> dpre(size_t(B * g * hw), T(0)), dzm(size_t(B * f * hw), T(0)), dz(size_t(B * S * f * hw), T(0));
     leaky_relu_backward(dpre.data(), dtout, a.tout.data(), B * g * hw);
     conv2d_backward(dzm.data(), gw.tw, gw.tb, dpre.data(), a.zm.data(), wt.tw, B, f, g,
-                    a.h, a.w, int64_t(3));
+                    a.h, a.w, int64_t(3), fast);
     if (a.support_out) {
         dpre.assign(size_t(B * S * g * hw), T(0));
         leaky_relu_backward(dpre.data(), dvout, a.vout.data(), B * S * g * hw);
         conv2d_backward(dz.data(), gw.sw, gw.sb, dpre.data(), a.z.data(), wt.sw, B * S,
-                        f, g, a.h, a.w, int64_t(3));
+                        f, g, a.h, a.w, int64_t(3), fast);
     }
     mean_supports_backward(dz.data(), dzm.data(), B, S, f * hw);  // dZ_i += dZm / S
     if (!split) {
@@ -258,9 +259,9 @@ void block_backward(const BlockActivations<T>& a, const BlockWeights<const T*>& 
     const std::vector<T> wT = weight_columns(wt.cw, f, cin, 0, a.ct), wV = weight_columns(wt.cw, f, cin, a.ct, a.cs);
     std::vector<T> dwT(wT.size(), T(0)), dwV(wV.size(), T(0));
     conv2d_backward(dtin, dwT.data(), gw.cb, dpt.data(), a.tin.data(), wT.data(), B, a.ct, f, a.h, a.w,
-                    int64_t(3));
+                    int64_t(3), fast);
     conv2d_backward(dvin, dwV.data(), static_cast<T*>(nullptr), dz.data(), a.vin.data(), wV.data(), B * S, a.cs, f,
-                    a.h, a.w, int64_t(3));
+                    a.h, a.w, int64_t(3), fast);
     for (int64_t o = 0; o < f; ++o) {
         for (int64_t j = 0; j < a.ct * 9; ++j) gw.cw[o * cin * 9 + j] += dwT[size_t(o * a.ct * 9 + j)];
         for (int64_t j = 0; j < a.cs * 9; ++j) gw.cw[o * cin * 9 + a.ct * 9 + j] += dwV[size_t(o * a.cs * 9 + j)];
@@ -270,11 +271,12 @@ void block_backward(const BlockActivations<T>& a, const BlockWeights<const T*>& 
 }  // namespace detail
 
 // Forward pass over a batch, keeping activations in `act`; returns nothing, logits in act.logits.
-// `params` laid out by param_layout(config). The logits equal Model::forward's.
+// `params` laid out by param_layout(config). The logits equal Model::forward's. `fast`: the
+// kernels whose GEMM the float convolutions use (see ops.hpp); null: Eigen's.
 template <class T>
 void train_forward(const Config& config, const std::vector<ParamInfo>& layout, const T* params, const float* query,
                    const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W,
-                   Activations<T>& act, bool split = true) {
+                   Activations<T>& act, bool split = true, const kernels::Table* fast = nullptr) {
     const int64_t L = config.levels(), D = int64_t(config.decoder.size()), HW = H * W;
     if (B < 1 || S < 1 || H < 1 || W < 1 || H % config.size_multiple() || W % config.size_multiple())
         throw Error("train_forward: batch " + std::to_string(B) + " x " + std::to_string(S) + " supports of " +
@@ -301,7 +303,7 @@ void train_forward(const Config& config, const std::vector<ParamInfo>& layout, c
             maxpool2x2_forward(a.tin.data(), p.tout.data(), B * p.g, 2 * h, 2 * w);
             maxpool2x2_forward(a.vin.data(), p.vout.data(), B * S * p.g, 2 * h, 2 * w);
         }
-        detail::block_forward(a, detail::block_weights(layout, params, size_t(k)), B, S, split);
+        detail::block_forward(a, detail::block_weights(layout, params, size_t(k)), B, S, split, fast);
         if (k + 1 < L) h /= 2, w /= 2;
     }
     for (int64_t j = 0; j < D; ++j) {
@@ -319,19 +321,21 @@ void train_forward(const Config& config, const std::vector<ParamInfo>& layout, c
         a.vin.resize(size_t(B * S * a.cs * h * w));
         upsample2x_forward(up.data(), prev.vout.data(), B * S * prev.g, h / 2, w / 2);
         concat_channels_forward(a.vin.data(), up.data(), skip.vout.data(), B * S, prev.g, skip.g, h * w);
-        detail::block_forward(a, detail::block_weights(layout, params, size_t(L + j)), B, S, split);
+        detail::block_forward(a, detail::block_weights(layout, params, size_t(L + j)), B, S, split, fast);
     }
     const BlockActivations<T>& last = act.blocks.back();
     const size_t o = size_t(6 * (L + D));
     act.logits.assign(size_t(B * HW), T(0));
     conv2d_forward(act.logits.data(), last.tout.data(), params + layout[o].offset, params + layout[o + 1].offset, B,
-                   last.g, int64_t(1), H, W, int64_t(1));
+                   last.g, int64_t(1), H, W, int64_t(1), fast);
 }
 
-// Adds d loss / d params into `grad` (layout as params) given dlogits (B, 1, H, W).
+// Adds d loss / d params into `grad` (layout as params) given dlogits (B, 1, H, W); `fast` as
+// for train_forward.
 template <class T>
 void train_backward(const Config& config, const std::vector<ParamInfo>& layout, const T* params,
-                    const Activations<T>& act, const T* dlogits, T* grad, bool split = true) {
+                    const Activations<T>& act, const T* dlogits, T* grad, bool split = true,
+                    const kernels::Table* fast = nullptr) {
     const int64_t L = config.levels(), D = int64_t(config.decoder.size()), B = act.B, S = act.S;
     const size_t nb = size_t(L + D);
     std::vector<std::vector<T>> dt(nb), dv(nb);  // gradients of each block's outputs
@@ -343,7 +347,7 @@ void train_backward(const Config& config, const std::vector<ParamInfo>& layout, 
     const size_t o = size_t(6 * (L + D));
     const BlockActivations<T>& last = act.blocks.back();
     conv2d_backward(dt[nb - 1].data(), grad + layout[o].offset, grad + layout[o + 1].offset, dlogits, last.tout.data(),
-                    params + layout[o].offset, B, last.g, int64_t(1), act.H, act.W, int64_t(1));
+                    params + layout[o].offset, B, last.g, int64_t(1), act.H, act.W, int64_t(1), fast);
     for (int64_t j = D - 1; j >= 0; --j) {
         const size_t k = size_t(L + j), kp = size_t(L + j - 1), ks = size_t(L - 2 - j);
         const BlockActivations<T>& a = act.blocks[k];
@@ -351,7 +355,7 @@ void train_backward(const Config& config, const std::vector<ParamInfo>& layout, 
         const int64_t hw = a.h * a.w;
         std::vector<T> dtin(a.tin.size(), T(0)), dvin(a.vin.size(), T(0));
         detail::block_backward(a, detail::block_weights(layout, params, k), detail::block_weights(layout, grad, k),
-                               dt[k].data(), dv[k].data(), dtin.data(), dvin.data(), B, S, split);
+                               dt[k].data(), dv[k].data(), dtin.data(), dvin.data(), B, S, split, fast);
         std::vector<T> dup(size_t(B * S * prev.g * hw), T(0));
         concat_channels_backward(dup.data(), dt[ks].data(), dtin.data(), B, prev.g, a.ct - prev.g, hw);
         upsample2x_backward(dt[kp].data(), dup.data(), B * prev.g, a.h / 2, a.w / 2);
@@ -366,7 +370,7 @@ void train_backward(const Config& config, const std::vector<ParamInfo>& layout, 
         detail::block_backward(a, detail::block_weights(layout, params, size_t(k)),
                                detail::block_weights(layout, grad, size_t(k)), dt[size_t(k)].data(),
                                dv[size_t(k)].data(), k > 0 ? dtin.data() : nullptr, k > 0 ? dvin.data() : nullptr, B, S,
-                               split);
+                               split, fast);
         if (k == 0) break;
         const BlockActivations<T>& p = act.blocks[size_t(k - 1)];
         maxpool2x2_backward(dt[size_t(k - 1)].data(), dtin.data(), p.tout.data(), B * p.g, p.h, p.w);
@@ -502,6 +506,8 @@ inline void adam_update(TrainState& s, const std::vector<float>& g, const TrainO
 struct TrainWorkspace {
     Activations<float> act;
     std::vector<float> grad, dlogits;
+    // The convolutions' GEMM: the best kernels this CPU runs (UNIVERSEG_ARCH caps them).
+    const kernels::Table* gemm_kernels = &kernels::select();
 };
 
 struct StepResult {
@@ -511,13 +517,14 @@ struct StepResult {
 // Forward, loss, backward, clipping and one Adam step on `batch`; advances s.step.
 inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptions& o, TrainWorkspace& ws) {
     train_forward(s.config, s.layout, s.params.data(), batch.query.data(), batch.support_images.data(),
-                  batch.support_labels.data(), batch.B, batch.S, batch.H, batch.W, ws.act);
+                  batch.support_labels.data(), batch.B, batch.S, batch.H, batch.W, ws.act, true, ws.gemm_kernels);
     ws.dlogits.resize(ws.act.logits.size());
     StepResult r;
     r.loss = loss_and_grad(ws.act.logits.data(), batch.query_labels.data(), batch.B, batch.H * batch.W, o.loss,
                            ws.dlogits.data());
     ws.grad.assign(s.params.size(), 0.0f);
-    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data());
+    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data(), true,
+                   ws.gemm_kernels);
     r.grad_norm = clip_grad_norm(ws.grad, o.clip);
     r.lr = learning_rate(o, s.step);
     if (std::isfinite(r.grad_norm)) adam_update(s, ws.grad, o, r.lr);  // a non-finite step is skipped

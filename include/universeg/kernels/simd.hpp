@@ -4,6 +4,7 @@
 //   Kernels<Arch>::conv3x3_direct(args, y0, y1)              output rows [y0, y1)
 //   Kernels<Arch>::conv3x3_winograd(args, t0, t1, scratch)   Winograd F(4x4,3x3), 4x4 tiles [t0, t1)
 //   Kernels<Arch>::conv3x3_winograd_bf16(...)                the same with bf16 products (AVX512_BF16)
+//   Kernels<Arch>::gemm(args, pack)                          row-major fp32 GEMM (the trainer's convolutions)
 //   make_table<Arch>()                                       the above as a Table of function pointers
 //
 // Layout (chosen for these kernels): an image is NHWC, channels innermost with a stride `cp`
@@ -64,6 +65,21 @@ struct ConvArgs {
     uint16_t* out16 = nullptr;
 };
 
+// C (m x n, row stride ldc) (add ? += : =) A (m x k, row stride lda) * B, where B is (k x n,
+// row stride ldb), or with b_trans its transpose is stored (n x k, row stride ldb). Row-major,
+// single-threaded: the trainer's im2col convolutions (ops.hpp) call one per work item.
+struct GemmArgs {
+    int64_t m = 0, n = 0, k = 0;
+    const float* A = nullptr;
+    int64_t lda = 0;
+    const float* B = nullptr;
+    int64_t ldb = 0;
+    bool b_trans = false;
+    float* C = nullptr;
+    int64_t ldc = 0;
+    bool add = false;
+};
+
 // The kernels of one architecture. Function pointers, so that a table built in a translation
 // unit compiled for AVX-512 can be called from baseline code.
 struct Table {
@@ -81,6 +97,7 @@ struct Table {
     double (*fma_probe)(int64_t iters);  // for benchmarks: flops of a pure-FMA loop (the machine's peak)
     // bf16 products (pack_direct_bf16 weights; input in16, or fp32 with in_cp even); null if absent
     void (*conv3x3_direct_bf16)(const ConvArgs&, int64_t y0, int64_t y1);
+    void (*gemm)(const GemmArgs&, float* pack);  // pack: k * nb floats, private to the call
 };
 
 constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
@@ -381,14 +398,15 @@ struct Kernels {
         }
     }
 
-    // C (M x N*VW, row stride ldc) = A (M x K, row stride lda) * B (K x N*VW, packed).
+    // C (M x N*VW, row stride ldc) (add ? += : =) A (M x K, row stride lda) * B (K x N*VW, packed).
     template <int M, int N>
-    static void gemm_tile(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc) {
+    static void gemm_tile(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc,
+                          bool add = false) {
         V acc[M][N];
 #pragma GCC unroll 8
         for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-            for (int n = 0; n < N; ++n) acc[m][n] = S::set1(0.0f);
+            for (int n = 0; n < N; ++n) acc[m][n] = add ? S::load(C + m * ldc + n * VW) : S::set1(0.0f);
         for (int64_t k = 0; k < K; ++k) {
             V b[N];
 #pragma GCC unroll 4
@@ -407,26 +425,62 @@ struct Kernels {
     }
 
     template <int M, int N>
-    static void gemm_rows(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rows) {
+    static void gemm_rows(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rows,
+                          bool add) {
         int64_t m = 0;
-        for (; m + M <= rows; m += M) gemm_tile<M, N>(A + m * lda, lda, B, K, C + m * ldc, ldc);
-        gemm_tail<M - 1, N>(A + m * lda, lda, B, K, C + m * ldc, ldc, rows - m);
+        for (; m + M <= rows; m += M) gemm_tile<M, N>(A + m * lda, lda, B, K, C + m * ldc, ldc, add);
+        gemm_tail<M - 1, N>(A + m * lda, lda, B, K, C + m * ldc, ldc, rows - m, add);
     }
 
     template <int M, int N>
-    static void gemm_tail(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rem) {
+    static void gemm_tail(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rem,
+                          bool add) {
         if constexpr (M >= 1) {
-            if (rem == M) gemm_tile<M, N>(A, lda, B, K, C, ldc);
-            else gemm_tail<M - 1, N>(A, lda, B, K, C, ldc, rem);
+            if (rem == M) gemm_tile<M, N>(A, lda, B, K, C, ldc, add);
+            else gemm_tail<M - 1, N>(A, lda, B, K, C, ldc, rem, add);
         }
     }
 
     template <int N>
     static void gemm_rows_n(const float* A, int64_t lda, const float* B, int64_t K, float* C, int64_t ldc, int64_t rows,
-                            int n) {
+                            int n, bool add = false) {
         if constexpr (N >= 1) {
-            if (n == N) gemm_rows<MR, N>(A, lda, B, K, C, ldc, rows);
-            else gemm_rows_n<N - 1>(A, lda, B, K, C, ldc, rows, n);
+            if (n == N) gemm_rows<MR, N>(A, lda, B, K, C, ldc, rows, add);
+            else gemm_rows_n<N - 1>(A, lda, B, K, C, ldc, rows, n, add);
+        }
+    }
+
+    // The trainer's GEMM (see GemmArgs): B is packed NB columns at a time, zero-padded, into
+    // `pack` (k * NB floats); a ragged last panel goes through a stack tile. Every element of C
+    // is one sequential sum over k, so the result does not depend on how callers split work.
+    static void gemm(const GemmArgs& g, float* pack) {
+        for (int64_t j0 = 0; j0 < g.n; j0 += NB) {
+            const int64_t nc = imin(NB, g.n - j0);
+            if (g.b_trans) {  // a transpose, in blocks of 16 k so that the written rows stay in L1
+                for (int64_t k0 = 0; k0 < g.k; k0 += 16)
+                    for (int64_t j = 0; j < nc; ++j)
+                        for (int64_t k = k0; k < imin(k0 + 16, g.k); ++k) pack[k * NB + j] = g.B[(j0 + j) * g.ldb + k];
+            } else {
+                for (int64_t k = 0; k < g.k; ++k)
+                    for (int64_t j = 0; j < nc; ++j) pack[k * NB + j] = g.B[k * g.ldb + j0 + j];
+            }
+            if (nc < NB)
+                for (int64_t k = 0; k < g.k; ++k)
+                    for (int64_t j = nc; j < NB; ++j) pack[k * NB + j] = 0.0f;
+            if (nc == NB) {
+                gemm_rows<MR, NV>(g.A, g.lda, pack, g.k, g.C + j0, g.ldc, g.m, g.add);
+                continue;
+            }
+            float tile[MR * NB];
+            for (int64_t m0 = 0; m0 < g.m; m0 += MR) {
+                const int64_t mc = imin(MR, g.m - m0);
+                for (int64_t i = 0; i < mc; ++i)
+                    for (int64_t j = 0; j < NB; ++j)
+                        tile[i * NB + j] = g.add && j < nc ? g.C[(m0 + i) * g.ldc + j0 + j] : 0.0f;
+                gemm_rows<MR, NV>(g.A + m0 * g.lda, g.lda, pack, g.k, tile, NB, mc, true);
+                for (int64_t i = 0; i < mc; ++i)
+                    for (int64_t j = 0; j < nc; ++j) g.C[(m0 + i) * g.ldc + j0 + j] = tile[i * NB + j];
+            }
         }
     }
 
@@ -667,7 +721,7 @@ template <class Arch>
 Table make_table(const char* name, Isa isa) {
     using K = Kernels<Arch>;
     Table t{name,    int(isa),        K::NB,           K::TG,        &K::conv3x3_direct, &K::conv3x3_winograd,
-            nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe};
+            nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe, nullptr,     &K::gemm};
 #if defined(UNIVERSEG_HAS_BF16_KERNELS) && defined(UNIVERSEG_HAS_XSIMD)
     if constexpr (K::VW == 16) {
         t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
