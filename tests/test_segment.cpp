@@ -79,6 +79,20 @@ SupportSet tiny_set(int n, int64_t H, int64_t W) {
     return set;
 }
 
+Image pattern_image(int64_t H, int64_t W, int seed) {
+    Image img{H, W, {}};
+    for (uint8_t v : grey_pattern(int(H), int(W), seed)) img.pixels.push_back(v / 255.0f);
+    return img;
+}
+
+// (h, w) image mirrored left-right and/or up-down, written here independently of segment.hpp.
+std::vector<float> mirrored(const float* img, int64_t h, int64_t w, bool lr, bool ud) {
+    std::vector<float> out;
+    for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) out.push_back(img[(ud ? h - 1 - y : y) * w + (lr ? w - 1 - x : x)]);
+    return out;
+}
+
 }  // namespace
 
 TEST_CASE("support subsets: seeded, sorted, distinct, within range", "[segment]") {
@@ -164,14 +178,13 @@ TEST_CASE("tasks: one binary mask set per label value, support size capped", "[s
 TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "[segment]") {
     const int64_t H = 16, W = 20, HW = H * W;
     const SupportSet set = tiny_set(6, H, W);
-    const std::vector<uint8_t> qg = grey_pattern(int(H), int(W), 9);
-    Image query{H, W, {}};
-    for (uint8_t v : qg) query.pixels.push_back(v / 255.0f);
+    const Image query = pattern_image(H, W, 9);
 
     SegmentOptions opt;
     opt.support_size = 3;
     opt.ensemble = 3;
     opt.seed = 5;
+    opt.flips = 1;
     const Task t = make_task(model(), set, opt);
     REQUIRE(t.members.size() == 3);
     const std::vector<Image> probs = predict_probabilities(t, query);
@@ -194,6 +207,52 @@ TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "
         for (int64_t p = 0; p < HW; ++p) REQUIRE(probs[v].pixels[size_t(p)] == Approx(expect[size_t(p)]).margin(1e-6));
     }
     REQUIRE(!error_of([&] { predict_probabilities(t, Image{8, 8, std::vector<float>(64)}); }).empty());
+}
+
+TEST_CASE("flips: the default averages the four mirrored tasks and is mirror-equivariant", "[segment]") {
+    const int64_t H = 16, W = 20, HW = H * W;
+    const SupportSet set = tiny_set(4, H, W);
+    const Image query = pattern_image(H, W, 9);
+    SegmentOptions opt;
+    REQUIRE(opt.flips == 4);
+    const Task t = make_task(model(), set, opt);
+    const std::vector<Image> probs = predict_probabilities(t, query);
+
+    const Task::Member& m = t.members[0];
+    for (size_t v = 0; v < t.values.size(); ++v) {
+        std::vector<double> expect(size_t(HW), 0.0);
+        for (bool lr : {false, true})
+            for (bool ud : {false, true}) {
+                std::vector<float> q = mirrored(query.pixels.data(), H, W, lr, ud), images, masks;
+                for (int64_t i : m.indices) {
+                    const std::vector<float> im = mirrored(set.images.data() + i * HW, H, W, lr, ud);
+                    const std::vector<float> lab = mirrored(set.labels.data() + i * HW, H, W, lr, ud);
+                    images.insert(images.end(), im.begin(), im.end());
+                    for (float x : lab) masks.push_back(x == float(t.values[v]) ? 1.0f : 0.0f);
+                }
+                std::vector<float> logits(static_cast<size_t>(HW));
+                model().forward(q.data(), images.data(), masks.data(), 1, m.size, H, W, logits.data());
+                const std::vector<float> back = mirrored(logits.data(), H, W, lr, ud);
+                for (int64_t p = 0; p < HW; ++p) expect[size_t(p)] += sigmoid(back[size_t(p)]) / 4;
+            }
+        for (int64_t p = 0; p < HW; ++p) REQUIRE(probs[v].pixels[size_t(p)] == Approx(expect[size_t(p)]).margin(1e-6));
+    }
+
+    // The same task mirrored left-right gives the mirrored probabilities.
+    SupportSet flipped;
+    flipped.height = H, flipped.width = W;
+    for (int64_t i = 0; i < set.size(); ++i)
+        add_support(flipped, {H, W, mirrored(set.images.data() + i * HW, H, W, true, false)},
+                    {H, W, mirrored(set.labels.data() + i * HW, H, W, true, false)}, "mirrored");
+    const std::vector<Image> pf =
+        predict_probabilities(make_task(model(), flipped, opt), Image{H, W, mirrored(query.pixels.data(), H, W, true, false)});
+    for (size_t v = 0; v < probs.size(); ++v) {
+        const std::vector<float> back = mirrored(pf[v].pixels.data(), H, W, true, false);
+        for (int64_t p = 0; p < HW; ++p) REQUIRE(back[size_t(p)] == Approx(probs[v].pixels[size_t(p)]).margin(1e-6));
+    }
+
+    opt.flips = 3;
+    REQUIRE(error_of([&] { make_task(model(), set, opt); }).find("flips must be 1, 2 or 4") != std::string::npos);
 }
 
 #ifdef UNIVERSEG_CLI
@@ -340,7 +399,7 @@ TEST_CASE("segment: at the model size the output is exactly the model's", "[cli]
     model().forward(query.data(), images.data(), masks.data(), 1, S, H, W, logits.data());
 
     const Run r = cli(dir, "segment --quiet --weights '" + kWeights + "' --size 32x32 --support '" + dir / "s" + "' --out '" +
-                               dir / "o" + "' --probabilities npy '" + dir / "q.png" + "'");
+                               dir / "o" + "' --flips 1 --probabilities npy '" + dir / "q.png" + "'");
     REQUIRE(r.rc == 0);
     const Tensor p = load_npy(dir / "o/q_prob_1.npy");
     REQUIRE(p.numel() == H * W);
@@ -445,6 +504,11 @@ TEST_CASE("segment: clear errors naming the file or option", "[cli]") {
     r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --clip 9,2" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "--clip"));
+    for (const char* flips : {"3", "8", "0"}) {
+        r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --flips " + flips + q);
+        REQUIRE(r.rc == 1);
+        REQUIRE(contains(r.err, "--flips"));
+    }
     r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "'");
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "QUERY"));

@@ -37,6 +37,8 @@ const char* kSegmentUsage =
     "  --support-size S     examples per prediction, a seeded random subset (default: all, at most 64)\n"
     "  --ensemble K         average the probabilities over K different subsets (default 1)\n"
     "  --seed N             picks the subsets (default 0)\n"
+    "  --flips F            1, 2 or 4: average over the task as is, mirrored left-right (2) and also\n"
+    "                       up-down and both (4) (default 4; 1 is a single forward pass per label)\n"
     "  --clip LOW,HIGH      clip intensities to these percentiles before normalising (e.g. 0.5,99.5 for CT)\n"
     "  --axis A             volumes: slice along voxel axis 0, 1 or 2 (default 2, the last)\n"
     "  --probabilities FMT  also write NAME_prob_V.png (16-bit) or .npy per label (FMT png or npy;\n"
@@ -335,7 +337,7 @@ std::string join_values(const std::vector<int64_t>& v) {
 
 int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
-           {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed",
+           {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed", "--flips",
             "--clip", "--axis", "--probabilities", "--threads", "--max-memory"},
            {"--overlay", "--quiet"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
@@ -362,6 +364,8 @@ int cmd_segment(int argc, char** argv) {
     opt.support_size = a.get_int("--support-size", 0, 1, 100000);
     opt.ensemble = a.get_int("--ensemble", 1, 1, 1000);
     opt.seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
+    opt.flips = a.get_int("--flips", 4, 1, 4);
+    if (opt.flips == 3) throw Error("--flips: expected 1, 2 or 4, got 3");
     opt.threshold = s.threshold;
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
     opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
@@ -393,6 +397,7 @@ int cmd_segment(int argc, char** argv) {
                         (long long)task.members.size());
         else if (opt.ensemble > 1)
             std::printf(", ensemble of %lld", (long long)opt.ensemble);
+        if (opt.flips > 1) std::printf(", averaged over %lld mirrored views", (long long)opt.flips);
         std::printf("\n");
         std::fflush(stdout);
     }

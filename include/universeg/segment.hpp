@@ -4,7 +4,9 @@
 // UniverSeg is binary, so every distinct non-zero value of the support label maps is its own
 // task (support labels = "pixel has this value"); a pixel gets the most probable value whose
 // probability exceeds the threshold, else 0. Ensembles average the probabilities over several
-// random support subsets.
+// random support subsets, and by default over the task mirrored (query and supports together)
+// left-right and up-down, as nnU-Net mirrors by default: the model saw flipped tasks in
+// training, and the average of the four views is free of any left/right or up/down bias.
 //
 //   SupportSet set;                                  // images prepared at the model size
 //   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
@@ -82,6 +84,7 @@ struct SegmentOptions {
     double threshold = 0.5;
     std::vector<int64_t> only_values;  // empty: every label value of the supports
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
+    int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -119,7 +122,16 @@ struct Task {
         std::vector<int64_t> indices;            // into the SupportSet
     };
     std::vector<Member> members;  // one per ensemble subset
+    int64_t flips = 4;            // SegmentOptions::flips
 };
+
+// n images (n, h, w) mirrored left-right (fx) and/or up-down (fy), into out.
+inline void flip_images(float* out, const float* in, int64_t n, int64_t h, int64_t w, bool fx, bool fy) {
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t y = 0; y < h; ++y)
+            for (int64_t x = 0; x < w; ++x)
+                out[(i * h + y) * w + x] = in[(i * h + (fy ? h - 1 - y : y)) * w + (fx ? w - 1 - x : x)];
+}
 
 inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
     if (set.size() == 0) throw Error("no support pairs");
@@ -145,6 +157,9 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
         throw Error("the support label maps hold " + std::to_string(t.values.size()) +
                     " distinct values (are the labels images?); select one with a label value option");
     if (opt.support_size < 0 || opt.ensemble < 1) throw Error("support size and ensemble must be positive");
+    if (opt.flips != 1 && opt.flips != 2 && opt.flips != 4)
+        throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
+    t.flips = opt.flips;
     const int64_t size = std::min(opt.support_size > 0 ? opt.support_size : kMaxSupportSize, set.size());
     const int64_t HW = set.height * set.width;
     for (const std::vector<int64_t>& subset : support_subsets(set.size(), size, opt.ensemble, opt.seed)) {
@@ -165,22 +180,34 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
     return t;
 }
 
-// Per label value, the probability (sigmoid of the logits, averaged over the ensemble) of every
-// pixel of the prepared query, at the model size.
+// Per label value, the probability (sigmoid of the logits, averaged over the ensemble and the
+// mirrored views) of every pixel of the prepared query, at the model size.
 inline std::vector<Image> predict_probabilities(const Task& t, const Image& query) {
     if (query.height != t.height || query.width != t.width)
         throw Error("query of " + std::to_string(query.height) + "x" + std::to_string(query.width) +
                     " is not at the model size " + std::to_string(t.height) + "x" + std::to_string(t.width));
     const int64_t HW = t.height * t.width;
     std::vector<Image> probs(t.values.size(), Image{t.height, t.width, std::vector<float>(size_t(HW), 0.0f)});
-    std::vector<float> logits(static_cast<size_t>(HW));
-    for (const Task::Member& mem : t.members)
-        for (size_t l = 0; l < t.values.size(); ++l) {
-            t.model->forward(query.pixels.data(), mem.images.data(), mem.masks[l].data(), 1, mem.size, t.height, t.width,
-                             logits.data(), t.engine);
-            for (int64_t p = 0; p < HW; ++p)
-                probs[l].pixels[size_t(p)] += float(1.0 / (1.0 + std::exp(-double(logits[size_t(p)]))) / double(t.members.size()));
+    std::vector<float> logits(static_cast<size_t>(HW)), flipped(static_cast<size_t>(HW));
+    std::vector<float> q(static_cast<size_t>(HW)), images, masks;
+    const double share = 1.0 / double(t.members.size() * size_t(t.flips));
+    for (int64_t f = 0; f < t.flips; ++f) {
+        const bool fx = f % 2 == 1, fy = f >= 2;
+        flip_images(q.data(), query.pixels.data(), 1, t.height, t.width, fx, fy);
+        for (const Task::Member& mem : t.members) {
+            images.resize(mem.images.size());
+            flip_images(images.data(), mem.images.data(), mem.size, t.height, t.width, fx, fy);
+            for (size_t l = 0; l < t.values.size(); ++l) {
+                masks.resize(mem.masks[l].size());
+                flip_images(masks.data(), mem.masks[l].data(), mem.size, t.height, t.width, fx, fy);
+                t.model->forward(q.data(), images.data(), masks.data(), 1, mem.size, t.height, t.width, flipped.data(),
+                                 t.engine);
+                flip_images(logits.data(), flipped.data(), 1, t.height, t.width, fx, fy);  // back to the query's frame
+                for (int64_t p = 0; p < HW; ++p)
+                    probs[l].pixels[size_t(p)] += float(1.0 / (1.0 + std::exp(-double(logits[size_t(p)]))) * share);
+            }
         }
+    }
     return probs;
 }
 
