@@ -406,6 +406,37 @@ TEST_CASE("segment: at the model size the output is exactly the model's", "[cli]
     for (int i = 0; i < H * W; ++i) REQUIRE(p.data[size_t(i)] == Approx(sigmoid(logits[size_t(i)])).margin(1e-5));
 }
 
+TEST_CASE("finetune: held-out Dice before and after, weights written whole, clear errors", "[cli]") {
+    TempDir dir("clift");
+    make_2d_fixture(dir);
+    const std::string base = "finetune --threads 1 --weights '" + kWeights + "' --size 32 --support '" + dir / "support" + "' ";
+    Run r = cli(dir, base + "--steps 0");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "held-out Dice before"));
+    REQUIRE(contains(r.out, "histogram baseline"));
+
+    r = cli(dir, base + "--steps 3 --out '" + dir / "tuned.safetensors" + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "held-out Dice after 3 steps"));
+    const StateDict before = load_state_dict(kWeights), after = load_state_dict(dir / "tuned.safetensors");
+    REQUIRE(after.size() == before.size());
+    bool changed = false;
+    for (const auto& [key, t] : before) {
+        REQUIRE(after.count(key));
+        REQUIRE(after.at(key).shape == t.shape);
+        changed = changed || after.at(key).data != t.data;
+    }
+    REQUIRE(changed);
+    for (const auto& e : fs::directory_iterator(dir.path)) REQUIRE(e.path().filename().string().find(".tmp") == std::string::npos);
+
+    r = cli(dir, base + "--steps 3");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--out"));
+    r = cli(dir, "finetune --weights '" + kWeights + "' --support '" + dir / "nowhere" + "' --steps 0");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "nowhere"));
+}
+
 TEST_CASE("segment: ensembles and support subsets", "[cli]") {
     TempDir dir("cliens");
     make_2d_fixture(dir);

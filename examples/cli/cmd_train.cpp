@@ -75,7 +75,7 @@ const char* kFinetuneUsage =
     "  --support-size S        supports per held-out prediction (16, capped by the training images)\n"
     "  --train-support S       supports per training step (8)\n"
     "  --size N                image size (128)\n"
-    "  --lr X                  peak learning rate (1e-4); --loss L as for train (dice+bce)\n"
+    "  --lr X                  peak learning rate (1e-3); --loss L as for train (dice+bce)\n"
     "  --seed N                split, sampling and augmentation seed (0)\n"
     "  --threads N             OpenMP threads\n";
 
@@ -412,7 +412,7 @@ int cmd_finetune(int argc, char** argv) {
     set_threads(a.get_int("--threads", 0, 0, 1024));
     keep_freed_memory();
     const std::string dir = a.get("--support");
-    const universeg::TrainOptions opt = parse_train_options(a, 200, 1e-4, 20, 0, 0.0);
+    const universeg::TrainOptions opt = parse_train_options(a, 200, 1e-3, 20, 0, 0.0);
     const std::string out = opt.steps ? a.get("--out") : a.get("--out", "");
     const double holdout = a.get_double("--holdout", 0.25, 0, 0.9);
     const int64_t eval_S = a.get_int("--support-size", 16, 1, 64);
