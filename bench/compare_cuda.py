@@ -176,7 +176,8 @@ def main():
                 if ms is not None:
                     f.write(f"{name}\t{s}\t{ms:.3f}\t{mb:.0f}\n")
     others = [n for n in names if n != "universeg fp32"]
-    lines = [f"{gpu}, one {a.image_size}x{a.image_size} query, ms per forward pass (device MB)", "",
+    lines = [f"{gpu}, PyTorch {torch.__version__}, one {a.image_size}x{a.image_size} query, ms per forward pass "
+             "(device MB)", "",
              "| S | " + " | ".join(names) + " | " + " | ".join(f"{n} / universeg fp32" for n in others) + " |",
              "|" + "---|" * (1 + len(names) + len(others))]
     for s in sizes:

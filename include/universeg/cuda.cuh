@@ -87,8 +87,9 @@ inline dim3 grid_1d(int64_t n) { return dim3(unsigned(std::min<int64_t>((n + kTh
 
 inline void launched(const char* kernel) { check(cudaGetLastError(), std::string("kernel launch ") + kernel); }
 
-// Each kernel computes one output element per thread with cuda_ops.hpp's op:: functions:
-// blockIdx.x/threadIdx.x walk the pixels, blockIdx.y the channels, blockIdx.z the images.
+// Each kernel computes one output element per thread with cuda_ops.hpp's op:: functions (but
+// im2col3x3_x4, below): blockIdx.x/threadIdx.x walk the pixels, blockIdx.y the channels,
+// blockIdx.z the images.
 
 __device__ inline int pixel() { return int(blockIdx.x * blockDim.x + threadIdx.x); }
 
@@ -107,6 +108,58 @@ __global__ void im2col3x3(T* __restrict__ col, const float* __restrict__ in, con
     const int64_t img = blockIdx.z;
     const int row = int(blockIdx.y);
     col[op::im2col_index(C, H * W, img, row, p)] = from_float<T>(op::im2col_value(in, addend, C, H, W, img, row, p));
+}
+
+// The fast im2col where W % 4 == 0 (every v1 layer): one thread takes 4 neighbouring pixels of
+// one channel, loads their 3x6 neighbourhood once and writes all 9 taps with vector stores; the
+// one-element-per-thread kernel above ran at a quarter of the memory bandwidth. Same values as
+// op::im2col_value (in + addend, zero outside).
+template <class T>
+struct Store4;
+template <>
+struct Store4<float> {
+    __device__ static void at(float* dst, float a, float b, float c, float d) {
+        *reinterpret_cast<float4*>(dst) = make_float4(a, b, c, d);
+    }
+};
+template <>
+struct Store4<__nv_bfloat16> {
+    __device__ static void at(__nv_bfloat16* dst, float a, float b, float c, float d) {
+        __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+        uint2 u;
+        u.x = *reinterpret_cast<const unsigned*>(&lo);
+        u.y = *reinterpret_cast<const unsigned*>(&hi);
+        *reinterpret_cast<uint2*>(dst) = u;
+    }
+};
+
+template <class T>
+__global__ void im2col3x3_x4(T* __restrict__ col, const float* __restrict__ in, const float* __restrict__ addend, int C,
+                             int H, int W) {
+    const int q = pixel(), HW = H * W;
+    if (q >= HW / 4) return;
+    const int c = int(blockIdx.y), y = 4 * q / W, x0 = 4 * q - y * W;
+    const int64_t img = blockIdx.z;
+    const float* src = in + (img * C + c) * int64_t(HW);
+    const float* add = addend ? addend + int64_t(c) * HW : nullptr;
+    float v[3][6];
+#pragma unroll
+    for (int dy = 0; dy < 3; ++dy) {
+        const int yy = y + dy - 1;
+#pragma unroll
+        for (int dx = 0; dx < 6; ++dx) {
+            const int xx = x0 + dx - 1;
+            const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
+            const int at = yy * W + xx;
+            v[dy][dx] = inside ? (add ? src[at] + add[at] : src[at]) : 0.0f;
+        }
+    }
+    T* out = col + (img * 9 * C + int64_t(c) * 9) * HW + 4 * q;
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky)
+#pragma unroll
+        for (int kx = 0; kx < 3; ++kx)
+            Store4<T>::at(out + int64_t(ky * 3 + kx) * HW, v[ky][kx], v[ky][kx + 1], v[ky][kx + 2], v[ky][kx + 3]);
 }
 
 __global__ void bias_act(float* __restrict__ x, const float* __restrict__ bias, int C, int HW, bool leaky) {
@@ -170,7 +223,15 @@ struct Backend {
         launched("pack_pairs");
     }
     void im2col(void* col, const float* in, const float* addend, int64_t C, int64_t h, int64_t w, int64_t n, bool bf16) {
-        if (bf16)
+        // Buffers are kAlign-aligned and each image's rows hold h*w (a multiple of 4) elements,
+        // so every 4-pixel group starts on a vector boundary.
+        if (w % 4 == 0 && bf16)
+            im2col3x3_x4<<<grid(h * w / 4, C, n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(col), in, addend,
+                                                                          int(C), int(h), int(w));
+        else if (w % 4 == 0)
+            im2col3x3_x4<<<grid(h * w / 4, C, n), kThreads, 0, stream>>>(static_cast<float*>(col), in, addend, int(C),
+                                                                          int(h), int(w));
+        else if (bf16)
             im2col3x3<<<grid(h * w, 9 * C, n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(col), in, addend, int(C),
                                                                        int(h), int(w));
         else
