@@ -33,6 +33,7 @@ struct HostBackend {
     std::vector<float> workspace, weights;
     std::vector<uint16_t> weights_bf16;
     int64_t gemms = 0, accesses = 0;
+    int64_t im2col_x4 = 0, im2col_x1 = 0;  // images im2col'ed by the 4-pixel and the 1-pixel form
 
     HostBackend(const cuda::Net& net, const Plan& p, const cuda::WeightLayout& l)
         : plan(p), layout(l), workspace(size_t(p.arena_bytes / 4), std::numeric_limits<float>::quiet_NaN()) {
@@ -82,14 +83,30 @@ struct HostBackend {
             inside(addend, C * HW * 4, "im2col addend");
             disjoint(col, col_bytes, addend, C * HW * 4, "im2col output and addend");
         }
-        for (int64_t img = 0; img < n; ++img)
+        auto put = [&](int64_t i, float v) {
+            if (bf16) static_cast<uint16_t*>(col)[i] = float_to_bf16(v);
+            else static_cast<float*>(col)[i] = v;
+        };
+        // As the GPU chooses its kernel: the 4-pixel form where w % 4 == 0, else one element at a time.
+        for (int64_t img = 0; img < n; ++img) {
+            if (w % 4 == 0) {
+                ++im2col_x4;
+                for (int c = 0; c < C; ++c)
+                    for (int q = 0; q < HW / 4; ++q) {
+                        float v[3][6];
+                        cuda::op::im2col_neighbourhood(in, addend, int(C), int(h), int(w), img, c, q, v);
+                        for (int t = 0; t < 9; ++t)
+                            for (int j = 0; j < 4; ++j)
+                                put(cuda::op::im2col_index(int(C), int(HW), img, c * 9 + t, 4 * q + j), v[t / 3][t % 3 + j]);
+                    }
+                continue;
+            }
+            ++im2col_x1;
             for (int row = 0; row < 9 * C; ++row)
-                for (int p = 0; p < HW; ++p) {
-                    const float v = cuda::op::im2col_value(in, addend, int(C), int(h), int(w), img, row, p);
-                    const int64_t i = cuda::op::im2col_index(int(C), int(HW), img, row, p);
-                    if (bf16) static_cast<uint16_t*>(col)[i] = float_to_bf16(v);
-                    else static_cast<float*>(col)[i] = v;
-                }
+                for (int p = 0; p < HW; ++p)
+                    put(cuda::op::im2col_index(int(C), int(HW), img, row, p),
+                        cuda::op::im2col_value(in, addend, int(C), int(h), int(w), img, row, p));
+        }
     }
 
     void gemm(const cuda::Gemm& g, int64_t batch, const void* col, bool bf16, const cuda::ConvSlot& w, float* c,
@@ -171,13 +188,15 @@ struct HostBackend {
     }
 };
 
-std::vector<float> emulate(const CudaCase& c, const cuda::Options& opt, Plan* plan_out = nullptr) {
+std::vector<float> emulate(const CudaCase& c, const cuda::Options& opt, Plan* plan_out = nullptr,
+                           std::pair<int64_t, int64_t>* im2col_forms = nullptr) {
     const Plan p = cuda::make_plan(c.net, opt, c.B, c.S, c.H, c.W);
     const cuda::WeightLayout layout = cuda::weight_layout(c.net, opt.precision == cuda::Precision::bf16);
     HostBackend be(c.net, p, layout);
     std::vector<float> logits(size_t(c.B * c.H * c.W), std::numeric_limits<float>::quiet_NaN());
     cuda::run_plan(be, p, layout, c.query.data(), c.images.data(), c.labels.data(), logits.data());
     if (plan_out) *plan_out = p;
+    if (im2col_forms) *im2col_forms = {be.im2col_x4, be.im2col_x1};
     return logits;
 }
 
@@ -549,8 +568,10 @@ TEST_CASE("CUDA weight layout: the v1 checkpoint split and packed for the GEMMs"
 // the emulation's loops are slow under the sanitizers, and test_cuda runs v1's golden case.
 TEST_CASE("CUDA forward as sequenced for the GPU, emulated on the CPU: golden case and v1") {
     const CudaCase c = golden_case("custom_b1_s3_48x80");
-    const std::vector<float> out = emulate(c, {});
+    std::pair<int64_t, int64_t> forms;
+    const std::vector<float> out = emulate(c, {}, nullptr, &forms);
     CHECK(max_abs_diff(out, c.golden) <= parity_bound(c.golden));
+    CHECK(forms.first > 0);  // widths 80, 40, 20: the 4-pixel im2col
     CHECK(max_abs_diff(out, c.cpu) <= parity_bound(c.cpu));
 
     const CudaCase v1 = random_case(kV1, 1, 4, 16, 16, 3);
@@ -569,18 +590,23 @@ TEST_CASE("CUDA forward emulated: chunking, batches, support sizes and 1- to 3-l
         {{{4, 4}, {4, 6}, {5, 4}, {4, 4}}, 1, 1, 16, 8},  // four levels, S = 1
     };
     uint32_t seed = 7;
+    std::pair<int64_t, int64_t> forms_seen{0, 0};
     for (const Shape& s : shapes) {
         const CudaCase c = random_case(s.enc, s.B, s.S, s.H, s.W, seed++);
         INFO(c.name);
         for (int64_t budget : {int64_t(256) << 20, int64_t(1)}) {  // all supports at once, one per chunk
             INFO("chunk budget " << budget);
             Plan p;
-            const std::vector<float> out = emulate(c, with(cuda::Precision::fp32, budget), &p);
+            std::pair<int64_t, int64_t> forms;
+            const std::vector<float> out = emulate(c, with(cuda::Precision::fp32, budget), &p, &forms);
+            forms_seen.first += forms.first, forms_seen.second += forms.second;
             CHECK(max_abs_diff(out, c.cpu) <= parity_bound(c.cpu));
             if (budget == 1)
                 for (const cuda::BlockPlan& b : p.encoder) CHECK(b.chunk == (b.support_path() ? 1 : 0));
         }
     }
+    CHECK(forms_seen.first > 0);   // widths 12, 24, 16, 8: the 4-pixel im2col
+    CHECK(forms_seen.second > 0);  // widths 10 and 6: one pixel at a time
 }
 
 // (The v1 golden case, emulated the same way, agrees on every pixel with max |logit - golden|

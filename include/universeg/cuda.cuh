@@ -111,9 +111,9 @@ __global__ void im2col3x3(T* __restrict__ col, const float* __restrict__ in, con
 }
 
 // The fast im2col where W % 4 == 0 (every v1 layer): one thread takes 4 neighbouring pixels of
-// one channel, loads their 3x6 neighbourhood once and writes all 9 taps with vector stores; the
-// one-element-per-thread kernel above ran at a quarter of the memory bandwidth. Same values as
-// op::im2col_value (in + addend, zero outside).
+// one channel, loads their 3x6 neighbourhood once (op::im2col_neighbourhood) and writes all 9
+// taps with vector stores; the one-element-per-thread kernel above ran at a quarter of the
+// memory bandwidth.
 template <class T>
 struct Store4;
 template <>
@@ -138,23 +138,11 @@ __global__ void im2col3x3_x4(T* __restrict__ col, const float* __restrict__ in, 
                              int H, int W) {
     const int q = pixel(), HW = H * W;
     if (q >= HW / 4) return;
-    const int c = int(blockIdx.y), y = 4 * q / W, x0 = 4 * q - y * W;
+    const int c = int(blockIdx.y);
     const int64_t img = blockIdx.z;
-    const float* src = in + (img * C + c) * int64_t(HW);
-    const float* add = addend ? addend + int64_t(c) * HW : nullptr;
     float v[3][6];
-#pragma unroll
-    for (int dy = 0; dy < 3; ++dy) {
-        const int yy = y + dy - 1;
-#pragma unroll
-        for (int dx = 0; dx < 6; ++dx) {
-            const int xx = x0 + dx - 1;
-            const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
-            const int at = yy * W + xx;
-            v[dy][dx] = inside ? (add ? src[at] + add[at] : src[at]) : 0.0f;
-        }
-    }
-    T* out = col + (img * 9 * C + int64_t(c) * 9) * HW + 4 * q;
+    op::im2col_neighbourhood(in, addend, C, H, W, img, c, q, v);
+    T* out = col + op::im2col_index(C, HW, img, c * 9, 4 * q);
 #pragma unroll
     for (int ky = 0; ky < 3; ++ky)
 #pragma unroll

@@ -54,6 +54,24 @@ UNIVERSEG_HD float im2col_value(const float* in, const float* addend, int C, int
 }
 UNIVERSEG_HD int64_t im2col_index(int C, int HW, int64_t img, int row, int p) { return (img * 9 * C + row) * HW + p; }
 
+// The 4-pixel form used where W % 4 == 0: pixels 4q..4q+3 of channel c lie in one row, and
+// v[dy][dx] = in (+ addend) at (y + dy - 1, x0 + dx - 1), zero outside; tap ky*3 + kx of pixel
+// 4q + j is then v[ky][kx + j], the value im2col_value gives.
+UNIVERSEG_HD void im2col_neighbourhood(const float* in, const float* addend, int C, int H, int W, int64_t img, int c, int q,
+                                       float v[3][6]) {
+    const int HW = H * W, y = 4 * q / W, x0 = 4 * q - y * W;
+    const float* src = in + (img * C + c) * int64_t(HW);
+    const float* add = addend ? addend + int64_t(c) * HW : nullptr;
+    for (int dy = 0; dy < 3; ++dy) {
+        const int yy = y + dy - 1;
+        for (int dx = 0; dx < 6; ++dx) {
+            const int xx = x0 + dx - 1, at = yy * W + xx;
+            const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
+            v[dy][dx] = inside ? (add ? src[at] + add[at] : src[at]) : 0.0f;
+        }
+    }
+}
+
 // x + bias, then LeakyReLU when `leaky` (as ops.hpp: x > 0 ? x : slope * x).
 UNIVERSEG_HD float bias_act_value(float x, float bias, bool leaky) {
     const float t = x + bias;
