@@ -210,22 +210,19 @@ struct Backend {
         gpu::pack_pairs<<<grid(HW, 1, S), kThreads, 0, stream>>>(v, images, labels, int(HW));
         launched("pack_pairs");
     }
-    void im2col(void* col, const float* in, const float* addend, int64_t C, int64_t h, int64_t w, int64_t n, bool bf16) {
-        // Buffers are kAlign-aligned and each image's rows hold h*w (a multiple of 4) elements,
-        // so every 4-pixel group starts on a vector boundary.
-        if (w % 4 == 0 && bf16)
-            im2col3x3_x4<<<grid(h * w / 4, C, n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(col), in, addend,
-                                                                          int(C), int(h), int(w));
-        else if (w % 4 == 0)
-            im2col3x3_x4<<<grid(h * w / 4, C, n), kThreads, 0, stream>>>(static_cast<float*>(col), in, addend, int(C),
-                                                                          int(h), int(w));
-        else if (bf16)
-            im2col3x3<<<grid(h * w, 9 * C, n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(col), in, addend, int(C),
-                                                                       int(h), int(w));
+    // Buffers are kAlign-aligned and each image's rows hold h*w (a multiple of 4 where the
+    // 4-pixel form runs) elements, so every 4-pixel group starts on a vector boundary.
+    template <class T>
+    void im2col_as(T* col, const float* in, const float* addend, int64_t C, int64_t h, int64_t w, int64_t n) {
+        if (w % 4 == 0)
+            im2col3x3_x4<<<grid(h * w / 4, C, n), kThreads, 0, stream>>>(col, in, addend, int(C), int(h), int(w));
         else
-            im2col3x3<<<grid(h * w, 9 * C, n), kThreads, 0, stream>>>(static_cast<float*>(col), in, addend, int(C), int(h),
-                                                                       int(w));
+            im2col3x3<<<grid(h * w, 9 * C, n), kThreads, 0, stream>>>(col, in, addend, int(C), int(h), int(w));
         launched("im2col3x3");
+    }
+    void im2col(void* col, const float* in, const float* addend, int64_t C, int64_t h, int64_t w, int64_t n, bool bf16) {
+        if (bf16) im2col_as(static_cast<__nv_bfloat16*>(col), in, addend, C, h, w, n);
+        else im2col_as(static_cast<float*>(col), in, addend, C, h, w, n);
     }
     // C = col * weights as planned by g (column-major, see cuda_plan.hpp), for `batch` images.
     void gemm(const Gemm& g, int64_t batch, const void* col, bool bf16, const ConvSlot& w, float* c, const std::string& block,
