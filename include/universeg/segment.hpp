@@ -109,22 +109,17 @@ inline std::vector<std::vector<int64_t>> support_subsets(int64_t n, int64_t size
 }
 
 // Everything about the supports that does not depend on the query, built once and used for
-// every query: the chosen subsets, their images and one binary mask set per label value, in
-// each mirrored view.
+// every query: the chosen subsets, their images and one binary mask set per label value.
 struct Task {
     const Model* model = nullptr;
     engine::Options engine;  // how each forward pass runs
     int64_t height = 0, width = 0;
     std::vector<int64_t> values;  // label values, ascending
-    struct View {
-        std::vector<float> images;               // (S, H, W)
-        std::vector<std::vector<float>> masks;   // per value: (S, H, W) of 0/1
-    };
     struct Member {
         int64_t size = 0;
-        std::vector<int64_t> indices;  // into the SupportSet
-        // views[f]: mirrored left-right when f is odd, up-down when f >= 2; views[0] as given.
-        std::vector<View> views;
+        std::vector<float> images;               // (S, H, W)
+        std::vector<std::vector<float>> masks;   // per value: (S, H, W) of 0/1
+        std::vector<int64_t> indices;            // into the SupportSet
     };
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
@@ -171,26 +166,14 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
         Task::Member mem;
         mem.size = size;
         mem.indices = subset;
-        Task::View given;
         for (int64_t i : subset)
-            given.images.insert(given.images.end(), set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW);
+            mem.images.insert(mem.images.end(), set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW);
         for (int64_t v : t.values) {
             std::vector<float> mask(size_t(size * HW));
             for (int64_t s = 0; s < size; ++s)
                 for (int64_t p = 0; p < HW; ++p)
                     mask[size_t(s * HW + p)] = set.labels[size_t(subset[size_t(s)] * HW + p)] == float(v) ? 1.0f : 0.0f;
-            given.masks.push_back(std::move(mask));
-        }
-        mem.views.push_back(std::move(given));
-        for (int64_t f = 1; f < t.flips; ++f) {
-            const Task::View& g = mem.views[0];
-            Task::View view{std::vector<float>(g.images.size()), {}};
-            flip_images(view.images.data(), g.images.data(), size, t.height, t.width, f % 2 == 1, f >= 2);
-            for (const std::vector<float>& mask : g.masks) {
-                view.masks.emplace_back(mask.size());
-                flip_images(view.masks.back().data(), mask.data(), size, t.height, t.width, f % 2 == 1, f >= 2);
-            }
-            mem.views.push_back(std::move(view));
+            mem.masks.push_back(std::move(mask));
         }
         t.members.push_back(std::move(mem));
     }
@@ -206,16 +189,19 @@ inline std::vector<Image> predict_probabilities(const Task& t, const Image& quer
     const int64_t HW = t.height * t.width;
     std::vector<Image> probs(t.values.size(), Image{t.height, t.width, std::vector<float>(size_t(HW), 0.0f)});
     std::vector<float> logits(static_cast<size_t>(HW)), flipped(static_cast<size_t>(HW));
-    std::vector<float> q(static_cast<size_t>(HW));
+    std::vector<float> q(static_cast<size_t>(HW)), images, masks;
     const double share = 1.0 / double(t.members.size() * size_t(t.flips));
     for (int64_t f = 0; f < t.flips; ++f) {
         const bool fx = f % 2 == 1, fy = f >= 2;
         flip_images(q.data(), query.pixels.data(), 1, t.height, t.width, fx, fy);
         for (const Task::Member& mem : t.members) {
-            const Task::View& view = mem.views[size_t(f)];
+            images.resize(mem.images.size());
+            flip_images(images.data(), mem.images.data(), mem.size, t.height, t.width, fx, fy);
             for (size_t l = 0; l < t.values.size(); ++l) {
-                t.model->forward(q.data(), view.images.data(), view.masks[l].data(), 1, mem.size, t.height, t.width,
-                                 flipped.data(), t.engine);
+                masks.resize(mem.masks[l].size());
+                flip_images(masks.data(), mem.masks[l].data(), mem.size, t.height, t.width, fx, fy);
+                t.model->forward(q.data(), images.data(), masks.data(), 1, mem.size, t.height, t.width, flipped.data(),
+                                 t.engine);
                 flip_images(logits.data(), flipped.data(), 1, t.height, t.width, fx, fy);  // back to the query's frame
                 for (int64_t p = 0; p < HW; ++p)
                     probs[l].pixels[size_t(p)] += float(1.0 / (1.0 + std::exp(-double(logits[size_t(p)]))) * share);
