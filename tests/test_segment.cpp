@@ -437,6 +437,54 @@ TEST_CASE("finetune: held-out Dice before and after, weights written whole, clea
     REQUIRE(contains(r.err, "nowhere"));
 }
 
+// The number printed after `marker` in `text` (the first occurrence), or -1.
+double number_after(const std::string& text, const std::string& marker) {
+    const size_t at = text.find(marker);
+    return at == std::string::npos ? -1.0 : std::atof(text.c_str() + at + marker.size());
+}
+
+TEST_CASE("train: checkpoints, log and chart; --init starts a new run from trained weights", "[cli]") {
+    TempDir dir("clitrain");
+    const std::string common = "train --threads 1 --size 16 --support-size 2 --eval-tasks 2 --eval-support 2 --eval-queries 1 "
+                               "--steps 4 --eval-every 2 --checkpoint-every 2 ";
+    const std::string a = dir / "a.safetensors";
+    // Without a moving average (--ema 0) the shipped weights are the last step's, whose Dice
+    // differs from the initial weights': a new run from them must start at that Dice.
+    Run r = cli(dir, common + "--config '[8,8]' --seed 3 --ema 0 --out '" + a + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "final checkpoint at step 4"));
+    for (const char* f : {"a.safetensors", "a.ckpt.safetensors", "a.log.csv", "a.svg"}) REQUIRE(fs::file_size(dir / f) > 0);
+    const double a_dice = number_after(r.out, "step 4 held-out Dice "), a_init = number_after(r.out, "step 0 held-out Dice ");
+    REQUIRE(a_dice >= 0);
+    REQUIRE(a_dice != Approx(a_init).margin(1e-3));
+
+    // From the weights file or from the checkpoint, the new run's first evaluation (step 0, the
+    // same held-out set) gives the Dice that a's last evaluation gave.
+    for (const std::string from : {a, dir / "a.ckpt.safetensors"}) {
+        const std::string c = dir / "c.safetensors";
+        r = cli(dir, common + "--seed 4 --init '" + from + "' --out '" + c + "'");
+        REQUIRE(r.rc == 0);
+        REQUIRE(contains(r.out, "starting from the weights in"));
+        REQUIRE(number_after(r.out, "step 0 held-out Dice ") == Approx(a_dice).margin(1e-4));
+        const StateDict before = load_state_dict(a), after = load_state_dict(c);
+        REQUIRE(after.size() == before.size());
+        bool changed = false;
+        for (const auto& [key, t] : before) changed = changed || after.at(key).data != t.data;
+        REQUIRE(changed);
+    }
+
+    r = cli(dir, common + "--init '" + a + "' --resume '" + dir / "a.ckpt.safetensors" + "' --out '" + dir / "d.safetensors" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--init"));
+    r = cli(dir, common + "--config '[8,8,8]' --init '" + a + "' --out '" + dir / "d.safetensors" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--config"));
+    r = cli(dir, common + "--init '" + dir / "missing.safetensors" + "' --out '" + dir / "d.safetensors" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "missing.safetensors"));
+    REQUIRE(!fs::exists(dir / "d.safetensors"));
+}
+
 TEST_CASE("segment: ensembles and support subsets", "[cli]") {
     TempDir dir("cliens");
     make_2d_fixture(dir);

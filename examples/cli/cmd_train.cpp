@@ -54,6 +54,9 @@ const char* kTrainUsage =
     "  --seed N                initialisation and data seed (0)\n"
     "  --threads N             OpenMP threads (default: all cores); results depend only on the seed\n"
     "  --resume CKPT           continue a run from its checkpoint (weights, Adam state, step, seed)\n"
+    "  --init W                start from trained weights (.pt, .safetensors, or a checkpoint's\n"
+    "                          moving average) with a fresh optimiser at step 0: a new schedule\n"
+    "                          on top of a finished run; use another --seed for new tasks\n"
     "  --checkpoint PATH       checkpoint file (default OUT with .ckpt.safetensors)\n"
     "  --checkpoint-every N    steps between checkpoints (500)\n"
     "  --log PATH              CSV log (default OUT with .log.csv); --chart PATH SVG (OUT .svg)\n"
@@ -246,6 +249,14 @@ universeg::TrainOptions parse_train_options(const Args& a, int64_t steps_default
     return o;
 }
 
+// Weights to start a new run from: a weights file, or a training checkpoint's shipped weights
+// (its moving average).
+universeg::StateDict starting_weights(const std::string& path) {
+    universeg::StateDict weights = universeg::load_state_dict(path);
+    if (weights.count("train.step")) weights = universeg::weights_dict(universeg::train_state_from(weights), true);
+    return weights;
+}
+
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
@@ -253,7 +264,7 @@ int cmd_train(int argc, char** argv) {
            {"--out", "--config", "--steps", "--support-size", "--support-min", "--batch", "--size", "--final-size", "--final-steps", "--mix-size",
             "--mix-fraction", "--data",
             "--real-fraction", "--lr", "--warmup", "--min-lr-ratio", "--weight-decay", "--clip", "--loss", "--ema", "--seed",
-            "--threads", "--resume", "--checkpoint", "--checkpoint-every", "--log", "--chart", "--log-every",
+            "--threads", "--resume", "--init", "--checkpoint", "--checkpoint-every", "--log", "--chart", "--log-every",
             "--eval-every", "--eval-tasks", "--eval-support", "--eval-queries"},
            {"--synthetic"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
@@ -291,6 +302,8 @@ int cmd_train(int argc, char** argv) {
     universeg::TrainState st;
     std::vector<LogRow> rows;
     double elapsed_before = 0;
+    if (a.has("--resume") && a.has("--init"))
+        throw Error("--resume and --init exclude each other: --resume continues a run, --init starts a new one from weights");
     if (a.has("--resume")) {
         const universeg::StateDict sd = universeg::load_safetensors(a.get("--resume"));
         if (!sd.count("train.step"))
@@ -304,6 +317,11 @@ int cmd_train(int argc, char** argv) {
         if (it != sd.end() && it->second.numel() == 1) elapsed_before = double(it->second.data[0]);
         rows = read_log(log_path, st.step);
         std::printf("resumed %s at step %lld\n", a.get("--resume").c_str(), (long long)st.step);
+    } else if (a.has("--init")) {
+        st = universeg::train_state_from(starting_weights(a.get("--init")), uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)));
+        if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
+            throw Error("--config " + a.get("--config") + " differs from " + a.get("--init") + "'s " + st.config.to_string());
+        std::printf("starting from the weights in %s\n", a.get("--init").c_str());
     } else {
         const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"));
         st = universeg::init_train_state(config, uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)));
@@ -421,10 +439,7 @@ int cmd_finetune(int argc, char** argv) {
     const int64_t B = a.get_int("--batch", 1, 1, 64);
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
 
-    universeg::StateDict weights = universeg::load_state_dict(a.get("--weights"));
-    if (weights.count("train.step"))  // a training checkpoint: start from the weights it ships (the moving average)
-        weights = universeg::weights_dict(universeg::train_state_from(weights), true);
-    universeg::TrainState st = universeg::train_state_from(weights, seed);  // fresh optimiser at step 0
+    universeg::TrainState st = universeg::train_state_from(starting_weights(a.get("--weights")), seed);  // fresh optimiser
     if (size % st.config.size_multiple())
         throw Error("--size " + std::to_string(size) + " is not a multiple of " + std::to_string(st.config.size_multiple()));
     const universeg::FolderTasks data = universeg::load_folder_tasks({dir}, size);
