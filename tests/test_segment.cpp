@@ -485,6 +485,61 @@ TEST_CASE("train: checkpoints, log and chart; --init starts a new run from train
     REQUIRE(!fs::exists(dir / "d.safetensors"));
 }
 
+TEST_CASE("info, bench and bench-chart", "[cli]") {
+    TempDir dir("cliinfo");
+    // The architectures and v1's parameter count as the reference model and the paper give them.
+    Run r = cli(dir, "info '" + std::string(UNIVERSEG_TEST_DATA) + "/golden/v1_b2_s4_128/weights.pt'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "encoder [64,64,64,64] decoder [64,64,64]"));
+    REQUIRE(contains(r.out, "parameters:    1182785"));
+    REQUIRE(contains(r.out, "multiples of 8"));
+    r = cli(dir, "info '" + kWeights + "'");
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "encoder [[16,8],[24,16],32] decoder [[24,16],[16,8]]"));  // the case's config.json
+    REQUIRE(contains(r.out, "multiples of 4"));
+
+    const std::string bench = "bench --threads 1 --weights '" + kWeights + "' --support-size 2 --size 32 --repeats 2 ";
+    r = cli(dir, bench);
+    REQUIRE(r.rc == 0);
+    const double median = number_after(r.out, "median_ms="), fastest = number_after(r.out, "min_ms=");
+    REQUIRE(median > 0);
+    REQUIRE(fastest > 0);
+    REQUIRE(fastest <= median);
+    REQUIRE(number_after(r.out, "peak_rss_mb=") > 0);
+    REQUIRE(contains(r.out, "S=2 B=1 size=32 threads=1 precision=fp32"));
+    r = cli(dir, bench + "--json");
+    REQUIRE(r.rc == 0);
+    REQUIRE(number_after(r.out, "\"median_ms\": ") > 0);
+    REQUIRE(contains(r.out, "\"support_size\": 2"));
+    r = cli(dir, bench + "--support-size 0");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--support-size"));
+    r = cli(dir, "bench --weights '" + kWeights + "' --size 30 --repeats 1");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "30x30"));
+
+    {
+        std::ofstream t(dir / "r.tsv");
+        t << "engine\tsupport_size\tmedian_ms\nuniverseg\t1\t20\nuniverseg\t8\t60\nPyTorch\t1\t1300\nPyTorch\t8\t2400\n";
+    }
+    r = cli(dir, "bench-chart --in '" + dir / "r.tsv" + "' --out '" + dir / "c.svg" + "'");
+    REQUIRE(r.rc == 0);
+    const std::string svg = slurp(dir / "c.svg");
+    REQUIRE(svg.rfind("<svg", 0) == 0);
+    size_t lines = 0;
+    for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) ++lines;
+    REQUIRE(lines == 2);  // one per engine
+    REQUIRE(contains(svg, "PyTorch"));
+    {
+        std::ofstream t(dir / "bad.tsv");
+        t << "engine\tS\n";
+    }
+    r = cli(dir, "bench-chart --in '" + dir / "bad.tsv" + "' --out '" + dir / "d.svg" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "bad.tsv"));
+    REQUIRE(!fs::exists(dir / "d.svg"));
+}
+
 TEST_CASE("segment: ensembles and support subsets", "[cli]") {
     TempDir dir("cliens");
     make_2d_fixture(dir);
