@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -204,6 +205,27 @@ TEST_CASE("direct convolution with bf16 products: odd sizes, tails, both epilogu
                 CHECK(err < 1e-2);
                 CHECK(err > 1e-6);  // the products really are bf16
             }
+    }
+}
+
+// The bf16 mode's stored feature maps (engine.hpp, support16) go through to_bf16.
+TEST_CASE("to_bf16 rounds to nearest even, as float_to_bf16 does") {
+    std::vector<float> v = random_floats(4096, 77, 100.0f);
+    std::mt19937 rng(78);
+    for (size_t i = 0; i < v.size(); i += 3) {  // exact ties, with even and odd kept mantissas
+        uint32_t b = (rng() & 0x3FFF0000u) | 0x8000u | 0x3F000000u;
+        std::memcpy(&v[i], &b, 4);
+    }
+    v[1] = 0.0f;
+    v[2] = -1.0f;
+    for (const kernels::Table* t : tables()) {
+        if (!t->to_bf16 || !kernels::cpu_has_bf16()) continue;
+        INFO(t->name);
+        std::vector<uint16_t> got(v.size());
+        t->to_bf16(got.data(), v.data(), int64_t(v.size()));
+        size_t wrong = 0;
+        for (size_t i = 0; i < v.size(); ++i) wrong += got[i] != float_to_bf16(v[i]);
+        CHECK(wrong == 0);
     }
 }
 

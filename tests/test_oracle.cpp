@@ -51,23 +51,27 @@ Random random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, 
 }
 
 // Packed weights + workspace that a bounded call with groups of G supports may use.
-int64_t bounded_need(const Model& m, int64_t H, int64_t W, int64_t G) {
+int64_t bounded_need(const Model& m, int64_t H, int64_t W, int64_t G, bool bf16 = false) {
     auto state = engine::make_state();
-    const auto pk = state->packed(m, engine::table_for({}), false, true);
+    engine::Options opt;
+    if (bf16) opt.precision = kernels::Precision::bf16;
+    const auto pk = state->packed(m, engine::table_for(opt), bf16, true);
     return engine::packed_bytes(*pk) + engine::bounded_workspace_bytes(m, *pk, H, W, G);
 }
 
 // The bounded forward with a workspace of the test's own, to measure it.
 std::vector<float> bounded_forward(const Model& m, const float* q, const float* si, const float* sl, int64_t B, int64_t S,
-                                   int64_t H, int64_t W, double mb, int64_t* workspace_bytes, int64_t* packed_bytes) {
+                                   int64_t H, int64_t W, double mb, int64_t* workspace_bytes, int64_t* packed_bytes,
+                                   bool bf16 = false) {
     auto state = engine::make_state();
     engine::Workspace ws;
     engine::Options opt;
     opt.max_memory_mb = mb;
+    if (bf16) opt.precision = kernels::Precision::bf16;
     std::vector<float> out(size_t(B * H * W));
     engine::forward(m, *state, ws, q, si, sl, B, S, H, W, out.data(), opt);
     *workspace_bytes = ws.bytes();
-    *packed_bytes = engine::packed_bytes(*state->packed(m, engine::table_for(opt), false, true));
+    *packed_bytes = engine::packed_bytes(*state->packed(m, engine::table_for(opt), bf16, true));
     return out;
 }
 
@@ -235,12 +239,25 @@ TEST_CASE("a memory bound below one support at a time is refused, naming the min
 
 TEST_CASE("bf16 under a memory bound gives the bf16 logits, bit for bit") {
     if (!kernels::cpu_has_bf16()) return;  // the bf16 kernels need AVX512_BF16
-    const GoldenCase c = load_golden("custom_b1_s3_48x80");
-    engine::Options bf16;
-    bf16.precision = kernels::Precision::bf16;
-    const std::vector<float> ref = engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, bf16);
-    bf16.max_memory_mb = 16;
-    CHECK(same_bits(engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, bf16), ref));
+    // v1 (every support path in bf16, its stored features too) with one support at a time and
+    // with all of them in one group; the custom case has no layer wide enough for bf16.
+    for (const char* name : {"v1_b2_s4_128", "custom_b1_s3_48x80"}) {
+        INFO(name);
+        const GoldenCase c = load_golden(name);
+        engine::Options bf16;
+        bf16.precision = kernels::Precision::bf16;
+        const std::vector<float> ref =
+            engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, bf16);
+        for (int64_t G : {int64_t(1), c.S}) {
+            INFO("group of " << G);
+            const double mb = double(bounded_need(c.model, c.H, c.W, G, true)) / double(1 << 20);
+            int64_t ws = 0, packed = 0;
+            const std::vector<float> out = bounded_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S,
+                                                           c.H, c.W, mb, &ws, &packed, true);
+            CHECK(same_bits(out, ref));
+            CHECK(double(ws + packed) <= mb * double(1 << 20));
+        }
+    }
 }
 
 // ---- the CLI ----

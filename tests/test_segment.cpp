@@ -406,6 +406,18 @@ TEST_CASE("segment: at the model size the output is exactly the model's", "[cli]
     for (int i = 0; i < H * W; ++i) REQUIRE(p.data[size_t(i)] == Approx(sigmoid(logits[size_t(i)])).margin(1e-5));
 }
 
+// `after` holds the same tensors as `before` (names and shapes), and training changed some values.
+void require_trained_from(const StateDict& before, const StateDict& after) {
+    REQUIRE(after.size() == before.size());
+    bool changed = false;
+    for (const auto& [key, t] : before) {
+        REQUIRE(after.count(key));
+        REQUIRE(after.at(key).shape == t.shape);
+        changed = changed || after.at(key).data != t.data;
+    }
+    REQUIRE(changed);
+}
+
 TEST_CASE("finetune: held-out Dice before and after, weights written whole, clear errors", "[cli]") {
     TempDir dir("clift");
     make_2d_fixture(dir);
@@ -418,15 +430,7 @@ TEST_CASE("finetune: held-out Dice before and after, weights written whole, clea
     r = cli(dir, base + "--steps 3 --out '" + dir / "tuned.safetensors" + "'");
     REQUIRE(r.rc == 0);
     REQUIRE(contains(r.out, "held-out Dice after 3 steps"));
-    const StateDict before = load_state_dict(kWeights), after = load_state_dict(dir / "tuned.safetensors");
-    REQUIRE(after.size() == before.size());
-    bool changed = false;
-    for (const auto& [key, t] : before) {
-        REQUIRE(after.count(key));
-        REQUIRE(after.at(key).shape == t.shape);
-        changed = changed || after.at(key).data != t.data;
-    }
-    REQUIRE(changed);
+    require_trained_from(load_state_dict(kWeights), load_state_dict(dir / "tuned.safetensors"));
     for (const auto& e : fs::directory_iterator(dir.path)) REQUIRE(e.path().filename().string().find(".tmp") == std::string::npos);
 
     r = cli(dir, base + "--steps 3");
@@ -466,11 +470,7 @@ TEST_CASE("train: checkpoints, log and chart; --init starts a new run from train
         REQUIRE(r.rc == 0);
         REQUIRE(contains(r.out, "starting from the weights in"));
         REQUIRE(number_after(r.out, "step 0 held-out Dice ") == Approx(a_dice).margin(1e-4));
-        const StateDict before = load_state_dict(a), after = load_state_dict(c);
-        REQUIRE(after.size() == before.size());
-        bool changed = false;
-        for (const auto& [key, t] : before) changed = changed || after.at(key).data != t.data;
-        REQUIRE(changed);
+        require_trained_from(load_state_dict(a), load_state_dict(c));
     }
 
     r = cli(dir, common + "--init '" + a + "' --resume '" + dir / "a.ckpt.safetensors" + "' --out '" + dir / "d.safetensors" + "'");

@@ -302,6 +302,7 @@ int cmd_train(int argc, char** argv) {
     universeg::TrainState st;
     std::vector<LogRow> rows;
     double elapsed_before = 0;
+    const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     if (a.has("--resume") && a.has("--init"))
         throw Error("--resume and --init exclude each other: --resume continues a run, --init starts a new one from weights");
     if (a.has("--resume")) {
@@ -311,20 +312,20 @@ int cmd_train(int argc, char** argv) {
         st = universeg::train_state_from(sd);
         if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
             throw Error("--config " + a.get("--config") + " differs from the checkpoint's " + st.config.to_string());
-        if (a.has("--seed") && uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)) != st.seed)
+        if (a.has("--seed") && seed != st.seed)
             throw Error("--seed differs from the checkpoint's seed " + std::to_string(st.seed));
         auto it = sd.find("train.elapsed_s");
         if (it != sd.end() && it->second.numel() == 1) elapsed_before = double(it->second.data[0]);
         rows = read_log(log_path, st.step);
         std::printf("resumed %s at step %lld\n", a.get("--resume").c_str(), (long long)st.step);
     } else if (a.has("--init")) {
-        st = universeg::train_state_from(starting_weights(a.get("--init")), uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)));
+        st = universeg::train_state_from(starting_weights(a.get("--init")), seed);
         if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
             throw Error("--config " + a.get("--config") + " differs from " + a.get("--init") + "'s " + st.config.to_string());
         std::printf("starting from the weights in %s\n", a.get("--init").c_str());
     } else {
         const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"));
-        st = universeg::init_train_state(config, uint64_t(a.get_int("--seed", 0, 0, INT64_MAX)));
+        st = universeg::init_train_state(config, seed);
     }
     for (int64_t s : {size, final_size, mix_size})
         if (s % st.config.size_multiple())

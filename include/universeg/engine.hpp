@@ -210,6 +210,15 @@ inline PackedBlock pack_block(const kernels::Table& t, bool bf16, bool winograd,
     return p;
 }
 
+// bf16 mode: a block whose support path runs in bf16 (both of its convolutions, see pack_block)
+// keeps Z in bf16 and also takes its per-support inputs in bf16: the pooled outputs and skips
+// that the previous blocks store for it are rounded once when written (the means over supports,
+// which feed the target path, are summed from the unrounded values). That halves the traffic
+// of the S-fold feature maps, which at S=64 is the largest memory traffic of the forward.
+inline bool support16(const Packed& pk, const PackedBlock& pb) {
+    return pk.bf16 && !pb.cross_v.w16.empty() && !pb.support.w16.empty();
+}
+
 inline int thread_id() {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -323,6 +332,7 @@ struct Run {
     // plus `zt`, into a per-thread buffer of the six rows the band needs: the cheap cross conv
     // redoes its two halo rows (1.5x its work) so that full-size Z_i never reaches memory.
     // With z.bf16 (bf16 mode, see pack_block), Z_i is kept in bf16, made by the bf16 kernels.
+    // A bf16 store or pooled sink gets its values rounded from the fp32 band (support16).
     void support_conv(const PackedConv& pc, const Images& z, const Sinks& sinks, int64_t i0, bool low,
                       const PackedConv* cross = nullptr, const Images* v = nullptr, const Images* zt = nullptr) {
         const kernels::Table& t = *pk.table;
@@ -333,7 +343,10 @@ struct Run {
         const int64_t cp = kernels::channel_stride(pc.cout);
         const int64_t band_floats = bh * g.wp * cp, zband_floats = (bh + 2) * g.wp * z.cp / (z.bf16 ? 2 : 1);
         const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, z.cp, cp);
-        float* band_buf = sinks.store.p ? nullptr : ws.get("band", band_floats * max_threads());
+        const bool direct_store = sinks.store.p && !sinks.store.bf16;  // the kernel writes V' into the store
+        float* band_buf = direct_store ? nullptr : ws.get("band", band_floats * max_threads());
+        const int64_t pool_floats = sinks.pooled.g.w * cp;
+        float* pool_buf = sinks.pooled.bf16 ? ws.get("pool_row", pool_floats * max_threads()) : nullptr;
         float* zband_buf = cross ? ws.get("zband", zband_floats * max_threads()) : nullptr;
         if (cross) std::fill(zband_buf, zband_buf + zband_floats * max_threads(), 0.0f);  // border columns stay 0
         kernels::ConvArgs cbase;
@@ -398,7 +411,7 @@ struct Run {
                         if (y0 + r - 1 < lo || y0 + r - 1 >= hi) std::memset(reinterpret_cast<char*>(zb) + size_t(r) * row_bytes, 0, row_bytes);
                     a.in_row0 = y0;
                 }
-                if (sinks.store.p) {
+                if (direct_store) {
                     a.out = sinks.store.at(i0 + i);
                 } else {
                     a.out = band_buf + thread * band_floats;
@@ -412,6 +425,9 @@ struct Run {
                 // Row r of the band (padded row y0 + 1 + r), interior pixel x at column x + 1.
                 auto row = [&](int64_t r) { return a.out + ((y0 + 1 + r - a.out_row0) * g.wp + 1) * cp; };
                 const bool first = s0 + i0 == 0 && i == 0;
+                if (sinks.store.bf16)
+                    for (int64_t r = 0; r < rows; ++r)
+                        t.to_bf16(sinks.store.at16(i0 + i) + ((y0 + 1 + r) * g.wp + 1) * cp, row(r), g.w * cp);
                 if (sinks.mean.p)
                     for (int64_t r = 0; r < rows; ++r)
                         t.accumulate(sinks.mean.p + ((y0 + 1 + r) * g.wp + 1) * cp, row(r), g.w * cp, first);
@@ -419,9 +435,10 @@ struct Run {
                     const Images& pd = sinks.pooled;
                     for (int64_t r = 0; r + 1 < rows; r += 2) {
                         const int64_t offset = ((y0 / 2 + r / 2 + 1) * pd.g.wp + 1) * cp;
-                        float* d = pd.at(i0 + i) + offset;
+                        float* d = pd.bf16 ? pool_buf + thread * pool_floats : pd.at(i0 + i) + offset;
                         t.maxpool_row(d, row(r), row(r + 1), pd.g.w, cp);
                         if (sinks.pooled_mean.p) t.accumulate(sinks.pooled_mean.p + offset, d, pd.g.w * cp, first);
+                        if (pd.bf16) t.to_bf16(pd.at16(i0 + i) + offset, d, pd.g.w * cp);
                     }
                 }
             }
@@ -470,31 +487,40 @@ struct Run {
         });
     }
 
-    // Interior row y of concat(up(low), skip) on channels (one image each), written at `d`
-    // (pixel 0 of the row), channel stride cp, padding channels zeroed. up = bilinear x2 with
-    // align_corners=True: the reference's formula and rounding (ops.hpp).
-    static void up_concat_row(float* d, int64_t cp, int64_t y, const float* low_img, const Images& low, const float* skip_img,
-                              const Images& skip, const LinearTap<float>* xs, int64_t w) {
+    // Interior row y of concat(up(low[li]), skip[si]) on channels (images fp32 or bf16), written
+    // at `d` (pixel 0 of the row), channel stride cp, padding channels zeroed. up = bilinear x2
+    // with align_corners=True, the reference's formula (ops.hpp), by the kernels.
+    void up_concat_row(float* d, int64_t cp, int64_t y, const Images& low, int64_t li, const Images& skip, int64_t si,
+                       const std::vector<kernels::UpTap>& xs) const {
         const LinearTap<float> ty = upsample2x_tap<float>(y, low.g.h);
-        const float* r0 = low_img + ((ty.i0 + 1) * low.g.wp + 1) * low.cp;
-        const float* r1 = low_img + ((ty.i1 + 1) * low.g.wp + 1) * low.cp;
-        const float* s = skip_img + ((y + 1) * skip.g.wp + 1) * skip.cp;
-        const int64_t c = low.c, cs = skip.c;
-        for (int64_t x = 0; x < w; ++x) {
-            const LinearTap<float>& tx = xs[x];
-            const float *a0 = r0 + tx.i0 * low.cp, *a1 = r0 + tx.i1 * low.cp;
-            const float *b0 = r1 + tx.i0 * low.cp, *b1 = r1 + tx.i1 * low.cp;
-            float* o = d + x * cp;
-            for (int64_t k = 0; k < c; ++k)
-                o[k] = ty.w0 * (tx.w0 * a0[k] + tx.w1 * a1[k]) + ty.w1 * (tx.w0 * b0[k] + tx.w1 * b1[k]);
-            std::copy(s + x * skip.cp, s + x * skip.cp + cs, o + c);
-            std::fill(o + c + cs, o + cp, 0.0f);
+        kernels::UpConcatArgs a;
+        a.out = d;
+        a.out_cp = cp;
+        a.w = int64_t(xs.size());
+        a.low16 = low.bf16;
+        a.low_cp = low.cp;
+        a.c = low.c;
+        for (int r = 0; r < 2; ++r) {
+            const int64_t px = ((r == 0 ? ty.i0 : ty.i1) + 1) * low.g.wp + 1;
+            a.low[r] = low.bf16 ? static_cast<const void*>(low.at16(li) + px * low.cp) : low.at(li) + px * low.cp;
         }
+        a.wy[0] = ty.w0;
+        a.wy[1] = ty.w1;
+        a.xs = xs.data();
+        const int64_t px = (y + 1) * skip.g.wp + 1;
+        a.skip = skip.bf16 ? static_cast<const void*>(skip.at16(si) + px * skip.cp) : skip.at(si) + px * skip.cp;
+        a.skip16 = skip.bf16;
+        a.skip_cp = skip.cp;
+        a.cs = skip.c;
+        pk.table->up_concat_row(a);
     }
 
-    static std::vector<LinearTap<float>> x_taps(int64_t w, int64_t low_w) {
-        std::vector<LinearTap<float>> xs(static_cast<size_t>(w));
-        for (int64_t x = 0; x < w; ++x) xs[size_t(x)] = upsample2x_tap<float>(x, low_w);
+    static std::vector<kernels::UpTap> x_taps(int64_t w, int64_t low_w) {
+        std::vector<kernels::UpTap> xs(static_cast<size_t>(w));
+        for (int64_t x = 0; x < w; ++x) {
+            const LinearTap<float> t = upsample2x_tap<float>(x, low_w);
+            xs[size_t(x)] = {t.i0, t.i1, t.w0, t.w1};
+        }
         return xs;
     }
 
@@ -502,10 +528,8 @@ struct Run {
     void up_concat(const Images& dst, const Images& low, const Images& skip) {
         clear_borders(dst);
         const Geom& g = dst.g;
-        const std::vector<LinearTap<float>> xs = x_taps(g.w, low.g.w);
-        parallel_for(g.h, [&](int64_t y, int) {
-            up_concat_row(dst.p + ((y + 1) * g.wp + 1) * dst.cp, dst.cp, y, low.p, low, skip.p, skip, xs.data(), g.w);
-        });
+        const std::vector<kernels::UpTap> xs = x_taps(g.w, low.g.w);
+        parallel_for(g.h, [&](int64_t y, int) { up_concat_row(dst.p + ((y + 1) * g.wp + 1) * dst.cp, dst.cp, y, low, 0, skip, 0, xs); });
     }
 
     // z[i] = conv(concat(up(low[i0 + i]), skip[i0 + i])) + zt for the chunk's supports, a band of
@@ -522,7 +546,7 @@ struct Run {
         std::fill(band_buf, band_buf + band_floats * max_threads(), 0.0f);  // border columns stay 0
         float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
         auto fn = (low_prec && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
-        const std::vector<LinearTap<float>> xs = x_taps(g.w, low.g.w);
+        const std::vector<kernels::UpTap> xs = x_taps(g.w, low.g.w);
         clear_borders(z);
         parallel_for(z.n * bands, [&](int64_t item, int thread) {
             const int64_t i = item / bands, band = item % bands, y0 = 4 * band;
@@ -530,7 +554,7 @@ struct Run {
             for (int64_t r = 0; r < 6; ++r) {  // padded rows y0 .. y0+5 = interior rows y0-1 .. y0+4
                 float* row = buf + r * g.wp * in_cp;
                 const int64_t y = y0 + r - 1;
-                if (y >= 0 && y < g.h) up_concat_row(row + in_cp, in_cp, y, low.at(i0 + i), low, skip.at(i0 + i), skip, xs.data(), g.w);
+                if (y >= 0 && y < g.h) up_concat_row(row + in_cp, in_cp, y, low, i0 + i, skip, i0 + i, xs);
                 else std::fill(row, row + g.wp * in_cp, 0.0f);
             }
             kernels::ConvArgs a;
@@ -574,7 +598,7 @@ inline void block_supports(Run& r, const PackedBlock& pb, const Images& zt, cons
     Workspace& ws = r.ws;
     const Geom g = zt.g;
     const int64_t f = pb.cross_v.cout, chunk = chunk_supports(pb, g, f, r.S);
-    const bool z16 = r.pk.bf16 && !pb.cross_v.w16.empty() && !pb.support.w16.empty();  // see pack_block
+    const bool z16 = support16(r.pk, pb);
     for (int64_t i0 = 0; i0 < r.S; i0 += chunk) {
         const int64_t n = std::min(chunk, r.S - i0);
         Images in;
@@ -699,6 +723,13 @@ inline void forward_bounded(const Model& m, State& state, Workspace& ws, const f
                             const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                             int64_t W, float* logits, const Options& opt);
 
+// Whether encoder level k's per-support skips are stored in bf16: as their reader, the decoder
+// block at that level, takes them (support16).
+inline bool skip_bf16(const Packed& pk, int64_t L, int64_t k) {
+    const int64_t d = L - 2 - k;
+    return d >= 0 && d < int64_t(pk.dec.size()) && support16(pk, pk.dec[size_t(d)]);
+}
+
 // logits (B,1,H,W); inputs as in Model::forward, already checked. With opt.max_memory_mb, the
 // bounded forward below.
 inline void forward(const Model& m, State& state, Workspace& ws, const float* query, const float* support_images,
@@ -713,6 +744,7 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
     Run r{*pk, ws, S, 0, S};
     std::vector<Geom> geoms;
     for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
+    auto skip16 = [&](int64_t k) { return skip_bf16(*pk, L, k); };
 
     for (int64_t b = 0; b < B; ++b) {
         const int64_t HW = H * W;
@@ -736,13 +768,13 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
             Sinks sinks;
             if (k + 1 < L) {
                 const Geom& next = geoms[size_t(k + 1)];
-                sinks.pooled = images(ws, "pin" + std::to_string((k + 1) % 2), next, g, S);
+                sinks.pooled = images(ws, "pin" + std::to_string((k + 1) % 2), next, g, S, 0, support16(*pk, pk->enc[size_t(k + 1)]));
                 sinks.pooled_mean = images(ws, "mean_v" + std::to_string(k + 1), next, g, 1);
                 skip_mean[size_t(k)] = sinks.mean = images(ws, "skip_mean" + n, gk, g, 1);
-                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S);
+                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S, 0, skip16(k));
             } else if (D >= 1) {
                 prev_mean = sinks.mean = images(ws, "prev_mean", gk, g, 1);
-                if (D >= 2) prev = sinks.store = images(ws, "enc_last", gk, g, S);
+                if (D >= 2) prev = sinks.store = images(ws, "enc_last", gk, g, S, 0, support16(*pk, pk->dec[0]));
             }
             cross_block(r, pk->enc[size_t(k)], T, mean_v, tout, &V, nullptr, nullptr, sinks);
             if (k + 1 == L) {
@@ -769,7 +801,9 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
             Sinks sinks;
             if (!last) {
                 prev_mean = sinks.mean = images(ws, "prev_mean", gl, blk.features.conv, 1);
-                if (d + 2 < D) sinks.store = images(ws, "pin" + std::to_string(d % 2), gl, blk.features.conv, S);  // pins are free now
+                if (d + 2 < D)  // pins are free now
+                    sinks.store = images(ws, "pin" + std::to_string(d % 2), gl, blk.features.conv, S, 0,
+                                         support16(*pk, pk->dec[size_t(d + 1)]));
             }
             const Images tout = images(ws, "t_dec" + std::to_string(d % 2), gl, blk.features.conv, 1);
             cross_block(r, pk->dec[size_t(d)], tin, mv, tout, nullptr, last ? nullptr : &prev,
@@ -817,8 +851,8 @@ inline int64_t bounded_workspace_bytes(const Model& m, const Packed& pk, int64_t
     for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
     std::map<std::string, int64_t> need;  // floats per buffer name
     auto floats = [&](const std::string& name, int64_t n) { need[name] = std::max(need[name], n); };
-    auto ask = [&](const std::string& name, const Geom& g, int64_t c, int64_t n, int64_t cp = 0) {
-        floats(name, n * g.pixels() * (cp ? cp : kernels::channel_stride(c)));
+    auto ask = [&](const std::string& name, const Geom& g, int64_t c, int64_t n, int64_t cp = 0, bool bf16 = false) {
+        floats(name, n * g.pixels() * (cp ? cp : kernels::channel_stride(c)) / (bf16 ? 2 : 1));
     };
     int64_t max_cp = kernels::channel_stride(cfg.support_in);
     auto support_path = [&](const PackedBlock& pb, const Geom& g, int64_t f, int64_t c, int64_t cin, bool concat) {
@@ -844,11 +878,13 @@ inline int64_t bounded_workspace_bytes(const Model& m, const Packed& pk, int64_t
         if (k + 1 < L) {
             ask("mean_v" + std::to_string(k + 1), geoms[size_t(k + 1)], c, 1);
             ask("skip_mean" + n, gk, c, 1);
-            ask("g_pin" + std::to_string((k + 1) % 2), geoms[size_t(k + 1)], c, G);
-            if (k > 0) ask("g_skip" + n, gk, c, G);
+            const bool pin16 = support16(pk, pk.enc[size_t(k + 1)]);
+            ask("g_pin" + std::to_string((k + 1) % 2), geoms[size_t(k + 1)], c, G, 0, pin16);
+            if (pin16) floats("pool_row", geoms[size_t(k + 1)].w * kernels::channel_stride(c) * threads);
+            if (k > 0) ask("g_skip" + n, gk, c, G, 0, skip_bf16(pk, L, k));
         } else if (D >= 1) {
             ask("prev_mean", gk, c, 1);
-            if (D >= 2) ask("g_prev0", gk, c, G);
+            if (D >= 2) ask("g_prev0", gk, c, G, 0, support16(pk, pk.dec[0]));
         }
         if (k + 1 < L || D >= 1) support_path(pk.enc[size_t(k)], gk, f, c, blk.support_in, false);
     }
@@ -864,7 +900,7 @@ inline int64_t bounded_workspace_bytes(const Model& m, const Packed& pk, int64_t
         max_cp = std::max(max_cp, kernels::channel_stride(blk.target_in));
         if (d + 1 < D) {
             ask("prev_mean", gl, c, 1);
-            if (d + 2 < D) ask("g_prev" + std::to_string((d + 1) % 2), gl, c, G);
+            if (d + 2 < D) ask("g_prev" + std::to_string((d + 1) % 2), gl, c, G, 0, support16(pk, pk.dec[size_t(d + 1)]));
             support_path(pk.dec[size_t(d)], gl, f, c, cin, true);
         }
     }
@@ -930,21 +966,26 @@ inline void forward_bounded(const Model& m, State& state, Workspace& ws, const f
                 const int64_t c = m.encoder()[size_t(j)].features.conv;
                 const Geom& gk = geoms[size_t(j)];
                 if (j + 1 < L) {
-                    sinks.pooled = images(ws, "g_pin" + std::to_string((j + 1) % 2), geoms[size_t(j + 1)], c, g.S);
-                    if (j > 0) group_skip[size_t(j)] = sinks.store = images(ws, "g_skip" + std::to_string(j), gk, c, g.S);
+                    sinks.pooled = images(ws, "g_pin" + std::to_string((j + 1) % 2), geoms[size_t(j + 1)], c, g.S, 0,
+                                          support16(*pk, pk->enc[size_t(j + 1)]));
+                    if (j > 0)
+                        group_skip[size_t(j)] = sinks.store =
+                            images(ws, "g_skip" + std::to_string(j), gk, c, g.S, 0, skip_bf16(*pk, L, j));
                     if (means) {
                         sinks.pooled_mean = mean_in[size_t(j + 1)];
                         sinks.mean = skip_mean[size_t(j)];
                     }
                 } else {
-                    if (D >= 2) group_prev = sinks.store = images(ws, "g_prev0", gk, c, g.S);
+                    if (D >= 2) group_prev = sinks.store = images(ws, "g_prev0", gk, c, g.S, 0, support16(*pk, pk->dec[0]));
                     if (means) sinks.mean = prev_mean;
                 }
                 block_supports(g, pk->enc[size_t(j)], zt[size_t(j)], &group_in, nullptr, nullptr, sinks);
                 if (sinks.pooled.p) group_in = sinks.pooled;
             } else {
                 const int64_t d = j - L, level = L - 2 - d, c = m.decoder()[size_t(d)].features.conv;
-                if (d + 2 < D) sinks.store = images(ws, "g_prev" + std::to_string((d + 1) % 2), geoms[size_t(level)], c, g.S);
+                if (d + 2 < D)
+                    sinks.store = images(ws, "g_prev" + std::to_string((d + 1) % 2), geoms[size_t(level)], c, g.S, 0,
+                                         support16(*pk, pk->dec[size_t(d + 1)]));
                 if (means) sinks.mean = prev_mean;
                 block_supports(g, pk->dec[size_t(d)], zt[size_t(j)], nullptr, &group_prev, &group_skip[size_t(level)], sinks);
                 if (sinks.store.p) group_prev = sinks.store;

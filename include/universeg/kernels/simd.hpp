@@ -39,6 +39,9 @@
 // Only the bf16 functions are compiled for AVX512_BF16; the rest of the AVX-512 code must keep
 // running on AVX-512 CPUs without it.
 #define UNIVERSEG_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#define UNIVERSEG_TARGET_BF16_OR_NONE UNIVERSEG_TARGET_BF16
+#else
+#define UNIVERSEG_TARGET_BF16_OR_NONE
 #endif
 
 namespace universeg {
@@ -80,6 +83,29 @@ struct GemmArgs {
     bool add = false;
 };
 
+// One interior row of concat(up(low), skip) on channels, up = bilinear x2 (the decoder's
+// input, engine.hpp): out pixel x, channel k < c:
+//   wy[0] * (xs[x].w0 * low[0][xs[x].i0] + xs[x].w1 * low[0][xs[x].i1]) + wy[1] * (the same on low[1]),
+// channels c .. c+cs the skip's pixel x, the rest zero. low[0], low[1]: the two low-resolution
+// rows (pixel 0), fp32 or bf16 (low16); skip likewise (skip16), cs channels. The padding
+// channels of low and skip must be zero (as the kernels leave them).
+struct UpTap {
+    int64_t i0, i1;
+    float w0, w1;
+};
+struct UpConcatArgs {
+    float* out = nullptr;
+    int64_t out_cp = 0, w = 0;
+    const void* low[2] = {nullptr, nullptr};
+    bool low16 = false;
+    int64_t low_cp = 0, c = 0;
+    float wy[2] = {0, 0};
+    const UpTap* xs = nullptr;
+    const void* skip = nullptr;
+    bool skip16 = false;
+    int64_t skip_cp = 0, cs = 0;
+};
+
 // The kernels of one architecture. Function pointers, so that a table built in a translation
 // unit compiled for AVX-512 can be called from baseline code.
 struct Table {
@@ -98,6 +124,8 @@ struct Table {
     // bf16 products (pack_direct_bf16 weights; input in16, or fp32 with in_cp even); null if absent
     void (*conv3x3_direct_bf16)(const ConvArgs&, int64_t y0, int64_t y1);
     void (*gemm)(const GemmArgs&, float* pack);  // pack: k * nb floats, private to the call
+    void (*to_bf16)(uint16_t* out, const float* in, int64_t n);  // rounded to nearest even; null if absent
+    void (*up_concat_row)(const UpConcatArgs&);
 };
 
 constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
@@ -162,13 +190,13 @@ struct Kernels {
         }
         return S::load(f);
     }
-    static void store_bf16(uint16_t* p, const V& v) {
+    // The bf16 kernels' stores: vcvtneps2bf16 (AVX512_BF16 code, so it is inlined only where
+    // its caller is: the bf16 kernels are `flatten`, which inlines their whole call tree).
+    // Elsewhere the same rounding in integer arithmetic.
+    UNIVERSEG_TARGET_BF16_OR_NONE static void store_bf16(uint16_t* p, const V& v) {
 #ifdef UNIVERSEG_HAS_BF16_KERNELS
         if constexpr (VW == 16) {
-            const __m512i b = _mm512_castps_si512(__m512(v));
-            const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-            const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(__m512(v)));
             return;
         }
 #endif
@@ -519,6 +547,53 @@ struct Kernels {
             for (int64_t j = 0; j < n; j += VW) S::store(sum + j, S::load(sum + j) + S::load(x + j));
     }
 
+    template <class T>
+    static V load_any(const T* p) {
+        if constexpr (sizeof(T) == 2) return load_bf16(p);
+        else return S::load(p);
+    }
+
+    template <class TL, class TS>
+    static void up_concat_row_t(const UpConcatArgs& a) {
+        const TL* r0 = static_cast<const TL*>(a.low[0]);
+        const TL* r1 = static_cast<const TL*>(a.low[1]);
+        const TS* skip = static_cast<const TS*>(a.skip);
+        const V wy0 = S::set1(a.wy[0]), wy1 = S::set1(a.wy[1]), zero = S::set1(0.0f);
+        const int64_t lcp = a.low_cp, scp = a.skip_cp, ocp = a.out_cp, c = a.c;
+        for (int64_t x = 0; x < a.w; ++x) {
+            const UpTap t = a.xs[x];
+            const V wx0 = S::set1(t.w0), wx1 = S::set1(t.w1);
+            float* o = a.out + x * ocp;
+            for (int64_t k = 0; k < lcp; k += VW) {
+                const V top = wx0 * load_any(r0 + t.i0 * lcp + k) + wx1 * load_any(r0 + t.i1 * lcp + k);
+                const V bottom = wx0 * load_any(r1 + t.i0 * lcp + k) + wx1 * load_any(r1 + t.i1 * lcp + k);
+                S::store(o + k, wy0 * top + wy1 * bottom);
+            }
+            if (c + scp <= ocp) {  // the skip's padded vectors fit (c a multiple of 16)
+                for (int64_t k = 0; k < scp; k += VW) S::store(o + c + k, load_any(skip + x * scp + k));
+                for (int64_t k = c + scp; k < ocp; k += VW) S::store(o + k, zero);
+            } else {
+                for (int64_t k = 0; k < a.cs; ++k) o[c + k] = scalar(skip[x * scp + k]);
+                for (int64_t k = c + a.cs; k < ocp; ++k) o[k] = 0.0f;
+            }
+        }
+    }
+
+    static float scalar(float v) { return v; }
+    static float scalar(uint16_t v) {
+        const uint32_t b = uint32_t(v) << 16;
+        float f;
+        __builtin_memcpy(&f, &b, 4);
+        return f;
+    }
+
+    static void up_concat_row(const UpConcatArgs& a) {
+        if (a.low16 && a.skip16) up_concat_row_t<uint16_t, uint16_t>(a);
+        else if (a.low16) up_concat_row_t<uint16_t, float>(a);
+        else if (a.skip16) up_concat_row_t<float, uint16_t>(a);
+        else up_concat_row_t<float, float>(a);
+    }
+
     // out pixel x = max(max(row0[2x], row0[2x+1]), max(row1[2x], row1[2x+1])), as ops.hpp.
     static void maxpool_row(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp) {
         for (int64_t x = 0; x < w_out; ++x)
@@ -598,7 +673,7 @@ struct Kernels {
     // in16 or in (fp32) -> out16 or out: the input transform reads either, the output
     // transform writes either (kOut16), the products are bf16 either way.
     template <bool kOut16>
-    UNIVERSEG_TARGET_BF16 static void winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+    UNIVERSEG_TARGET_BF16 __attribute__((flatten)) static void winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
         const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16, K2 = (a.cin + 1) / 2;
         uint16_t* U = reinterpret_cast<uint16_t*>(scratch);  // [n][36][in_cp] bf16
         float* M = scratch + 36 * n * a.in_cp;              // [n][36][out_cp]
@@ -700,7 +775,11 @@ struct Kernels {
         }
     }
 
-    UNIVERSEG_TARGET_BF16 static void conv3x3_direct_bf16(const ConvArgs& a, int64_t y0, int64_t y1) {
+    UNIVERSEG_TARGET_BF16 __attribute__((flatten)) static void to_bf16(uint16_t* out, const float* in, int64_t n) {
+        for (int64_t j = 0; j < n; j += 16) store_bf16(out + j, S::load(in + j));
+    }
+
+    UNIVERSEG_TARGET_BF16 __attribute__((flatten)) static void conv3x3_direct_bf16(const ConvArgs& a, int64_t y0, int64_t y1) {
         for (int64_t c0 = 0; c0 < a.cout;) {
             const int n = int(imin(4, (a.cout - c0) / 16));
             if (a.in16 && a.out16) direct_rows_bf16<4, true, true>(a, y0, y1, c0, n);
@@ -721,11 +800,13 @@ template <class Arch>
 Table make_table(const char* name, Isa isa) {
     using K = Kernels<Arch>;
     Table t{name,    int(isa),        K::NB,           K::TG,        &K::conv3x3_direct, &K::conv3x3_winograd,
-            nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe, nullptr,     &K::gemm};
+            nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe, nullptr,     &K::gemm,
+            nullptr, &K::up_concat_row};
 #if defined(UNIVERSEG_HAS_BF16_KERNELS) && defined(UNIVERSEG_HAS_XSIMD)
     if constexpr (K::VW == 16) {
         t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
         t.conv3x3_direct_bf16 = &K::conv3x3_direct_bf16;
+        t.to_bf16 = &K::to_bf16;
     }
 #endif
     return t;
