@@ -744,7 +744,6 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
     Run r{*pk, ws, S, 0, S};
     std::vector<Geom> geoms;
     for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
-    auto skip16 = [&](int64_t k) { return skip_bf16(*pk, L, k); };
 
     for (int64_t b = 0; b < B; ++b) {
         const int64_t HW = H * W;
@@ -771,7 +770,7 @@ inline void forward(const Model& m, State& state, Workspace& ws, const float* qu
                 sinks.pooled = images(ws, "pin" + std::to_string((k + 1) % 2), next, g, S, 0, support16(*pk, pk->enc[size_t(k + 1)]));
                 sinks.pooled_mean = images(ws, "mean_v" + std::to_string(k + 1), next, g, 1);
                 skip_mean[size_t(k)] = sinks.mean = images(ws, "skip_mean" + n, gk, g, 1);
-                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S, 0, skip16(k));
+                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S, 0, skip_bf16(*pk, L, k));
             } else if (D >= 1) {
                 prev_mean = sinks.mean = images(ws, "prev_mean", gk, g, 1);
                 if (D >= 2) prev = sinks.store = images(ws, "enc_last", gk, g, S, 0, support16(*pk, pk->dec[0]));

@@ -184,11 +184,21 @@ struct Kernels {
                 _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
 #endif
         float f[VW];
-        for (int i = 0; i < VW; ++i) {
-            const uint32_t b = uint32_t(p[i]) << 16;
-            __builtin_memcpy(&f[i], &b, 4);
-        }
+        for (int i = 0; i < VW; ++i) f[i] = scalar(p[i]);
         return S::load(f);
+    }
+    template <class T>
+    static V load_any(const T* p) {
+        if constexpr (sizeof(T) == 2) return load_bf16(p);
+        else return S::load(p);
+    }
+    // One value as fp32 (not tensor.hpp's bf16_to_float: see the top of this file).
+    static float scalar(float v) { return v; }
+    static float scalar(uint16_t v) {
+        const uint32_t b = uint32_t(v) << 16;
+        float f;
+        __builtin_memcpy(&f, &b, 4);
+        return f;
     }
     // The bf16 kernels' stores: vcvtneps2bf16. AVX512_BF16 code can be inlined only into
     // callers compiled for it, so the bf16 kernels are `flatten`: their whole call tree,
@@ -364,10 +374,7 @@ struct Kernels {
             __asm__("" : "+r"(q));
 #endif
 #pragma GCC unroll 6
-            for (int k = 0; k < 6; ++k) {
-                if constexpr (sizeof(T) == 2) d[k] = load_bf16(q + k * cp);
-                else d[k] = S::load(q + k * cp);
-            }
+            for (int k = 0; k < 6; ++k) d[k] = load_any(q + k * cp);
         };
     }
 
@@ -549,12 +556,6 @@ struct Kernels {
             for (int64_t j = 0; j < n; j += VW) S::store(sum + j, S::load(sum + j) + S::load(x + j));
     }
 
-    template <class T>
-    static V load_any(const T* p) {
-        if constexpr (sizeof(T) == 2) return load_bf16(p);
-        else return S::load(p);
-    }
-
     template <class TL, class TS>
     static void up_concat_row_t(const UpConcatArgs& a) {
         const TL* r0 = static_cast<const TL*>(a.low[0]);
@@ -579,14 +580,6 @@ struct Kernels {
                 for (int64_t k = c + a.cs; k < ocp; ++k) o[k] = 0.0f;
             }
         }
-    }
-
-    static float scalar(float v) { return v; }
-    static float scalar(uint16_t v) {
-        const uint32_t b = uint32_t(v) << 16;
-        float f;
-        __builtin_memcpy(&f, &b, 4);
-        return f;
     }
 
     static void up_concat_row(const UpConcatArgs& a) {
