@@ -160,6 +160,7 @@ int cmd_bench(int argc, char** argv) {
     }
     const double median = median_of(ms), median_cpu = median_of(cpu), fastest = *std::min_element(ms.begin(), ms.end());
     const double gflop = official_gflop(model, B, S, H, H), rss = peak_rss_mb();
+    const std::string algo_used = device == "cuda" ? "im2col-gemm" : algo;  // the GPU path has one algorithm
 #ifdef _OPENMP
     const int threads = omp_get_max_threads();
 #else
@@ -170,12 +171,12 @@ int cmd_bench(int argc, char** argv) {
                     "\"support_size\": %lld, \"batch\": %lld, \"size\": %lld, \"threads\": %d, \"precision\": \"%s\", "
                     "\"arch\": \"%s\", \"algo\": \"%s\", \"repeats\": %lld, \"device_mb\": %.1f}\n",
                     median, fastest, median_cpu, rss, gflop / (median / 1e3), gflop, (long long)S, (long long)B, (long long)H,
-                    threads, precision.c_str(), arch.c_str(), algo.c_str(), (long long)repeats, device_mb);
+                    threads, precision.c_str(), arch.c_str(), algo_used.c_str(), (long long)repeats, device_mb);
     } else {
         std::printf("median_ms=%.3f min_ms=%.3f cpu_ms=%.3f peak_rss_mb=%.1f gflops=%.1f official_gflop=%.2f S=%lld B=%lld size=%lld "
                     "threads=%d precision=%s arch='%s' algo=%s repeats=%lld device_mb=%.1f\n",
                     median, fastest, median_cpu, rss, gflop / (median / 1e3), gflop, (long long)S, (long long)B, (long long)H,
-                    threads, precision.c_str(), arch.c_str(), algo.c_str(), (long long)repeats, device_mb);
+                    threads, precision.c_str(), arch.c_str(), algo_used.c_str(), (long long)repeats, device_mb);
     }
     return 0;
 }
