@@ -122,6 +122,43 @@ TEST_CASE("label map: most probable label above the threshold", "[segment]") {
     REQUIRE(!error_of([&] { label_map(probs, {3}, 0.5); }).empty());
 }
 
+TEST_CASE("label map: calibrated offsets on the logits", "[segment]") {
+    const std::vector<Image> probs = {{1, 4, {0.7f, 0.7f, 0.2f, 0.3f}}, {1, 4, {0.6f, 0.1f, 0.4f, 0.2f}}};
+    Task t;
+    t.values = {3, 7};
+    REQUIRE(label_map(t, probs).pixels == std::vector<float>{3, 3, 0, 0});  // no offsets: the threshold, 0.5
+    t.threshold = 0.65;
+    REQUIRE(label_map(t, probs).pixels == std::vector<float>{3, 3, 0, 0});
+    t.threshold = 0.75;
+    REQUIRE(label_map(t, probs).pixels == std::vector<float>{0, 0, 0, 0});
+    // logit(0.7) = 0.847, logit(0.6) + 1 = 1.405: 7; logit(0.1) + 1 = -1.197: 3;
+    // logit(0.4) + 1 = 0.595 > logit(0.2): 7; logit(0.2) + 1 = -0.386 and logit(0.3) < 0: 0.
+    t.calibration.offsets = {0.0, 1.0};
+    REQUIRE(label_map(t, probs).pixels == std::vector<float>{7, 3, 7, 0});
+    REQUIRE(std::isfinite(logit(1.0)));
+    REQUIRE(logit(0.5) == 0);
+}
+
+TEST_CASE("calibration: the smallest offsets that maximise the mean Dice", "[segment]") {
+    // One label: truth on the first two pixels, whose logits (-1) are below 0, the others' at -3.
+    // Offsets in (1, 3) are perfect; 1.25 is the smallest on the grid.
+    Task::Calibration c = fit_offsets({-1, -1, -3, -3}, {0, 0, -1, -1}, 1, 4, 1);
+    REQUIRE(c.offsets == std::vector<double>{1.25});
+    REQUIRE(c.dice_before == 0);
+    REQUIRE(c.dice_after == 1);
+    REQUIRE(c.images == 1);
+    // Label 0 contains label 1 (a cell and its nucleus) and wins the comparison on the nucleus:
+    // the container's offset must fall below -0.5 (ties go to the lower index), so -0.75.
+    // Before: label 0 Dice 2/4, label 1 Dice 0.
+    c = fit_offsets({2, -2, 2, 1.5, 1.5, 1, -2, -2}, {0, 1, 1, -1}, 1, 4, 2);
+    REQUIRE(c.offsets == std::vector<double>{-0.75, 0});
+    REQUIRE(c.dice_before == Approx(0.25));
+    REQUIRE(c.dice_after == 1);
+    // The mean over images, each the mean over the labels it or its prediction holds: 2/3, 0,
+    // and the third (neither) skipped.
+    REQUIRE(mean_dice({1, -1, -1, -1, -1, -1}, {0, 0, 0, -1, -1, -1}, 3, 2, {0.0}) == Approx((2.0 / 3 + 0) / 2));
+}
+
 TEST_CASE("Dice and IoU per label value", "[segment]") {
     // truth: label 1 on 4 pixels, label 2 on 2; prediction: label 1 on 6 (3 shared), label 5 on 1.
     const std::vector<float> t = {1, 1, 1, 1, 2, 2, 0, 0, 0, 0};
@@ -173,6 +210,54 @@ TEST_CASE("tasks: one binary mask set per label value, support size capped", "[s
     SupportSet odd = tiny_set(2, 18, 18);  // not a multiple of 4
     REQUIRE(error_of([&] { make_task(model(), odd, SegmentOptions{}); }).find("multiple of 4") != std::string::npos);
     REQUIRE(!error_of([&] { add_support(odd, {8, 8, std::vector<float>(64)}, {8, 8, std::vector<float>(64)}, "small"); }).empty());
+}
+
+TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
+    const int64_t H = 16, W = 16;
+    const SupportSet set = tiny_set(6, H, W);
+    const Task t = make_task(model(), set, SegmentOptions{});
+    const Task::Calibration& c = t.calibration;
+    REQUIRE(c.images == 6);
+    REQUIRE(c.offsets.size() == 2);
+    for (double o : c.offsets) REQUIRE((o >= -3 && o <= 3));
+    REQUIRE(c.dice_after >= c.dice_before);
+
+    // Independently: segment each support from the other five (one view, fixed threshold),
+    // score Dice per image and label with label_overlaps, then again with the offsets.
+    double before = 0, after = 0;
+    for (int i = 0; i < 6; ++i) {
+        SupportSet rest;
+        rest.height = H, rest.width = W;
+        for (int j = 0; j < 6; ++j)
+            if (j != i)
+                add_support(rest, {H, W, std::vector<float>(set.images.begin() + j * H * W, set.images.begin() + (j + 1) * H * W)},
+                            {H, W, std::vector<float>(set.labels.begin() + j * H * W, set.labels.begin() + (j + 1) * H * W)}, "x");
+        SegmentOptions one;
+        one.flips = 1;
+        one.calibrate = false;
+        Task r = make_task(model(), rest, one);
+        REQUIRE(r.calibration.offsets.empty());
+        const std::vector<Image> probs =
+            predict_probabilities(r, {H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)});
+        const float* truth = set.labels.data() + i * H * W;
+        auto mean_over_labels = [&](const Image& pred) {
+            double sum = 0;
+            int n = 0;
+            for (const auto& kv : label_overlaps(truth, pred.pixels.data(), size_t(H * W))) sum += kv.second.dice(), ++n;
+            return sum / n;
+        };
+        before += mean_over_labels(label_map(r, probs)) / 6;
+        r.calibration.offsets = c.offsets;
+        after += mean_over_labels(label_map(r, probs)) / 6;
+    }
+    REQUIRE(c.dice_before == Approx(before));
+    REQUIRE(c.dice_after == Approx(after));
+
+    SegmentOptions off;
+    off.calibrate = false;
+    REQUIRE(make_task(model(), set, off).calibration.offsets.empty());
+    REQUIRE(make_task(model(), tiny_set(kMinCalibrationSupports - 1, H, W), SegmentOptions{}).calibration.offsets.empty());
+    REQUIRE(make_task(model(), tiny_set(kCalibrationImages + 4, 8, 8), SegmentOptions{}).calibration.images == kCalibrationImages);
 }
 
 TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "[segment]") {
@@ -352,10 +437,12 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
     REQUIRE(cli(dir, base + "--quiet --threshold 1 --out '" + dir / "t1" + "'" + q).rc == 0);
     REQUIRE(values_of(load_label_map(dir / "t1/q_rgb.png")) == std::set<float>{0});
 
-    // The label map is the per-pixel argmax of the written probabilities above 0.5.
-    const Run r = cli(dir, base + "--probabilities npy --out '" + dir / "p" + "'" + q);
+    // With --threshold 0.5 the label map is the per-pixel argmax of the written probabilities
+    // above 0.5; by default (5 supports: calibrated) the argmax of logit + the printed offsets.
+    const Run r = cli(dir, base + "--threshold 0.5 --probabilities npy --out '" + dir / "p" + "'" + q);
     REQUIRE(r.rc == 0);
     REQUIRE(r.err.empty());  // stderr is not a terminal: no progress bar
+    REQUIRE(r.out.find("calibrated") == std::string::npos);
     const Tensor p3 = load_npy(dir / "p/q_rgb_prob_3.npy"), p7 = load_npy(dir / "p/q_rgb_prob_7.npy");
     REQUIRE(p3.shape == std::vector<int64_t>{217, 300});
     const Image lab = load_label_map(dir / "p/q_rgb.png");
@@ -363,6 +450,18 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
         const float a = p3.data[i], b = p7.data[i];
         REQUIRE((a >= 0 && a <= 1 && b >= 0 && b <= 1));
         REQUIRE(lab.pixels[i] == (std::max(a, b) > 0.5f ? (b > a ? 7.0f : 3.0f) : 0.0f));
+    }
+    const Run rc = cli(dir, base + "--probabilities npy --out '" + dir / "c" + "'" + q);
+    REQUIRE(rc.rc == 0);
+    const size_t at = rc.out.find("calibrated on 5 examples");
+    REQUIRE(at != std::string::npos);
+    double o3 = NAN, o7 = NAN;
+    REQUIRE(std::sscanf(rc.out.c_str() + rc.out.find("offsets", at), "offsets 3:%lf 7:%lf", &o3, &o7) == 2);
+    const Image labc = load_label_map(dir / "c/q_rgb.png");
+    REQUIRE(load_npy(dir / "c/q_rgb_prob_3.npy").data == p3.data);  // calibration changes the cut-off only
+    for (size_t i = 0; i < labc.pixels.size(); ++i) {
+        const double a = logit(p3.data[i]) + o3, b = logit(p7.data[i]) + o7;
+        REQUIRE(labc.pixels[i] == (std::max(a, b) > 0 ? (b > a ? 7.0f : 3.0f) : 0.0f));
     }
 
     REQUIRE(cli(dir, base + "--quiet --label 7 --probabilities png --out '" + dir / "l7" + "'" + q).rc == 0);

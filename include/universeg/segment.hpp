@@ -2,18 +2,26 @@
 // size and label maps with any integer values in, label maps at the query's size out.
 //
 // UniverSeg is binary, so every distinct non-zero value of the support label maps is its own
-// task (support labels = "pixel has this value"); a pixel gets the most probable value whose
-// probability exceeds the threshold, else 0. Ensembles average the probabilities over several
+// task (support labels = "pixel has this value"). Ensembles average the probabilities over several
 // random support subsets, and by default over the task mirrored (query and supports together)
 // left-right and up-down, as nnU-Net mirrors by default: the model saw flipped tasks in
 // training, and the average of the four views is free of any left/right or up/down bias.
 //
+// A pixel gets the value with the highest logit + that value's offset, if positive, else 0.
+// The network's probabilities are not equally well placed for every task (a label nested in
+// another, like a nucleus in its cell, often loses the comparison to its container), so
+// make_task calibrates the offsets: it segments every support (up to kCalibrationImages of
+// them) from the others and keeps the per-label offsets that maximise those leave-one-out
+// predictions' mean Dice. The supports are all the labelled data there is, so they decide, as
+// they do for the classical per-task classifiers. Without offsets (SegmentOptions::calibrate =
+// false, or too few supports) a pixel gets the most probable value above the threshold.
+//
 //   SupportSet set;                                  // images prepared at the model size
 //   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
-//   Task task = make_task(model, set, options);      // subsets and per-label masks, built once
+//   Task task = make_task(model, set, options);      // subsets, per-label masks, offsets: once
 //   std::vector<Image> p = predict_probabilities(task, prepare_image(query, 128, 128));
 //   for (Image& q : p) q = resize_bilinear(q, query.height, query.width);   // back to its size
-//   Image labels = label_map(p, task.values, options.threshold);
+//   Image labels = label_map(task, p);              // calibrated offsets, else the threshold
 //   std::map<int64_t, Overlap> o = label_overlaps(truth.pixels.data(), labels.pixels.data(), n);  // Dice, IoU
 //
 // A Task points to its Model, which must outlive it.
@@ -33,6 +41,12 @@ namespace universeg {
 constexpr int64_t kMaxSupportSize = 64;
 // A label map with more distinct values than this is more likely an image saved as labels.
 constexpr int64_t kMaxLabelValues = 255;
+// Calibration: how many supports are segmented from the others (a seeded subset of larger
+// sets), the fewest supports it needs, and the most label values it fits offsets for (the
+// search costs labels squared).
+constexpr int64_t kCalibrationImages = 16;
+constexpr int64_t kMinCalibrationSupports = 4;
+constexpr int64_t kMaxCalibrationLabels = 8;
 
 // Clip (optional), min-max normalise, then resize bilinearly to the model size. Normalising
 // first keeps the percentiles of the full-resolution image.
@@ -85,6 +99,7 @@ struct SegmentOptions {
     std::vector<int64_t> only_values;  // empty: every label value of the supports
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
     int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
+    bool calibrate = true;  // per-label logit offsets from the supports; false: the threshold for every label
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -123,6 +138,13 @@ struct Task {
     };
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
+    double threshold = 0.5;       // SegmentOptions::threshold, used when there are no offsets
+    struct Calibration {
+        std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
+        int64_t images = 0;           // supports segmented from the others
+        double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
+    };
+    Calibration calibration;
 };
 
 // n images (n, h, w) mirrored left-right (fx) and/or up-down (fy), into out.
@@ -133,33 +155,8 @@ inline void flip_images(float* out, const float* in, int64_t n, int64_t h, int64
                 out[(i * h + y) * w + x] = in[(i * h + (fy ? h - 1 - y : y)) * w + (fx ? w - 1 - x : x)];
 }
 
-inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
-    if (set.size() == 0) throw Error("no support pairs");
-    const int64_t m = model.config().size_multiple();
-    if (set.height % m || set.width % m)
-        throw Error("model size " + std::to_string(set.height) + "x" + std::to_string(set.width) +
-                    " is not a multiple of " + std::to_string(m) + ", as these weights need");
-    Task t;
-    t.model = &model;
-    t.engine.max_memory_mb = opt.max_memory_mb;
-    t.height = set.height;
-    t.width = set.width;
-    if (opt.only_values.empty()) {
-        t.values.assign(set.values.begin(), set.values.end());
-    } else {
-        for (int64_t v : opt.only_values) {
-            if (!set.values.count(v)) throw Error("label value " + std::to_string(v) + " does not occur in the support label maps");
-            t.values.push_back(v);
-        }
-    }
-    if (t.values.empty()) throw Error("the support label maps are all empty: no label to segment");
-    if (int64_t(t.values.size()) > kMaxLabelValues)
-        throw Error("the support label maps hold " + std::to_string(t.values.size()) +
-                    " distinct values (are the labels images?); select one with a label value option");
-    if (opt.support_size < 0 || opt.ensemble < 1) throw Error("support size and ensemble must be positive");
-    if (opt.flips != 1 && opt.flips != 2 && opt.flips != 4)
-        throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
-    t.flips = opt.flips;
+// The ensemble's subsets of `set` and, for each, the images and one mask set per t.values.
+inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& opt) {
     const int64_t size = std::min(opt.support_size > 0 ? opt.support_size : kMaxSupportSize, set.size());
     const int64_t HW = set.height * set.width;
     for (const std::vector<int64_t>& subset : support_subsets(set.size(), size, opt.ensemble, opt.seed)) {
@@ -177,7 +174,6 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
         }
         t.members.push_back(std::move(mem));
     }
-    return t;
 }
 
 // Per label value, the probability (sigmoid of the logits, averaged over the ensemble and the
@@ -221,6 +217,161 @@ inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_
             if (probs[l].pixels[p] > best) best = probs[l].pixels[p], out.pixels[p] = float(values[l]);
     }
     return out;
+}
+
+// log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
+inline double logit(double p) {
+    p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);
+    return std::log(p / (1.0 - p));
+}
+
+// The label index whose logit + offset is highest, if that is positive; else -1 (background).
+// With all offsets 0 this is the threshold rule at 0.5.
+inline int64_t pick_label(const double* logits, const std::vector<double>& offsets) {
+    int64_t best = -1;
+    double score = 0;
+    for (size_t l = 0; l < offsets.size(); ++l)
+        if (logits[l] + offsets[l] > score) score = logits[l] + offsets[l], best = int64_t(l);
+    return best;
+}
+
+// The task's label map of probabilities (any size): its calibrated offsets, else its threshold.
+inline Image label_map(const Task& t, const std::vector<Image>& probs) {
+    const std::vector<double>& offsets = t.calibration.offsets;
+    if (offsets.empty()) return label_map(probs, t.values, t.threshold);
+    if (probs.size() != t.values.size()) throw Error("label_map: probabilities and label values differ in count");
+    Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
+    std::vector<double> z(t.values.size());
+    for (size_t p = 0; p < out.pixels.size(); ++p) {
+        for (size_t l = 0; l < z.size(); ++l) z[l] = logit(probs[l].pixels[p]);
+        const int64_t l = pick_label(z.data(), offsets);
+        if (l >= 0) out.pixels[p] = float(t.values[size_t(l)]);
+    }
+    return out;
+}
+
+// Mean Dice over images (each the mean over the labels it or its prediction holds; images
+// with neither are skipped) of the labels picked with `offsets`. logits: (n, HW, L), truth:
+// (n, HW) label index or -1.
+inline double mean_dice(const std::vector<double>& logits, const std::vector<int64_t>& truth, int64_t n, int64_t HW,
+                        const std::vector<double>& offsets) {
+    const size_t L = offsets.size();
+    double total = 0;
+    int64_t scored = 0;
+    std::vector<int64_t> t(L), pr(L), both(L);
+    for (int64_t i = 0; i < n; ++i) {
+        std::fill(t.begin(), t.end(), 0), std::fill(pr.begin(), pr.end(), 0), std::fill(both.begin(), both.end(), 0);
+        for (int64_t p = 0; p < HW; ++p) {
+            const int64_t y = truth[size_t(i * HW + p)], l = pick_label(&logits[size_t((i * HW + p) * int64_t(L))], offsets);
+            if (y >= 0) ++t[size_t(y)];
+            if (l >= 0) ++pr[size_t(l)];
+            if (y >= 0 && y == l) ++both[size_t(y)];
+        }
+        double sum = 0;
+        int64_t labels = 0;
+        for (size_t l = 0; l < L; ++l)
+            if (t[l] + pr[l]) sum += 2.0 * double(both[l]) / double(t[l] + pr[l]), ++labels;
+        if (labels) total += sum / double(labels), ++scored;
+    }
+    return scored ? total / double(scored) : 0.0;
+}
+
+// Per-label offsets for n images' logits (n, HW, L) and truth (n, HW): a grid of [-3, 3] in
+// logit units searched coordinate by coordinate, twice over; a move must raise the mean Dice,
+// and smaller moves are tried first, so ties keep the offsets small.
+inline Task::Calibration fit_offsets(const std::vector<double>& logits, const std::vector<int64_t>& truth, int64_t n, int64_t HW,
+                                     int64_t L) {
+    std::vector<double> grid{0.0};
+    for (int step = 1; step <= 12; ++step) grid.push_back(0.25 * step), grid.push_back(-0.25 * step);
+    Task::Calibration c;
+    c.images = n;
+    c.offsets.assign(size_t(L), 0.0);
+    c.dice_before = c.dice_after = mean_dice(logits, truth, n, HW, c.offsets);
+    for (int sweep = 0; sweep < 2; ++sweep)
+        for (int64_t l = 0; l < L; ++l) {
+            std::vector<double> trial = c.offsets;
+            for (double g : grid) {
+                trial[size_t(l)] = g;
+                const double d = mean_dice(logits, truth, n, HW, trial);
+                if (d > c.dice_after + 1e-12) c.dice_after = d, c.offsets = trial;
+            }
+        }
+    return c;
+}
+
+// Leave-one-out calibration (see the top of this file): each held-out support is segmented
+// from the other supports with the task's options but one view (four mirrored views move the
+// offsets little and cost four times as much), then fit_offsets.
+inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
+    const int64_t HW = set.height * set.width, L = int64_t(t.values.size());
+    std::vector<int64_t> held;
+    if (set.size() <= kCalibrationImages)
+        for (int64_t i = 0; i < set.size(); ++i) held.push_back(i);
+    else
+        held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
+    const int64_t n = int64_t(held.size());
+    std::vector<double> logits(size_t(n * HW * L));
+    std::vector<int64_t> truth(size_t(n * HW), -1);
+    SegmentOptions one_view = opt;
+    one_view.flips = 1;
+    for (int64_t k = 0; k < n; ++k) {
+        const int64_t i = held[size_t(k)];
+        SupportSet rest;
+        rest.height = set.height, rest.width = set.width;
+        for (int64_t j = 0; j < set.size(); ++j) {
+            if (j == i) continue;
+            rest.images.insert(rest.images.end(), set.images.begin() + j * HW, set.images.begin() + (j + 1) * HW);
+            rest.labels.insert(rest.labels.end(), set.labels.begin() + j * HW, set.labels.begin() + (j + 1) * HW);
+            rest.names.push_back(set.names[size_t(j)]);
+        }
+        Task loo;  // the task's label values even where the other supports lack one: an empty mask
+        loo.model = t.model, loo.engine = t.engine, loo.height = t.height, loo.width = t.width;
+        loo.values = t.values, loo.flips = 1;
+        add_members(loo, rest, one_view);
+        const Image image{set.height, set.width, std::vector<float>(set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW)};
+        const std::vector<Image> probs = predict_probabilities(loo, image);
+        for (int64_t p = 0; p < HW; ++p) {
+            for (int64_t l = 0; l < L; ++l) logits[size_t((k * HW + p) * L + l)] = logit(probs[size_t(l)].pixels[size_t(p)]);
+            const float v = set.labels[size_t(i * HW + p)];
+            for (int64_t l = 0; l < L; ++l)
+                if (v == float(t.values[size_t(l)])) truth[size_t(k * HW + p)] = l;
+        }
+    }
+    return fit_offsets(logits, truth, n, HW, L);
+}
+
+inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
+    if (set.size() == 0) throw Error("no support pairs");
+    const int64_t m = model.config().size_multiple();
+    if (set.height % m || set.width % m)
+        throw Error("model size " + std::to_string(set.height) + "x" + std::to_string(set.width) +
+                    " is not a multiple of " + std::to_string(m) + ", as these weights need");
+    Task t;
+    t.model = &model;
+    t.engine.max_memory_mb = opt.max_memory_mb;
+    t.height = set.height;
+    t.width = set.width;
+    if (opt.only_values.empty()) {
+        t.values.assign(set.values.begin(), set.values.end());
+    } else {
+        for (int64_t v : opt.only_values) {
+            if (!set.values.count(v)) throw Error("label value " + std::to_string(v) + " does not occur in the support label maps");
+            t.values.push_back(v);
+        }
+    }
+    if (t.values.empty()) throw Error("the support label maps are all empty: no label to segment");
+    if (int64_t(t.values.size()) > kMaxLabelValues)
+        throw Error("the support label maps hold " + std::to_string(t.values.size()) +
+                    " distinct values (are the labels images?); select one with a label value option");
+    if (opt.support_size < 0 || opt.ensemble < 1) throw Error("support size and ensemble must be positive");
+    if (opt.flips != 1 && opt.flips != 2 && opt.flips != 4)
+        throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
+    t.flips = opt.flips;
+    t.threshold = opt.threshold;
+    add_members(t, set, opt);
+    if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels)
+        t.calibration = calibrate(t, set, opt);
+    return t;
 }
 
 // Pixel counts of one label value in a ground truth and a prediction.
