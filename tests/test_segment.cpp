@@ -122,19 +122,30 @@ TEST_CASE("label map: most probable label above the threshold", "[segment]") {
     REQUIRE(!error_of([&] { label_map(probs, {3}, 0.5); }).empty());
 }
 
-TEST_CASE("label map: calibrated offsets on the logits", "[segment]") {
-    const std::vector<Image> probs = {{1, 4, {0.7f, 0.7f, 0.2f, 0.3f}}, {1, 4, {0.6f, 0.1f, 0.4f, 0.2f}}};
+TEST_CASE("label map: calibrated logits", "[segment]") {
+    // Raw probabilities of labels 3 and 7; the last pixel has both saturated at 1.
+    const std::vector<Image> probs = {{1, 5, {0.7f, 0.7f, 0.2f, 0.3f, 1.0f}}, {1, 5, {0.6f, 0.1f, 0.4f, 0.2f, 1.0f}}};
     Task t;
     t.values = {3, 7};
-    REQUIRE(label_map(t, probs).pixels == std::vector<float>{3, 3, 0, 0});  // no offsets: the threshold, 0.5
-    t.threshold = 0.65;
-    REQUIRE(label_map(t, probs).pixels == std::vector<float>{3, 3, 0, 0});
-    t.threshold = 0.75;
-    REQUIRE(label_map(t, probs).pixels == std::vector<float>{0, 0, 0, 0});
-    // logit(0.7) = 0.847, logit(0.6) + 1 = 1.405: 7; logit(0.1) + 1 = -1.197: 3;
-    // logit(0.4) + 1 = 0.595 > logit(0.2): 7; logit(0.2) + 1 = -0.386 and logit(0.3) < 0: 0.
+    REQUIRE(label_map(t, probs, 0.5).pixels == std::vector<float>{3, 3, 0, 0, 3});  // no offsets: the plain rule
+    // logit(0.7) = 0.847 < logit(0.6) + 1 = 1.405: 7; logit(0.1) + 1 = -1.197: 3;
+    // logit(0.4) + 1 = 0.595 > logit(0.2): 7; logit(0.2) + 1 = -0.386 and logit(0.3) < 0: 0;
+    // saturated: the same clamped logit, + 1 wins.
     t.calibration.offsets = {0.0, 1.0};
-    REQUIRE(label_map(t, probs).pixels == std::vector<float>{7, 3, 7, 0});
+    REQUIRE(label_map(t, probs, 0.5).pixels == std::vector<float>{7, 3, 7, 0, 7});
+    for (size_t p = 0; p < 5; ++p) {
+        const double z[2] = {logit(probs[0].pixels[p]), logit(probs[1].pixels[p])};
+        const int64_t l = pick_label(z, t.calibration.offsets);
+        REQUIRE(label_map(t, probs, 0.5).pixels[p] == (l < 0 ? 0.0f : l == 0 ? 3.0f : 7.0f));
+    }
+    // sigmoid(1.405) = 0.803, sigmoid(0.847) = 0.700 and sigmoid(0.595) = 0.644: 0.65 drops the last.
+    REQUIRE(label_map(t, probs, 0.65).pixels == std::vector<float>{7, 3, 0, 0, 7});
+    REQUIRE(label_map(t, probs, 0.0).pixels == std::vector<float>{7, 3, 7, 7, 7});  // -0.386 > logit(0.3)
+    REQUIRE(label_map(t, probs, 1.0).pixels == std::vector<float>(5, 0.0f));
+    std::vector<Image> calibrated = probs;
+    calibrated_probabilities(t, calibrated);
+    REQUIRE(calibrated[0].pixels[0] == Approx(0.7));
+    REQUIRE(calibrated[1].pixels[0] == Approx(sigmoid(logit(0.6) + 1)));
     REQUIRE(std::isfinite(logit(1.0)));
     REQUIRE(logit(0.5) == 0);
 }
@@ -246,9 +257,9 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
             for (const auto& kv : label_overlaps(truth, pred.pixels.data(), size_t(H * W))) sum += kv.second.dice(), ++n;
             return sum / n;
         };
-        before += mean_over_labels(label_map(r, probs)) / 6;
+        before += mean_over_labels(label_map(probs, r.values, 0.5)) / 6;
         r.calibration.offsets = c.offsets;
-        after += mean_over_labels(label_map(r, probs)) / 6;
+        after += mean_over_labels(label_map(r, probs, 0.5)) / 6;
     }
     REQUIRE(c.dice_before == Approx(before));
     REQUIRE(c.dice_after == Approx(after));
@@ -270,7 +281,8 @@ TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "
     opt.ensemble = 3;
     opt.seed = 5;
     opt.flips = 1;
-    const Task t = make_task(model(), set, opt);
+    opt.calibrate = false;
+    Task t = make_task(model(), set, opt);
     REQUIRE(t.members.size() == 3);
     const std::vector<Image> probs = predict_probabilities(t, query);
     REQUIRE(probs.size() == 2);
@@ -291,6 +303,15 @@ TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "
         }
         for (int64_t p = 0; p < HW; ++p) REQUIRE(probs[v].pixels[size_t(p)] == Approx(expect[size_t(p)]).margin(1e-6));
     }
+    // Calibrated: each label's logit shifted by its offset.
+    t.calibration.offsets = {0.5, -1.25};
+    REQUIRE(predict_probabilities(t, query)[0].pixels == probs[0].pixels);  // raw, whatever the offsets
+    std::vector<Image> shifted = probs;
+    calibrated_probabilities(t, shifted);
+    for (size_t v = 0; v < 2; ++v)
+        for (int64_t p = 0; p < HW; ++p)
+            REQUIRE(shifted[v].pixels[size_t(p)] ==
+                    Approx(sigmoid(logit(probs[v].pixels[size_t(p)]) + t.calibration.offsets[v])).margin(1e-6));
     REQUIRE(!error_of([&] { predict_probabilities(t, Image{8, 8, std::vector<float>(64)}); }).empty());
 }
 
@@ -300,6 +321,7 @@ TEST_CASE("flips: the default averages the four mirrored tasks and is mirror-equ
     const Image query = pattern_image(H, W, 9);
     SegmentOptions opt;
     REQUIRE(opt.flips == 4);
+    opt.calibrate = false;  // the raw probabilities
     const Task t = make_task(model(), set, opt);
     const std::vector<Image> probs = predict_probabilities(t, query);
 
@@ -437,40 +459,44 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
     REQUIRE(cli(dir, base + "--quiet --threshold 1 --out '" + dir / "t1" + "'" + q).rc == 0);
     REQUIRE(values_of(load_label_map(dir / "t1/q_rgb.png")) == std::set<float>{0});
 
-    // With --threshold 0.5 the label map is the per-pixel argmax of the written probabilities
-    // above 0.5; by default (5 supports: calibrated) the argmax of logit + the printed offsets.
-    const Run r = cli(dir, base + "--threshold 0.5 --probabilities npy --out '" + dir / "p" + "'" + q);
-    REQUIRE(r.rc == 0);
-    REQUIRE(r.err.empty());  // stderr is not a terminal: no progress bar
-    REQUIRE(r.out.find("calibrated") == std::string::npos);
-    const Tensor p3 = load_npy(dir / "p/q_rgb_prob_3.npy"), p7 = load_npy(dir / "p/q_rgb_prob_7.npy");
-    REQUIRE(p3.shape == std::vector<int64_t>{217, 300});
-    const Image lab = load_label_map(dir / "p/q_rgb.png");
+    // Uncalibrated, the label map is the per-pixel argmax of the written probabilities above 0.5.
+    // Calibrated (5 supports: by default), the written probabilities are the uncalibrated ones
+    // shifted by the printed offsets, and the label map the argmax of logit + offset.
+    const Run raw = cli(dir, base + "--no-calibration --probabilities npy --out '" + dir / "raw" + "'" + q);
+    REQUIRE(raw.rc == 0);
+    REQUIRE(raw.err.empty());  // stderr is not a terminal: no progress bar
+    REQUIRE(raw.out.find("calibrated") == std::string::npos);
+    const Tensor r3 = load_npy(dir / "raw/q_rgb_prob_3.npy"), r7 = load_npy(dir / "raw/q_rgb_prob_7.npy");
+    REQUIRE(r3.shape == std::vector<int64_t>{217, 300});
+    const Image lab = load_label_map(dir / "raw/q_rgb.png");
     for (size_t i = 0; i < lab.pixels.size(); ++i) {
-        const float a = p3.data[i], b = p7.data[i];
+        const float a = r3.data[i], b = r7.data[i];
         REQUIRE((a >= 0 && a <= 1 && b >= 0 && b <= 1));
         REQUIRE(lab.pixels[i] == (std::max(a, b) > 0.5f ? (b > a ? 7.0f : 3.0f) : 0.0f));
     }
-    const Run rc = cli(dir, base + "--probabilities npy --out '" + dir / "c" + "'" + q);
-    REQUIRE(rc.rc == 0);
-    const size_t at = rc.out.find("calibrated on 5 examples");
+    const Run r = cli(dir, base + "--probabilities npy --out '" + dir / "p" + "'" + q);
+    REQUIRE(r.rc == 0);
+    const size_t at = r.out.find("calibrated on 5 examples");
     REQUIRE(at != std::string::npos);
     double o3 = NAN, o7 = NAN;
-    REQUIRE(std::sscanf(rc.out.c_str() + rc.out.find("offsets", at), "offsets 3:%lf 7:%lf", &o3, &o7) == 2);
-    const Image labc = load_label_map(dir / "c/q_rgb.png");
-    REQUIRE(load_npy(dir / "c/q_rgb_prob_3.npy").data == p3.data);  // calibration changes the cut-off only
+    REQUIRE(std::sscanf(r.out.c_str() + r.out.find("offsets", at), "offsets 3:%lf 7:%lf", &o3, &o7) == 2);
+    REQUIRE((o3 != 0 || o7 != 0));  // this fixture's boxes need calibrating
+    const Tensor p3 = load_npy(dir / "p/q_rgb_prob_3.npy"), p7 = load_npy(dir / "p/q_rgb_prob_7.npy");
+    const Image labc = load_label_map(dir / "p/q_rgb.png");
     for (size_t i = 0; i < labc.pixels.size(); ++i) {
-        const double a = logit(p3.data[i]) + o3, b = logit(p7.data[i]) + o7;
+        const double a = logit(r3.data[i]) + o3, b = logit(r7.data[i]) + o7;
+        REQUIRE(p3.data[i] == Approx(sigmoid(a)).margin(1e-6));
+        REQUIRE(p7.data[i] == Approx(sigmoid(b)).margin(1e-6));
         REQUIRE(labc.pixels[i] == (std::max(a, b) > 0 ? (b > a ? 7.0f : 3.0f) : 0.0f));
     }
 
-    REQUIRE(cli(dir, base + "--quiet --label 7 --probabilities png --out '" + dir / "l7" + "'" + q).rc == 0);
+    REQUIRE(cli(dir, base + "--quiet --no-calibration --label 7 --probabilities png --out '" + dir / "l7" + "'" + q).rc == 0);
     for (float v : values_of(load_label_map(dir / "l7/q_rgb.png"))) REQUIRE((v == 0 || v == 7));
     REQUIRE(!fs::exists(dir / "l7/q_rgb_prob_3.png"));
     const std::vector<uint8_t> png16 = read_file(dir / "l7/q_rgb_prob_7.png");
     REQUIRE(stbi_is_16_bit_from_memory(png16.data(), int(png16.size())));
     const Image prob7 = load_image(dir / "l7/q_rgb_prob_7.png");
-    for (size_t i = 0; i < prob7.pixels.size(); i += 97) REQUIRE(prob7.pixels[i] == Approx(p7.data[i]).margin(1.0 / 65535));
+    for (size_t i = 0; i < prob7.pixels.size(); i += 97) REQUIRE(prob7.pixels[i] == Approx(r7.data[i]).margin(1.0 / 65535));
 }
 
 TEST_CASE("segment: at the model size the output is exactly the model's", "[cli]") {

@@ -32,8 +32,8 @@ const char* kSegmentUsage =
     "  --out DIR            writes DIR/NAME.png (label map at the query's size; NIfTI in, NIfTI out)\n"
     "  --weights W          UniverSeg weights (.pt or .safetensors); default: the bundled weights\n"
     "  --size N | HxW       model working size (default: the weights' image_size, else 128)\n"
-    "  --threshold T        a fixed threshold: a pixel gets the most probable label above T, else 0\n"
-    "                       (default: each label's own cut-off, calibrated on the supports, below)\n"
+    "  --threshold T        a pixel gets the most probable label above T, else 0 (default 0.5)\n"
+    "  --no-calibration     use the network's probabilities as they are (see Calibration below)\n"
     "  --label V            segment only label value V\n"
     "  --support-size S     examples per prediction, a seeded random subset (default: all, at most 64)\n"
     "  --ensemble K         average the probabilities over K different subsets (default 1)\n"
@@ -53,10 +53,12 @@ const char* kSegmentUsage =
     "labels nearest) and the probabilities resized back before thresholding. A query that fails is\n"
     "reported and skipped; the others are still written and the exit code is 1.\n"
     "\n"
-    "Calibration (without --threshold, with 4 or more examples and at most 8 labels): each example\n"
-    "(up to 16) is segmented from the others, one view each, and every label gets the logit offset\n"
-    "in [-3, 3] that maximises the mean Dice of those predictions; a pixel then gets the label with\n"
-    "the highest logit + offset, if positive. It costs about one forward pass per example and label.\n";
+    "Calibration (with 4 or more examples and at most 8 labels): each example (up to 16) is\n"
+    "segmented from the others, one view each, and every label gets the logit offset in [-3, 3]\n"
+    "that maximises the mean Dice of those predictions at 0.5; the probabilities (and what\n"
+    "--probabilities writes) are then sigmoid(logit + offset), and where two saturate at 1 the\n"
+    "higher logit + offset wins. It costs about one forward pass per\n"
+    "example, label and --ensemble subset, once per run.\n";
 
 const char* kEvalUsage =
     "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--quiet]\n"
@@ -188,6 +190,7 @@ struct Settings {
     int axis = 2;
     std::string probabilities;  // "", "png" or "npy"
     bool overlay = false;
+    double threshold = 0.5;
 };
 
 // Clip and min-max normalise in place (a whole volume at once, so slices keep their contrast).
@@ -240,12 +243,15 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
     return set;
 }
 
-// Per label: the probabilities at the model size resized to the query's, then the label map.
+// Per label: the probabilities at the model size resized to the query's, then the label map;
+// probs comes back calibrated.
 universeg::Image segment_slice(const universeg::Task& task, const universeg::Image& normalized, const Settings& s,
                                std::vector<universeg::Image>& probs) {
     probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
     for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
-    return universeg::label_map(task, probs);
+    const universeg::Image labels = universeg::label_map(task, probs, s.threshold);
+    universeg::calibrated_probabilities(task, probs);
+    return labels;
 }
 
 std::string out_path(const std::string& out_dir, const std::string& name) { return (fs::path(out_dir) / name).string(); }
@@ -344,12 +350,13 @@ int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
            {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed", "--flips",
             "--clip", "--axis", "--probabilities", "--threads", "--max-memory"},
-           {"--overlay", "--quiet"});
+           {"--overlay", "--quiet", "--no-calibration"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
     set_threads(a.get_int("--threads", 0, 0, 1024));
     const bool quiet = a.has("--quiet");
     Settings s;
+    s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
     s.axis = int(a.get_int("--axis", 2, 0, 2));
     s.overlay = a.has("--overlay");
     s.probabilities = a.get("--probabilities", "");
@@ -370,8 +377,8 @@ int cmd_segment(int argc, char** argv) {
     opt.seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     opt.flips = a.get_int("--flips", 4, 1, 4);
     if (opt.flips == 3) throw Error("--flips: expected 1, 2 or 4, got 3");
-    opt.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
-    opt.calibrate = !a.has("--threshold");
+    opt.threshold = s.threshold;
+    opt.calibrate = !a.has("--no-calibration");
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
     opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
     const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
@@ -411,10 +418,10 @@ int cmd_segment(int argc, char** argv) {
             for (size_t l = 0; l < c.offsets.size(); ++l) std::printf(" %lld:%+.2f", (long long)task.values[l], c.offsets[l]);
             std::printf("\n");
         } else if (opt.calibrate) {
-            std::printf("not calibrated (%s %lld %s): threshold %.2f\n", set.size() < universeg::kMinCalibrationSupports ? "fewer than" : "more than",
+            std::printf("not calibrated: %s %lld %s\n", set.size() < universeg::kMinCalibrationSupports ? "fewer than" : "more than",
                         (long long)(set.size() < universeg::kMinCalibrationSupports ? universeg::kMinCalibrationSupports
                                                                                      : universeg::kMaxCalibrationLabels),
-                        set.size() < universeg::kMinCalibrationSupports ? "examples" : "labels", opt.threshold);
+                        set.size() < universeg::kMinCalibrationSupports ? "examples" : "labels");
         }
         std::fflush(stdout);
     }

@@ -2,26 +2,29 @@
 // size and label maps with any integer values in, label maps at the query's size out.
 //
 // UniverSeg is binary, so every distinct non-zero value of the support label maps is its own
-// task (support labels = "pixel has this value"). Ensembles average the probabilities over several
+// task (support labels = "pixel has this value"); a pixel gets the most probable value whose
+// probability exceeds the threshold, else 0. Ensembles average the probabilities over several
 // random support subsets, and by default over the task mirrored (query and supports together)
 // left-right and up-down, as nnU-Net mirrors by default: the model saw flipped tasks in
 // training, and the average of the four views is free of any left/right or up/down bias.
 //
-// A pixel gets the value with the highest logit + that value's offset, if positive, else 0.
 // The network's probabilities are not equally well placed for every task (a label nested in
-// another, like a nucleus in its cell, often loses the comparison to its container), so
-// make_task calibrates the offsets: it segments every support (up to kCalibrationImages of
-// them) from the others and keeps the per-label offsets that maximise those leave-one-out
-// predictions' mean Dice. The supports are all the labelled data there is, so they decide, as
-// they do for the classical per-task classifiers. Without offsets (SegmentOptions::calibrate =
-// false, or too few supports) a pixel gets the most probable value above the threshold.
+// another, like a nucleus in its cell, often loses the comparison to its container, and both
+// are often saturated at 1 there), so by default make_task calibrates them: it segments every
+// support (up to kCalibrationImages of them) from the others and keeps, per label, the logit
+// offset that maximises the mean Dice of those leave-one-out predictions at the threshold 0.5.
+// The calibrated probability is sigmoid(logit + offset) (calibrated_probabilities); label_map
+// compares the calibrated logits, so saturated labels are still told apart. The supports are
+// all the labelled data there is, so they decide, as they do for the classical per-task
+// classifiers.
 //
 //   SupportSet set;                                  // images prepared at the model size
 //   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
 //   Task task = make_task(model, set, options);      // subsets, per-label masks, offsets: once
 //   std::vector<Image> p = predict_probabilities(task, prepare_image(query, 128, 128));
 //   for (Image& q : p) q = resize_bilinear(q, query.height, query.width);   // back to its size
-//   Image labels = label_map(task, p);              // calibrated offsets, else the threshold
+//   Image labels = label_map(task, p, options.threshold);
+//   calibrated_probabilities(task, p);               // what the label map was made of
 //   std::map<int64_t, Overlap> o = label_overlaps(truth.pixels.data(), labels.pixels.data(), n);  // Dice, IoU
 //
 // A Task points to its Model, which must outlive it.
@@ -99,7 +102,7 @@ struct SegmentOptions {
     std::vector<int64_t> only_values;  // empty: every label value of the supports
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
     int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
-    bool calibrate = true;  // per-label logit offsets from the supports; false: the threshold for every label
+    bool calibrate = true;  // per-label logit offsets from the supports, leave-one-out (see above)
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -138,7 +141,6 @@ struct Task {
     };
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
-    double threshold = 0.5;       // SegmentOptions::threshold, used when there are no offsets
     struct Calibration {
         std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
         int64_t images = 0;           // supports segmented from the others
@@ -176,8 +178,14 @@ inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& op
     }
 }
 
+// log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
+inline double logit(double p) {
+    p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);
+    return std::log(p / (1.0 - p));
+}
+
 // Per label value, the probability (sigmoid of the logits, averaged over the ensemble and the
-// mirrored views) of every pixel of the prepared query, at the model size.
+// mirrored views) of every pixel of the prepared query, at the model size; not calibrated.
 inline std::vector<Image> predict_probabilities(const Task& t, const Image& query) {
     if (query.height != t.height || query.width != t.width)
         throw Error("query of " + std::to_string(query.height) + "x" + std::to_string(query.width) +
@@ -219,14 +227,8 @@ inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_
     return out;
 }
 
-// log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
-inline double logit(double p) {
-    p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);
-    return std::log(p / (1.0 - p));
-}
-
-// The label index whose logit + offset is highest, if that is positive; else -1 (background).
-// With all offsets 0 this is the threshold rule at 0.5.
+// The label index whose logit + offset is highest, if that is positive; else -1 (background):
+// label_map at the threshold 0.5.
 inline int64_t pick_label(const double* logits, const std::vector<double>& offsets) {
     int64_t best = -1;
     double score = 0;
@@ -235,19 +237,31 @@ inline int64_t pick_label(const double* logits, const std::vector<double>& offse
     return best;
 }
 
-// The task's label map of probabilities (any size): its calibrated offsets, else its threshold.
-inline Image label_map(const Task& t, const std::vector<Image>& probs) {
+// The task's label map of probabilities from predict_probabilities (any size): each pixel takes
+// the value with the highest calibrated logit, if its calibrated probability exceeds
+// `threshold`; else 0. Without offsets, label_map(probs, values, threshold).
+inline Image label_map(const Task& t, const std::vector<Image>& probs, double threshold) {
     const std::vector<double>& offsets = t.calibration.offsets;
-    if (offsets.empty()) return label_map(probs, t.values, t.threshold);
+    if (offsets.empty()) return label_map(probs, t.values, threshold);
     if (probs.size() != t.values.size()) throw Error("label_map: probabilities and label values differ in count");
     Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
-    std::vector<double> z(t.values.size());
     for (size_t p = 0; p < out.pixels.size(); ++p) {
-        for (size_t l = 0; l < z.size(); ++l) z[l] = logit(probs[l].pixels[p]);
-        const int64_t l = pick_label(z.data(), offsets);
-        if (l >= 0) out.pixels[p] = float(t.values[size_t(l)]);
+        size_t best = 0;
+        double score = -INFINITY;
+        for (size_t l = 0; l < offsets.size(); ++l) {
+            const double z = logit(probs[l].pixels[p]) + offsets[l];
+            if (z > score) score = z, best = l;
+        }
+        if (1.0 / (1.0 + std::exp(-score)) > threshold) out.pixels[p] = float(t.values[best]);
     }
     return out;
+}
+
+// sigmoid(logit + offset) per label, in place: the probabilities label_map(t, ...) thresholds.
+inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs) {
+    const std::vector<double>& offsets = t.calibration.offsets;
+    for (size_t l = 0; l < offsets.size() && l < probs.size(); ++l)
+        for (float& p : probs[l].pixels) p = float(1.0 / (1.0 + std::exp(-(logit(p) + offsets[l]))));
 }
 
 // Mean Dice over images (each the mean over the labels it or its prediction holds; images
@@ -367,7 +381,6 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
     if (opt.flips != 1 && opt.flips != 2 && opt.flips != 4)
         throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
     t.flips = opt.flips;
-    t.threshold = opt.threshold;
     add_members(t, set, opt);
     if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels)
         t.calibration = calibrate(t, set, opt);
