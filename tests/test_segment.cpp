@@ -4,6 +4,7 @@
 // (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
+#include <universeg/train.hpp>
 #include <universeg/universeg.hpp>
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -30,8 +31,6 @@ const Model& model() {
     static const Model m = load_model(kWeights);
     return m;
 }
-
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // A grey test image: smooth gradient plus a bright disc, values spanning 0..255.
 std::vector<uint8_t> grey_pattern(int h, int w, int seed) {
@@ -125,49 +124,133 @@ TEST_CASE("label map: most probable label above the threshold", "[segment]") {
 TEST_CASE("label map: calibrated logits", "[segment]") {
     // Raw probabilities of labels 3 and 7; the last pixel has both saturated at 1.
     const std::vector<Image> probs = {{1, 5, {0.7f, 0.7f, 0.2f, 0.3f, 1.0f}}, {1, 5, {0.6f, 0.1f, 0.4f, 0.2f, 1.0f}}};
+    const Image query{1, 5, {0.0f, 0.0f, 0.0f, 0.0f, 0.99f}};  // intensity bins 0, 0, 0, 0, 31
     Task t;
     t.values = {3, 7};
-    REQUIRE(label_map(t, probs, 0.5).pixels == std::vector<float>{3, 3, 0, 0, 3});  // no offsets: the plain rule
+    t.intensity = {std::vector<double>(kIntensityBins, 0.0), std::vector<double>(kIntensityBins, 0.0)};
+    t.intensity[0][0] = 2, t.intensity[0][31] = -1;  // label 3's intensity evidence
+    REQUIRE(label_map(t, probs, query, 0.5).pixels == std::vector<float>{3, 3, 0, 0, 3});  // uncalibrated: the plain rule
     // logit(0.7) = 0.847 < logit(0.6) + 1 = 1.405: 7; logit(0.1) + 1 = -1.197: 3;
     // logit(0.4) + 1 = 0.595 > logit(0.2): 7; logit(0.2) + 1 = -0.386 and logit(0.3) < 0: 0;
     // saturated: the same clamped logit, + 1 wins.
     t.calibration.offsets = {0.0, 1.0};
-    REQUIRE(label_map(t, probs, 0.5).pixels == std::vector<float>{7, 3, 7, 0, 7});
+    t.calibration.intensity_weights = {0.0, 0.0};
+    REQUIRE(label_map(t, probs, query, 0.5).pixels == std::vector<float>{7, 3, 7, 0, 7});
+    // sigmoid(1.405) = 0.803, sigmoid(0.847) = 0.700 and sigmoid(0.595) = 0.644: 0.65 drops the last.
+    REQUIRE(label_map(t, probs, query, 0.65).pixels == std::vector<float>{7, 3, 0, 0, 7});
+    REQUIRE(label_map(t, probs, query, 0.0).pixels == std::vector<float>{7, 3, 7, 7, 7});  // -0.386 > logit(0.3)
+    REQUIRE(label_map(t, probs, query, 1.0).pixels == std::vector<float>(5, 0.0f));
+    // Label 3's intensity evidence at weight 0.5: +1 on the first four pixels, -0.5 on the last.
+    // 1.847 > 1.405: 3; 1.847 > -1.197: 3; logit(0.2) + 1 = -0.386 < 0.595: 7;
+    // logit(0.3) + 1 = 0.153 > -0.386: 3; saturated: 7 by 1.5.
+    t.calibration.intensity_weights = {0.5, 0.0};
+    REQUIRE(label_map(t, probs, query, 0.5).pixels == std::vector<float>{3, 3, 7, 3, 7});
     for (size_t p = 0; p < 5; ++p) {
         const double z[2] = {logit(probs[0].pixels[p]), logit(probs[1].pixels[p])};
-        const int64_t l = pick_label(z, t.calibration.offsets);
-        REQUIRE(label_map(t, probs, 0.5).pixels[p] == (l < 0 ? 0.0f : l == 0 ? 3.0f : 7.0f));
+        const double e[2] = {t.intensity[0][size_t(intensity_bin(query.pixels[p]))], 0.0};
+        double score;
+        const size_t l = top_label(z, e, t.calibration.intensity_weights, t.calibration.offsets, score);
+        REQUIRE(label_map(t, probs, query, 0.5).pixels[p] == (score <= 0 ? 0.0f : l == 0 ? 3.0f : 7.0f));
     }
-    // sigmoid(1.405) = 0.803, sigmoid(0.847) = 0.700 and sigmoid(0.595) = 0.644: 0.65 drops the last.
-    REQUIRE(label_map(t, probs, 0.65).pixels == std::vector<float>{7, 3, 0, 0, 7});
-    REQUIRE(label_map(t, probs, 0.0).pixels == std::vector<float>{7, 3, 7, 7, 7});  // -0.386 > logit(0.3)
-    REQUIRE(label_map(t, probs, 1.0).pixels == std::vector<float>(5, 0.0f));
     std::vector<Image> calibrated = probs;
-    calibrated_probabilities(t, calibrated);
-    REQUIRE(calibrated[0].pixels[0] == Approx(0.7));
+    calibrated_probabilities(t, calibrated, query);
+    REQUIRE(calibrated[0].pixels[0] == Approx(sigmoid(logit(0.7) + 1)));
+    REQUIRE(calibrated[0].pixels[4] == Approx(sigmoid(logit(1.0) - 0.5)));
     REQUIRE(calibrated[1].pixels[0] == Approx(sigmoid(logit(0.6) + 1)));
+    REQUIRE(!error_of([&] { label_map(t, probs, Image{1, 4, std::vector<float>(4)}, 0.5); }).empty());
+    REQUIRE(!error_of([&] { calibrated_probabilities(t, calibrated, Image{1, 4, std::vector<float>(4)}); }).empty());
     REQUIRE(std::isfinite(logit(1.0)));
     REQUIRE(logit(0.5) == 0);
 }
 
-TEST_CASE("calibration: the smallest offsets that maximise the mean Dice", "[segment]") {
+TEST_CASE("intensity evidence: log ratio of the label's and the rest's histograms", "[segment]") {
+    // Two 1x4 supports; label 5 on intensities 0.9 (bin 28) and 0.95 (bin 30), the rest at 0.1 (bin 3).
+    SupportSet set;
+    add_support(set, {1, 4, {0.9f, 0.1f, 0.1f, 0.1f}}, {1, 4, {5, 0, 0, 0}}, "a");
+    add_support(set, {1, 4, {0.95f, 0.9f, 0.1f, 0.1f}}, {1, 4, {5, 0, 0, 0}}, "b");
+    REQUIRE(intensity_bin(0.0) == 0);
+    REQUIRE(intensity_bin(1.0) == kIntensityBins - 1);
+    REQUIRE(intensity_bin(0.9) == 28);
+    REQUIRE(intensity_bin(-0.5) == 0);
+    REQUIRE(intensity_bin(NAN) == 0);
+    REQUIRE(intensity_bin(INFINITY) == kIntensityBins - 1);
+    // Inside: 2 pixels + 32 pseudo-counts; outside: 6 + 32. Bin 28: 1 + 1 inside, 1 + 1 outside.
+    const std::vector<double> r = intensity_log_ratios(set, 5);
+    REQUIRE(r.size() == size_t(kIntensityBins));
+    REQUIRE(r[28] == Approx(std::log(2.0 / 34) - std::log(2.0 / 38)));
+    REQUIRE(r[30] == Approx(std::log(2.0 / 34) - std::log(1.0 / 38)));
+    REQUIRE(r[3] == Approx(std::log(1.0 / 34) - std::log(6.0 / 38)));
+    REQUIRE(r[10] == Approx(std::log(1.0 / 34) - std::log(1.0 / 38)));
+    // Without support 1: inside 1 + 32, outside 3 + 32; bin 30 unseen.
+    const std::vector<double> s = intensity_log_ratios(set, 5, 1);
+    REQUIRE(s[28] == Approx(std::log(2.0 / 33) - std::log(1.0 / 35)));
+    REQUIRE(s[30] == Approx(std::log(1.0 / 33) - std::log(1.0 / 35)));
+}
+
+namespace {
+CalibrationData calibration_data(int64_t n, int64_t HW, int64_t L, std::vector<double> logits, std::vector<int64_t> truth,
+                                 std::vector<double> evidence = {}) {
+    CalibrationData d;
+    d.n = n, d.HW = HW, d.L = L;
+    if (evidence.empty()) evidence.assign(logits.size(), 0.0);
+    d.logits = std::move(logits), d.truth = std::move(truth), d.evidence = std::move(evidence);
+    return d;
+}
+}  // namespace
+
+TEST_CASE("calibration: the smallest weights and offsets that clearly maximise the mean Dice", "[segment]") {
     // One label: truth on the first two pixels, whose logits (-1) are below 0, the others' at -3.
-    // Offsets in (1, 3) are perfect; 1.25 is the smallest on the grid.
-    Task::Calibration c = fit_offsets({-1, -1, -3, -3}, {0, 0, -1, -1}, 1, 4, 1);
+    // Offsets in (1, 3) are perfect; 1.25 is the smallest on the grid; no intensity needed.
+    Task::Calibration c = fit_calibration(calibration_data(1, 4, 1, {-1, -1, -3, -3}, {0, 0, -1, -1}));
     REQUIRE(c.offsets == std::vector<double>{1.25});
+    REQUIRE(c.intensity_weights == std::vector<double>{0});
     REQUIRE(c.dice_before == 0);
     REQUIRE(c.dice_after == 1);
     REQUIRE(c.images == 1);
     // Label 0 contains label 1 (a cell and its nucleus) and wins the comparison on the nucleus:
     // the container's offset must fall below -0.5 (ties go to the lower index), so -0.75.
     // Before: label 0 Dice 2/4, label 1 Dice 0.
-    c = fit_offsets({2, -2, 2, 1.5, 1.5, 1, -2, -2}, {0, 1, 1, -1}, 1, 4, 2);
+    c = fit_calibration(calibration_data(1, 4, 2, {2, -2, 2, 1.5, 1.5, 1, -2, -2}, {0, 1, 1, -1}));
     REQUIRE(c.offsets == std::vector<double>{-0.75, 0});
     REQUIRE(c.dice_before == Approx(0.25));
     REQUIRE(c.dice_after == 1);
+    // Logits that cannot tell the pixels apart, intensity evidence that can (+1 on the label,
+    // -1 off it). Weight 0 at best marks everything (offset 1.25: Dice 2/3); weight 0.5 with an
+    // offset in (0.5, 1.5) is perfect, 0.75 the first on the grid; weight 1 only ties.
+    c = fit_calibration(calibration_data(1, 4, 1, {-1, -1, -1, -1}, {0, 0, -1, -1}, {1, 1, -1, -1}));
+    REQUIRE(c.intensity_weights == std::vector<double>{0.5});
+    REQUIRE(c.offsets == std::vector<double>{0.75});
+    REQUIRE(c.dice_after == 1);
+    // A gain of at most kCalibrationTolerance moves nothing: one missed pixel of 200 (Dice
+    // 398/399) that an offset of 0.25 would win.
+    std::vector<double> z1(400, -3.0);
+    std::vector<int64_t> y1(400, -1);
+    for (size_t p = 0; p < 200; ++p) z1[p] = p == 0 ? -0.2 : 1.0, y1[p] = 0;
+    c = fit_calibration(calibration_data(1, 400, 1, z1, y1));
+    REQUIRE(c.dice_before == Approx(398.0 / 399));
+    REQUIRE(398.0 / 399 + kCalibrationTolerance > 1.0);
+    REQUIRE(c.offsets == std::vector<double>{0});
+    REQUIRE(c.dice_after == c.dice_before);
+    z1[1] = z1[2] = -0.2;  // three missed: 394/397 + the tolerance < 1, so it moves
+    c = fit_calibration(calibration_data(1, 400, 1, z1, y1));
+    REQUIRE(c.offsets == std::vector<double>{0.25});
+    REQUIRE(c.dice_after == 1);
+    // Three labels, random logits, evidence and truth: the search's fast scoring (one label
+    // moving, the others fixed) agrees with scoring every label afresh.
+    Rng rng(7);
+    std::vector<double> z(3 * 200 * 3), e(z.size());
+    std::vector<int64_t> y(3 * 200);
+    for (double& v : z) v = 4 * rng.uniform() - 2.5;
+    for (double& v : e) v = 2 * rng.uniform() - 1;
+    for (int64_t& v : y) v = int64_t(rng.below(4)) - 1;
+    const CalibrationData random = calibration_data(3, 200, 3, z, y, e);
+    c = fit_calibration(random);
+    REQUIRE(c.dice_after > c.dice_before);
+    REQUIRE(c.dice_after == Approx(mean_dice(random, c.intensity_weights, c.offsets)));
     // The mean over images, each the mean over the labels it or its prediction holds: 2/3, 0,
     // and the third (neither) skipped.
-    REQUIRE(mean_dice({1, -1, -1, -1, -1, -1}, {0, 0, 0, -1, -1, -1}, 3, 2, {0.0}) == Approx((2.0 / 3 + 0) / 2));
+    REQUIRE(mean_dice(calibration_data(3, 2, 1, {1, -1, -1, -1, -1, -1}, {0, 0, 0, -1, -1, -1}), {0.0}, {0.0}) ==
+            Approx((2.0 / 3 + 0) / 2));
 }
 
 TEST_CASE("Dice and IoU per label value", "[segment]") {
@@ -231,6 +314,7 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
     REQUIRE(c.images == 6);
     REQUIRE(c.offsets.size() == 2);
     for (double o : c.offsets) REQUIRE((o >= -3 && o <= 3));
+    for (double w : c.intensity_weights) REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
     REQUIRE(c.dice_after >= c.dice_before);
 
     // Independently: segment each support from the other five (one view, fixed threshold),
@@ -250,6 +334,7 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
         REQUIRE(r.calibration.offsets.empty());
         const std::vector<Image> probs =
             predict_probabilities(r, {H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)});
+        for (size_t v = 0; v < 2; ++v) REQUIRE(r.intensity[v] == intensity_log_ratios(set, r.values[v], i));
         const float* truth = set.labels.data() + i * H * W;
         auto mean_over_labels = [&](const Image& pred) {
             double sum = 0;
@@ -257,9 +342,10 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
             for (const auto& kv : label_overlaps(truth, pred.pixels.data(), size_t(H * W))) sum += kv.second.dice(), ++n;
             return sum / n;
         };
+        const Image image{H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)};
         before += mean_over_labels(label_map(probs, r.values, 0.5)) / 6;
-        r.calibration.offsets = c.offsets;
-        after += mean_over_labels(label_map(r, probs, 0.5)) / 6;
+        r.calibration = c;  // with the intensity evidence of the other five, as make_task(rest) built it
+        after += mean_over_labels(label_map(r, probs, image, 0.5)) / 6;
     }
     REQUIRE(c.dice_before == Approx(before));
     REQUIRE(c.dice_after == Approx(after));
@@ -303,15 +389,21 @@ TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "
         }
         for (int64_t p = 0; p < HW; ++p) REQUIRE(probs[v].pixels[size_t(p)] == Approx(expect[size_t(p)]).margin(1e-6));
     }
-    // Calibrated: each label's logit shifted by its offset.
+    // Calibrated: each label's logit shifted by its offset and its weighted intensity evidence.
     t.calibration.offsets = {0.5, -1.25};
-    REQUIRE(predict_probabilities(t, query)[0].pixels == probs[0].pixels);  // raw, whatever the offsets
+    t.calibration.intensity_weights = {1.0, 0.5};
+    REQUIRE(predict_probabilities(t, query)[0].pixels == probs[0].pixels);  // raw, whatever the calibration
     std::vector<Image> shifted = probs;
-    calibrated_probabilities(t, shifted);
-    for (size_t v = 0; v < 2; ++v)
-        for (int64_t p = 0; p < HW; ++p)
+    calibrated_probabilities(t, shifted, query);
+    for (size_t v = 0; v < 2; ++v) {
+        const std::vector<double> ratio = intensity_log_ratios(set, t.values[v]);
+        for (int64_t p = 0; p < HW; ++p) {
+            const double e = ratio[size_t(intensity_bin(query.pixels[size_t(p)]))];
             REQUIRE(shifted[v].pixels[size_t(p)] ==
-                    Approx(sigmoid(logit(probs[v].pixels[size_t(p)]) + t.calibration.offsets[v])).margin(1e-6));
+                    Approx(sigmoid(logit(probs[v].pixels[size_t(p)]) + t.calibration.offsets[v] +
+                                   t.calibration.intensity_weights[v] * e)).margin(1e-6));
+        }
+    }
     REQUIRE(!error_of([&] { predict_probabilities(t, Image{8, 8, std::vector<float>(64)}); }).empty());
 }
 
@@ -461,7 +553,8 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
 
     // Uncalibrated, the label map is the per-pixel argmax of the written probabilities above 0.5.
     // Calibrated (5 supports: by default), the written probabilities are the uncalibrated ones
-    // shifted by the printed offsets, and the label map the argmax of logit + offset.
+    // shifted by the printed offsets and weighted intensity evidence (recomputed here from the
+    // supports prepared as the CLI prepares them), and the label map their argmax above 0.5.
     const Run raw = cli(dir, base + "--no-calibration --probabilities npy --out '" + dir / "raw" + "'" + q);
     REQUIRE(raw.rc == 0);
     REQUIRE(raw.err.empty());  // stderr is not a terminal: no progress bar
@@ -478,17 +571,40 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
     REQUIRE(r.rc == 0);
     const size_t at = r.out.find("calibrated on 5 examples");
     REQUIRE(at != std::string::npos);
-    double o3 = NAN, o7 = NAN;
-    REQUIRE(std::sscanf(r.out.c_str() + r.out.find("offsets", at), "offsets 3:%lf 7:%lf", &o3, &o7) == 2);
-    REQUIRE((o3 != 0 || o7 != 0));  // this fixture's boxes need calibrating
+    double o3 = NAN, o7 = NAN, w3 = NAN, w7 = NAN;
+    REQUIRE(std::sscanf(r.out.c_str() + r.out.find("weight ", at), "weight 3:%lf,%lf 7:%lf,%lf", &o3, &w3, &o7, &w7) == 4);
+    REQUIRE((o3 != 0 || o7 != 0 || w3 != 0 || w7 != 0));  // this fixture's boxes need calibrating
+    SupportSet set;
+    for (const std::string& f : list_image_files(dir / "support/images")) {
+        const std::string label = dir / ("support/labels/" + image_stem(f) + (image_stem(f) == "s3" ? ".bmp" : ".png"));
+        add_support(set, prepare_image(load_image(f), 32, 32), resize_nearest(load_label_map(label), 32, 32), f);
+    }
+    REQUIRE(set.size() == 5);
+    const std::vector<double> e3 = intensity_log_ratios(set, 3), e7 = intensity_log_ratios(set, 7);
+    Image query = load_image(dir / "queries/q_rgb.png");
+    normalize_min_max(query);
     const Tensor p3 = load_npy(dir / "p/q_rgb_prob_3.npy"), p7 = load_npy(dir / "p/q_rgb_prob_7.npy");
     const Image labc = load_label_map(dir / "p/q_rgb.png");
     for (size_t i = 0; i < labc.pixels.size(); ++i) {
-        const double a = logit(r3.data[i]) + o3, b = logit(r7.data[i]) + o7;
+        const size_t bin = size_t(intensity_bin(query.pixels[i]));
+        const double a = logit(r3.data[i]) + o3 + w3 * e3[bin], b = logit(r7.data[i]) + o7 + w7 * e7[bin];
         REQUIRE(p3.data[i] == Approx(sigmoid(a)).margin(1e-6));
         REQUIRE(p7.data[i] == Approx(sigmoid(b)).margin(1e-6));
         REQUIRE(labc.pixels[i] == (std::max(a, b) > 0 ? (b > a ? 7.0f : 3.0f) : 0.0f));
     }
+    // The classical classifier instead of the network: each label's histogram_baseline on the
+    // same prepared supports and normalised query, the lower value first.
+    const Run h = cli(dir, base + "--histogram-baseline --out '" + dir / "h" + "'" + q);
+    REQUIRE(h.rc == 0);
+    REQUIRE(h.out.find("histogram classifier") != std::string::npos);
+    const Image labh = load_label_map(dir / "h/q_rgb.png");
+    std::vector<float> m3(set.labels.size()), m7(set.labels.size()), c3(query.pixels.size()), c7(query.pixels.size());
+    for (size_t i = 0; i < m3.size(); ++i) m3[i] = set.labels[i] == 3, m7[i] = set.labels[i] == 7;
+    histogram_baseline(set.images.data(), m3.data(), 5, 32 * 32, query.pixels.data(), int64_t(c3.size()), c3.data());
+    histogram_baseline(set.images.data(), m7.data(), 5, 32 * 32, query.pixels.data(), int64_t(c7.size()), c7.data());
+    for (size_t i = 0; i < labh.pixels.size(); ++i) REQUIRE(labh.pixels[i] == (c3[i] > 0 ? 3.0f : c7[i] > 0 ? 7.0f : 0.0f));
+    REQUIRE(std::set<float>(labh.pixels.begin(), labh.pixels.end()).size() > 1);
+    REQUIRE(cli(dir, base + "--histogram-baseline --probabilities png --out '" + dir / "h2" + "'" + q).rc != 0);
 
     REQUIRE(cli(dir, base + "--quiet --no-calibration --label 7 --probabilities png --out '" + dir / "l7" + "'" + q).rc == 0);
     for (float v : values_of(load_label_map(dir / "l7/q_rgb.png"))) REQUIRE((v == 0 || v == 7));

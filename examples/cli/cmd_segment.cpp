@@ -4,6 +4,7 @@
 
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment.hpp>
+#include <universeg/train.hpp>
 #include <universeg/universeg.hpp>
 
 #include <unistd.h>
@@ -34,6 +35,8 @@ const char* kSegmentUsage =
     "  --size N | HxW       model working size (default: the weights' image_size, else 128)\n"
     "  --threshold T        a pixel gets the most probable label above T, else 0 (default 0.5)\n"
     "  --no-calibration     use the network's probabilities as they are (see Calibration below)\n"
+    "  --histogram-baseline segment with the classical per-task intensity-histogram classifier built\n"
+    "                       from the same examples instead of the network, for comparison\n"
     "  --label V            segment only label value V\n"
     "  --support-size S     examples per prediction, a seeded random subset (default: all, at most 64)\n"
     "  --ensemble K         average the probabilities over K different subsets (default 1)\n"
@@ -54,11 +57,12 @@ const char* kSegmentUsage =
     "reported and skipped; the others are still written and the exit code is 1.\n"
     "\n"
     "Calibration (with 4 or more examples and at most 8 labels): each example (up to 16) is\n"
-    "segmented from the others, one view each, and every label gets the logit offset in [-3, 3]\n"
-    "that maximises the mean Dice of those predictions at 0.5; the probabilities (and what\n"
-    "--probabilities writes) are then sigmoid(logit + offset), and where two saturate at 1 the\n"
-    "higher logit + offset wins. It costs about one forward pass per\n"
-    "example, label and --ensemble subset, once per run.\n";
+    "segmented from the others, one view each, and every label gets a logit offset and a weight\n"
+    "(0 to 4) for its intensity evidence, the log ratio of the intensity histograms of the label and\n"
+    "of the rest in the other examples, chosen to maximise the mean Dice of those predictions at\n"
+    "0.5. The probabilities (and what --probabilities writes) are then\n"
+    "sigmoid(logit + weight * evidence + offset), and where two saturate at 1 the higher calibrated\n"
+    "logit wins. It costs about one forward pass per example, label and --ensemble subset, once per run.\n";
 
 const char* kEvalUsage =
     "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--quiet]\n"
@@ -191,6 +195,7 @@ struct Settings {
     std::string probabilities;  // "", "png" or "npy"
     bool overlay = false;
     double threshold = 0.5;
+    const universeg::SupportSet* histogram_baseline = nullptr;  // --histogram-baseline: these supports' classifier
 };
 
 // Clip and min-max normalise in place (a whole volume at once, so slices keep their contrast).
@@ -243,14 +248,32 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
     return set;
 }
 
+// --histogram-baseline: the classical per-task intensity-histogram classifier that train and
+// finetune report (histogram_baseline), one label value at a time, on the query at its size; a
+// pixel that several values claim takes the lowest.
+universeg::Image histogram_label_map(const universeg::SupportSet& set, const std::vector<int64_t>& values,
+                                     const universeg::Image& normalized) {
+    universeg::Image out{normalized.height, normalized.width, std::vector<float>(normalized.pixels.size(), 0.0f)};
+    std::vector<float> mask(set.labels.size()), claim(normalized.pixels.size());
+    for (int64_t v : values) {
+        for (size_t i = 0; i < mask.size(); ++i) mask[i] = set.labels[i] == float(v) ? 1.0f : 0.0f;
+        universeg::histogram_baseline(set.images.data(), mask.data(), set.size(), set.height * set.width,
+                                      normalized.pixels.data(), int64_t(claim.size()), claim.data());
+        for (size_t i = 0; i < claim.size(); ++i)
+            if (claim[i] > 0 && out.pixels[i] == 0) out.pixels[i] = float(v);
+    }
+    return out;
+}
+
 // Per label: the probabilities at the model size resized to the query's, then the label map;
-// probs comes back calibrated.
+// probs comes back calibrated (and empty with --histogram-baseline).
 universeg::Image segment_slice(const universeg::Task& task, const universeg::Image& normalized, const Settings& s,
                                std::vector<universeg::Image>& probs) {
+    if (s.histogram_baseline) return histogram_label_map(*s.histogram_baseline, task.values, normalized);
     probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
     for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
-    const universeg::Image labels = universeg::label_map(task, probs, s.threshold);
-    universeg::calibrated_probabilities(task, probs);
+    const universeg::Image labels = universeg::label_map(task, probs, normalized, s.threshold);
+    universeg::calibrated_probabilities(task, probs, normalized);
     return labels;
 }
 
@@ -350,7 +373,7 @@ int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
            {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed", "--flips",
             "--clip", "--axis", "--probabilities", "--threads", "--max-memory"},
-           {"--overlay", "--quiet", "--no-calibration"});
+           {"--overlay", "--quiet", "--no-calibration", "--histogram-baseline"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
     set_threads(a.get_int("--threads", 0, 0, 1024));
@@ -378,7 +401,9 @@ int cmd_segment(int argc, char** argv) {
     opt.flips = a.get_int("--flips", 4, 1, 4);
     if (opt.flips == 3) throw Error("--flips: expected 1, 2 or 4, got 3");
     opt.threshold = s.threshold;
-    opt.calibrate = !a.has("--no-calibration");
+    opt.calibrate = !a.has("--no-calibration") && !a.has("--histogram-baseline");
+    if (a.has("--histogram-baseline") && !s.probabilities.empty())
+        throw Error("--histogram-baseline makes label maps only, not --probabilities");
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
     opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
     const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
@@ -400,6 +425,7 @@ int cmd_segment(int argc, char** argv) {
 
     const universeg::SupportSet set = load_supports(support_dir, s);
     const universeg::Task task = universeg::make_task(model, set, opt);
+    if (a.has("--histogram-baseline")) s.histogram_baseline = &set;
     if (!quiet) {
         std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)s.height, (long long)s.width);
         std::printf("support: %lld examples from %s, labels %s; %lld per prediction", (long long)set.size(),
@@ -409,19 +435,21 @@ int cmd_segment(int argc, char** argv) {
                         (long long)task.members.size());
         else if (opt.ensemble > 1)
             std::printf(", ensemble of %lld", (long long)opt.ensemble);
-        if (opt.flips > 1) std::printf(", averaged over %lld mirrored views", (long long)opt.flips);
+        if (opt.flips > 1 && !s.histogram_baseline) std::printf(", averaged over %lld mirrored views", (long long)opt.flips);
         std::printf("\n");
+        if (s.histogram_baseline) std::printf("segmenting with the per-task intensity-histogram classifier, not the network\n");
         const universeg::Task::Calibration& c = task.calibration;
         if (!c.offsets.empty()) {
-            std::printf("calibrated on %lld examples segmented from the others: mean Dice %.3f -> %.3f; logit offsets",
+            std::printf("calibrated on %lld examples segmented from the others: mean Dice %.3f -> %.3f; per label logit offset, "
+                        "intensity weight",
                         (long long)c.images, c.dice_before, c.dice_after);
-            for (size_t l = 0; l < c.offsets.size(); ++l) std::printf(" %lld:%+.2f", (long long)task.values[l], c.offsets[l]);
+            for (size_t l = 0; l < c.offsets.size(); ++l)
+                std::printf(" %lld:%+.2f,%.1f", (long long)task.values[l], c.offsets[l], c.intensity_weights[l]);
             std::printf("\n");
+        } else if (opt.calibrate && set.size() < universeg::kMinCalibrationSupports) {
+            std::printf("not calibrated: fewer than %lld examples\n", (long long)universeg::kMinCalibrationSupports);
         } else if (opt.calibrate) {
-            std::printf("not calibrated: %s %lld %s\n", set.size() < universeg::kMinCalibrationSupports ? "fewer than" : "more than",
-                        (long long)(set.size() < universeg::kMinCalibrationSupports ? universeg::kMinCalibrationSupports
-                                                                                     : universeg::kMaxCalibrationLabels),
-                        set.size() < universeg::kMinCalibrationSupports ? "examples" : "labels");
+            std::printf("not calibrated: more than %lld labels\n", (long long)universeg::kMaxCalibrationLabels);
         }
         std::fflush(stdout);
     }

@@ -10,21 +10,26 @@
 //
 // The network's probabilities are not equally well placed for every task (a label nested in
 // another, like a nucleus in its cell, often loses the comparison to its container, and both
-// are often saturated at 1 there), so by default make_task calibrates them: it segments every
-// support (up to kCalibrationImages of them) from the others and keeps, per label, the logit
-// offset that maximises the mean Dice of those leave-one-out predictions at the threshold 0.5.
-// The calibrated probability is sigmoid(logit + offset) (calibrated_probabilities); label_map
+// are often saturated at 1 there), and where intensity alone defines a label the network can
+// trail a classical per-task intensity classifier. So by default make_task calibrates on the
+// supports: it segments every support (up to kCalibrationImages of them) from the others and
+// keeps, per label, the logit offset and the weight of the intensity evidence (the log ratio of
+// the label's and the rest's intensity histograms, from the other supports) that maximise the
+// mean Dice of those leave-one-out predictions at the threshold 0.5. The calibrated logit is
+// logit + weight * evidence + offset; calibrated_probabilities gives its sigmoid, and label_map
 // compares the calibrated logits, so saturated labels are still told apart. The supports are
 // all the labelled data there is, so they decide, as they do for the classical per-task
-// classifiers.
+// classifiers; a weight of 0 and an offset of 0 leave the network as it is.
 //
 //   SupportSet set;                                  // images prepared at the model size
 //   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
 //   Task task = make_task(model, set, options);      // subsets, per-label masks, offsets: once
 //   std::vector<Image> p = predict_probabilities(task, prepare_image(query, 128, 128));
 //   for (Image& q : p) q = resize_bilinear(q, query.height, query.width);   // back to its size
-//   Image labels = label_map(task, p, options.threshold);
-//   calibrated_probabilities(task, p);               // what the label map was made of
+//   Image normalized = query;                        // prepared as prepare_image does, at its size
+//   normalize_min_max(normalized);
+//   Image labels = label_map(task, p, normalized, options.threshold);
+//   calibrated_probabilities(task, p, normalized);   // what the label map was made of
 //   std::map<int64_t, Overlap> o = label_overlaps(truth.pixels.data(), labels.pixels.data(), n);  // Dice, IoU
 //
 // A Task points to its Model, which must outlive it.
@@ -36,6 +41,7 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <set>
 
 namespace universeg {
@@ -50,6 +56,12 @@ constexpr int64_t kMaxLabelValues = 255;
 constexpr int64_t kCalibrationImages = 16;
 constexpr int64_t kMinCalibrationSupports = 4;
 constexpr int64_t kMaxCalibrationLabels = 8;
+// The calibration's intensity evidence: histogram bins, and the weights it may take (up to 4:
+// where intensity alone defines a label, the histograms should be able to overrule the network).
+constexpr int64_t kIntensityBins = 32;
+constexpr double kIntensityWeights[] = {0.0, 0.5, 1.0, 2.0, 4.0};
+// The least gain in leave-one-out mean Dice that moves a label's offset or weight.
+constexpr double kCalibrationTolerance = 0.005;
 
 // Clip (optional), min-max normalise, then resize bilinearly to the model size. Normalising
 // first keeps the percentiles of the full-resolution image.
@@ -141,8 +153,10 @@ struct Task {
     };
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
+    std::vector<std::vector<double>> intensity;  // per value: intensity_log_ratios of all supports
     struct Calibration {
         std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
+        std::vector<double> intensity_weights;  // per value, times its intensity evidence
         int64_t images = 0;           // supports segmented from the others
         double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
     };
@@ -178,6 +192,8 @@ inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& op
     }
 }
 
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
 // log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
 inline double logit(double p) {
     p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);
@@ -208,7 +224,7 @@ inline std::vector<Image> predict_probabilities(const Task& t, const Image& quer
                                  t.engine);
                 flip_images(logits.data(), flipped.data(), 1, t.height, t.width, fx, fy);  // back to the query's frame
                 for (int64_t p = 0; p < HW; ++p)
-                    probs[l].pixels[size_t(p)] += float(1.0 / (1.0 + std::exp(-double(logits[size_t(p)]))) * share);
+                    probs[l].pixels[size_t(p)] += float(sigmoid(logits[size_t(p)]) * share);
             }
         }
     }
@@ -227,108 +243,187 @@ inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_
     return out;
 }
 
-// The label index whose logit + offset is highest, if that is positive; else -1 (background):
-// label_map at the threshold 0.5.
-inline int64_t pick_label(const double* logits, const std::vector<double>& offsets) {
-    int64_t best = -1;
-    double score = 0;
-    for (size_t l = 0; l < offsets.size(); ++l)
-        if (logits[l] + offsets[l] > score) score = logits[l] + offsets[l], best = int64_t(l);
+// Intensity evidence: the classical per-task classifier's view, a pixel's intensity alone.
+inline int64_t intensity_bin(double v) { return v > 0 ? (v < 1 ? int64_t(v * kIntensityBins) : kIntensityBins - 1) : 0; }
+
+// For one label value, per intensity bin of the prepared support images (in [0, 1]): the log of
+// how much more often the bin occurs under the label than elsewhere (both histograms normalised,
+// one pseudo-count per bin, so unseen bins say little). Support `skip` is left out.
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, int64_t skip = -1) {
+    std::vector<double> inside(size_t(kIntensityBins), 1.0), outside(size_t(kIntensityBins), 1.0);
+    const int64_t HW = set.height * set.width;
+    for (int64_t i = 0; i < set.size(); ++i) {
+        if (i == skip) continue;
+        for (int64_t p = i * HW; p < (i + 1) * HW; ++p)
+            (set.labels[size_t(p)] == float(value) ? inside : outside)[size_t(intensity_bin(set.images[size_t(p)]))] += 1;
+    }
+    const double n_in = std::accumulate(inside.begin(), inside.end(), 0.0), n_out = std::accumulate(outside.begin(), outside.end(), 0.0);
+    std::vector<double> ratio(inside.size());
+    for (size_t b = 0; b < ratio.size(); ++b) ratio[b] = std::log(inside[b] / n_in) - std::log(outside[b] / n_out);
+    return ratio;
+}
+
+// The label index whose calibrated logit (logit + weight * evidence + offset) is highest, and
+// that logit in `score`. All arrays hold one value per label.
+inline size_t top_label(const double* logits, const double* evidence, const std::vector<double>& weights,
+                        const std::vector<double>& offsets, double& score) {
+    size_t best = 0;
+    score = -INFINITY;
+    for (size_t l = 0; l < offsets.size(); ++l) {
+        const double z = logits[l] + weights[l] * evidence[l] + offsets[l];
+        if (z > score) score = z, best = l;
+    }
     return best;
 }
 
-// The task's label map of probabilities from predict_probabilities (any size): each pixel takes
-// the value with the highest calibrated logit, if its calibrated probability exceeds
-// `threshold`; else 0. Without offsets, label_map(probs, values, threshold).
-inline Image label_map(const Task& t, const std::vector<Image>& probs, double threshold) {
-    const std::vector<double>& offsets = t.calibration.offsets;
-    if (offsets.empty()) return label_map(probs, t.values, threshold);
+// The task's label map of probabilities from predict_probabilities (any size) and the prepared
+// (normalised) query at the same size, whose intensities are the evidence: each pixel takes the
+// value with the highest calibrated logit, if its calibrated probability exceeds `threshold`;
+// else 0. Without calibration, label_map(probs, values, threshold).
+inline Image label_map(const Task& t, const std::vector<Image>& probs, const Image& query, double threshold) {
+    const Task::Calibration& c = t.calibration;
+    if (c.offsets.empty()) return label_map(probs, t.values, threshold);
     if (probs.size() != t.values.size()) throw Error("label_map: probabilities and label values differ in count");
+    if (query.pixels.size() != probs[0].pixels.size()) throw Error("label_map: the query and the probabilities differ in size");
     Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
+    std::vector<double> z(probs.size()), e(probs.size());
     for (size_t p = 0; p < out.pixels.size(); ++p) {
-        size_t best = 0;
-        double score = -INFINITY;
-        for (size_t l = 0; l < offsets.size(); ++l) {
-            const double z = logit(probs[l].pixels[p]) + offsets[l];
-            if (z > score) score = z, best = l;
-        }
-        if (1.0 / (1.0 + std::exp(-score)) > threshold) out.pixels[p] = float(t.values[best]);
+        for (size_t l = 0; l < z.size(); ++l)
+            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(intensity_bin(query.pixels[p]))];
+        double score;
+        const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
+        if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
     }
     return out;
 }
 
-// sigmoid(logit + offset) per label, in place: the probabilities label_map(t, ...) thresholds.
-inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs) {
-    const std::vector<double>& offsets = t.calibration.offsets;
-    for (size_t l = 0; l < offsets.size() && l < probs.size(); ++l)
-        for (float& p : probs[l].pixels) p = float(1.0 / (1.0 + std::exp(-(logit(p) + offsets[l]))));
+// sigmoid of the calibrated logit per label, in place: the probabilities label_map(t, ...) thresholds.
+inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, const Image& query) {
+    const Task::Calibration& c = t.calibration;
+    for (const Image& p : probs)
+        if (p.pixels.size() != query.pixels.size())
+            throw Error("calibrated_probabilities: the query and the probabilities differ in size");
+    for (size_t l = 0; l < c.offsets.size() && l < probs.size(); ++l)
+        for (size_t p = 0; p < probs[l].pixels.size(); ++p)
+            probs[l].pixels[p] = float(sigmoid(logit(probs[l].pixels[p]) + c.offsets[l] +
+                                               c.intensity_weights[l] * t.intensity[l][size_t(intensity_bin(query.pixels[p]))]));
 }
 
+// Pixel counts of one label value in a ground truth and a prediction.
+struct Overlap {
+    int64_t truth = 0, pred = 0, both = 0;
+    // NaN when the value is absent from both: nothing to score, rather than a perfect 1.
+    double dice() const { return truth + pred ? 2.0 * double(both) / double(truth + pred) : NAN; }
+    double iou() const { return truth + pred ? double(both) / double(truth + pred - both) : NAN; }
+};
+
+// Leave-one-out predictions of n images: per pixel and label (n, HW, L) the network's logit and
+// the intensity evidence, and per pixel (n, HW) the true label index or -1.
+struct CalibrationData {
+    int64_t n = 0, HW = 0, L = 0;
+    std::vector<double> logits, evidence;
+    std::vector<int64_t> truth;
+};
+
 // Mean Dice over images (each the mean over the labels it or its prediction holds; images
-// with neither are skipped) of the labels picked with `offsets`. logits: (n, HW, L), truth:
-// (n, HW) label index or -1.
-inline double mean_dice(const std::vector<double>& logits, const std::vector<int64_t>& truth, int64_t n, int64_t HW,
-                        const std::vector<double>& offsets) {
-    const size_t L = offsets.size();
+// with neither are skipped) of the labels pick(p) gives pixel p (-1: none).
+template <class Pick>
+double mean_dice(const CalibrationData& d, Pick pick) {
     double total = 0;
     int64_t scored = 0;
-    std::vector<int64_t> t(L), pr(L), both(L);
-    for (int64_t i = 0; i < n; ++i) {
-        std::fill(t.begin(), t.end(), 0), std::fill(pr.begin(), pr.end(), 0), std::fill(both.begin(), both.end(), 0);
-        for (int64_t p = 0; p < HW; ++p) {
-            const int64_t y = truth[size_t(i * HW + p)], l = pick_label(&logits[size_t((i * HW + p) * int64_t(L))], offsets);
-            if (y >= 0) ++t[size_t(y)];
-            if (l >= 0) ++pr[size_t(l)];
-            if (y >= 0 && y == l) ++both[size_t(y)];
+    std::vector<Overlap> o(size_t(d.L));
+    for (int64_t i = 0; i < d.n; ++i) {
+        std::fill(o.begin(), o.end(), Overlap{});
+        for (int64_t p = i * d.HW; p < (i + 1) * d.HW; ++p) {
+            const int64_t y = d.truth[size_t(p)], l = pick(p);
+            if (y >= 0) ++o[size_t(y)].truth;
+            if (l >= 0) ++o[size_t(l)].pred, o[size_t(l)].both += y == l;
         }
         double sum = 0;
         int64_t labels = 0;
-        for (size_t l = 0; l < L; ++l)
-            if (t[l] + pr[l]) sum += 2.0 * double(both[l]) / double(t[l] + pr[l]), ++labels;
+        for (const Overlap& x : o)
+            if (x.truth + x.pred) sum += x.dice(), ++labels;
         if (labels) total += sum / double(labels), ++scored;
     }
     return scored ? total / double(scored) : 0.0;
 }
 
-// Per-label offsets for n images' logits (n, HW, L) and truth (n, HW): a grid of [-3, 3] in
-// logit units searched coordinate by coordinate, twice over; a move must raise the mean Dice,
-// and smaller moves are tried first, so ties keep the offsets small.
-inline Task::Calibration fit_offsets(const std::vector<double>& logits, const std::vector<int64_t>& truth, int64_t n, int64_t HW,
-                                     int64_t L) {
+// ... of the labels picked with these weights and offsets at the threshold 0.5 (a positive
+// calibrated logit).
+inline double mean_dice(const CalibrationData& d, const std::vector<double>& weights, const std::vector<double>& offsets) {
+    return mean_dice(d, [&](int64_t p) {
+        double score;
+        const size_t l = top_label(&d.logits[size_t(p * d.L)], &d.evidence[size_t(p * d.L)], weights, offsets, score);
+        return score > 0 ? int64_t(l) : int64_t(-1);
+    });
+}
+
+// Per label, an intensity weight from kIntensityWeights and an offset from a grid of [-3, 3]
+// logit units (times the weight, where above 1), searched label by label, twice over. A move
+// must raise the mean Dice by more than kCalibrationTolerance, and among equals the smaller
+// weight and offset win, so without a clear gain the network's logits stay as they are.
+inline Task::Calibration fit_calibration(const CalibrationData& d) {
     std::vector<double> grid{0.0};
     for (int step = 1; step <= 12; ++step) grid.push_back(0.25 * step), grid.push_back(-0.25 * step);
     Task::Calibration c;
-    c.images = n;
-    c.offsets.assign(size_t(L), 0.0);
-    c.dice_before = c.dice_after = mean_dice(logits, truth, n, HW, c.offsets);
+    c.images = d.n;
+    c.offsets.assign(size_t(d.L), 0.0);
+    c.intensity_weights.assign(size_t(d.L), 0.0);
+    c.dice_before = c.dice_after = mean_dice(d, c.intensity_weights, c.offsets);
+    const int64_t N = d.n * d.HW;
+    std::vector<double> rest(static_cast<size_t>(N));
+    std::vector<int64_t> rest_label(static_cast<size_t>(N));
     for (int sweep = 0; sweep < 2; ++sweep)
-        for (int64_t l = 0; l < L; ++l) {
-            std::vector<double> trial = c.offsets;
-            for (double g : grid) {
-                trial[size_t(l)] = g;
-                const double d = mean_dice(logits, truth, n, HW, trial);
-                if (d > c.dice_after + 1e-12) c.dice_after = d, c.offsets = trial;
+        for (int64_t l = 0; l < d.L; ++l) {
+            // While label l moves, every pixel's best other label and its score stay as they are.
+            for (int64_t p = 0; p < N; ++p) {
+                rest[size_t(p)] = -INFINITY, rest_label[size_t(p)] = -1;
+                for (int64_t m = 0; m < d.L; ++m) {
+                    const size_t at = size_t(p * d.L + m);
+                    const double z = d.logits[at] + c.intensity_weights[size_t(m)] * d.evidence[at] + c.offsets[size_t(m)];
+                    if (m != l && z > rest[size_t(p)]) rest[size_t(p)] = z, rest_label[size_t(p)] = m;
+                }
             }
+            // Every weight and offset for label l, simplest first (smaller weights, then offsets).
+            std::vector<double> dice, weight, offset;
+            for (double w : kIntensityWeights)
+                for (double step : grid) {
+                    const double g = step * std::max(1.0, w);  // the offset on the evidence's scale
+                    dice.push_back(mean_dice(d, [&](int64_t p) {
+                        const size_t at = size_t(p * d.L + l);
+                        const double z = d.logits[at] + w * d.evidence[at] + g, r = rest[size_t(p)];
+                        // top_label's order: ties go to the lower index
+                        const bool mine = z > r || (z == r && l < rest_label[size_t(p)]);
+                        return (mine ? z : r) > 0 ? (mine ? l : rest_label[size_t(p)]) : int64_t(-1);
+                    }));
+                    weight.push_back(w), offset.push_back(g);
+                }
+            // The best, the simplest of equals; but a move must gain more than
+            // kCalibrationTolerance: a few leave-one-out images cannot tell smaller gains from chance.
+            const size_t k = size_t(std::max_element(dice.begin(), dice.end()) - dice.begin());
+            if (dice[k] <= c.dice_after + kCalibrationTolerance) continue;
+            c.dice_after = dice[k], c.offsets[size_t(l)] = offset[k], c.intensity_weights[size_t(l)] = weight[k];
         }
     return c;
 }
 
 // Leave-one-out calibration (see the top of this file): each held-out support is segmented
 // from the other supports with the task's options but one view (four mirrored views move the
-// offsets little and cost four times as much), then fit_offsets.
+// offsets little and cost four times as much), its intensity evidence taken from the other
+// supports too; then fit_calibration.
 inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
-    const int64_t HW = set.height * set.width, L = int64_t(t.values.size());
     std::vector<int64_t> held;
     if (set.size() <= kCalibrationImages)
         for (int64_t i = 0; i < set.size(); ++i) held.push_back(i);
     else
         held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
-    const int64_t n = int64_t(held.size());
-    std::vector<double> logits(size_t(n * HW * L));
-    std::vector<int64_t> truth(size_t(n * HW), -1);
+    CalibrationData d;
+    d.n = int64_t(held.size()), d.HW = set.height * set.width, d.L = int64_t(t.values.size());
+    const int64_t HW = d.HW, L = d.L;
+    d.logits.resize(size_t(d.n * HW * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.n * HW), -1);
     SegmentOptions one_view = opt;
     one_view.flips = 1;
-    for (int64_t k = 0; k < n; ++k) {
+    for (int64_t k = 0; k < d.n; ++k) {
         const int64_t i = held[size_t(k)];
         SupportSet rest;
         rest.height = set.height, rest.width = set.width;
@@ -336,7 +431,7 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
             if (j == i) continue;
             rest.images.insert(rest.images.end(), set.images.begin() + j * HW, set.images.begin() + (j + 1) * HW);
             rest.labels.insert(rest.labels.end(), set.labels.begin() + j * HW, set.labels.begin() + (j + 1) * HW);
-            rest.names.push_back(set.names[size_t(j)]);
+            rest.names.emplace_back();  // only counted
         }
         Task loo;  // the task's label values even where the other supports lack one: an empty mask
         loo.model = t.model, loo.engine = t.engine, loo.height = t.height, loo.width = t.width;
@@ -344,14 +439,17 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
         add_members(loo, rest, one_view);
         const Image image{set.height, set.width, std::vector<float>(set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW)};
         const std::vector<Image> probs = predict_probabilities(loo, image);
-        for (int64_t p = 0; p < HW; ++p) {
-            for (int64_t l = 0; l < L; ++l) logits[size_t((k * HW + p) * L + l)] = logit(probs[size_t(l)].pixels[size_t(p)]);
-            const float v = set.labels[size_t(i * HW + p)];
-            for (int64_t l = 0; l < L; ++l)
-                if (v == float(t.values[size_t(l)])) truth[size_t(k * HW + p)] = l;
+        for (int64_t l = 0; l < L; ++l) {
+            const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], i);
+            for (int64_t p = 0; p < HW; ++p) {
+                const size_t at = size_t((k * HW + p) * L + l);
+                d.logits[at] = logit(probs[size_t(l)].pixels[size_t(p)]);
+                d.evidence[at] = ratio[size_t(intensity_bin(image.pixels[size_t(p)]))];
+                if (set.labels[size_t(i * HW + p)] == float(t.values[size_t(l)])) d.truth[size_t(k * HW + p)] = l;
+            }
         }
     }
-    return fit_offsets(logits, truth, n, HW, L);
+    return fit_calibration(d);
 }
 
 inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
@@ -382,18 +480,11 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
         throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
     t.flips = opt.flips;
     add_members(t, set, opt);
+    for (int64_t v : t.values) t.intensity.push_back(intensity_log_ratios(set, v));
     if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels)
         t.calibration = calibrate(t, set, opt);
     return t;
 }
-
-// Pixel counts of one label value in a ground truth and a prediction.
-struct Overlap {
-    int64_t truth = 0, pred = 0, both = 0;
-    // NaN when the value is absent from both: nothing to score, rather than a perfect 1.
-    double dice() const { return truth + pred ? 2.0 * double(both) / double(truth + pred) : NAN; }
-    double iou() const { return truth + pred ? double(both) / double(truth + pred - both) : NAN; }
-};
 
 // Every non-zero value of either map.
 inline std::map<int64_t, Overlap> label_overlaps(const float* truth, const float* pred, size_t n) {
