@@ -23,7 +23,7 @@
 //
 //   SupportSet set;                                  // images prepared at the model size
 //   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
-//   Task task = make_task(model, set, options);      // subsets, per-label masks, offsets: once
+//   Task task = make_task(model, set, options);      // subsets, masks, calibration: once
 //   std::vector<Image> p = predict_probabilities(task, prepare_image(query, 128, 128));
 //   for (Image& q : p) q = resize_bilinear(q, query.height, query.width);   // back to its size
 //   Image normalized = query;                        // prepared as prepare_image does, at its size
@@ -114,7 +114,7 @@ struct SegmentOptions {
     std::vector<int64_t> only_values;  // empty: every label value of the supports
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
     int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
-    bool calibrate = true;  // per-label logit offsets from the supports, leave-one-out (see above)
+    bool calibrate = true;  // per-label offsets and intensity weights, leave-one-out (see above)
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
