@@ -375,15 +375,13 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
     std::vector<int64_t> rest_label(static_cast<size_t>(N));
     for (int sweep = 0; sweep < 2; ++sweep)
         for (int64_t l = 0; l < d.L; ++l) {
-            // While label l moves, every pixel's best other label and its score stay as they are.
-            for (int64_t p = 0; p < N; ++p) {
-                rest[size_t(p)] = -INFINITY, rest_label[size_t(p)] = -1;
-                for (int64_t m = 0; m < d.L; ++m) {
-                    const size_t at = size_t(p * d.L + m);
-                    const double z = d.logits[at] + c.intensity_weights[size_t(m)] * d.evidence[at] + c.offsets[size_t(m)];
-                    if (m != l && z > rest[size_t(p)]) rest[size_t(p)] = z, rest_label[size_t(p)] = m;
-                }
-            }
+            // While label l moves, every pixel's best other label and its score stay as they are:
+            // top_label with label l's offset at -infinity (with one label, rest is -infinity).
+            std::vector<double> others = c.offsets;
+            others[size_t(l)] = -INFINITY;
+            for (int64_t p = 0; p < N; ++p)
+                rest_label[size_t(p)] = int64_t(top_label(&d.logits[size_t(p * d.L)], &d.evidence[size_t(p * d.L)],
+                                                          c.intensity_weights, others, rest[size_t(p)]));
             // Every weight and offset for label l, simplest first (smaller weights, then offsets).
             std::vector<double> dice, weight, offset;
             for (double w : kIntensityWeights)
