@@ -3,15 +3,16 @@
 # --no-calibration, and the classical per-task intensity-histogram classifier
 # (--histogram-baseline), each scored by `universeg eval` (mean Dice over the labels).
 #
-#   bench/segment_tasks.sh [COUNT=24] [BUILD=build] [WEIGHTS=bundled] [WORK=/tmp/universeg-segment-tasks]
+#   bench/segment_tasks.sh [COUNT=24] [BUILD=build] [WEIGHTS=bundled] [WORK=/tmp/universeg-segment-tasks] [SEED=777]
 #
-# Prints one row per task and the means, and how many tasks each mode wins against the classifier.
+# Prints one row per task and the means, and on how many tasks each mode is ahead of the
+# classifier and behind it.
 set -euo pipefail
-COUNT=${1:-24}; BUILD=${2:-build}; WEIGHTS=${3:-}; WORK=${4:-/tmp/universeg-segment-tasks}
+COUNT=${1:-24}; BUILD=${2:-build}; WEIGHTS=${3:-}; WORK=${4:-/tmp/universeg-segment-tasks}; SEED=${5:-777}
 U=$BUILD/universeg
 W=(); [ -n "$WEIGHTS" ] && W=(--weights "$WEIGHTS")
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$BUILD/examples/universeg_make_synthetic_tasks" "$WORK/tasks" "$COUNT" > /dev/null
+"$BUILD/examples/universeg_make_synthetic_tasks" "$WORK/tasks" "$COUNT" "$SEED" > /dev/null
 dice() { "$U" eval --quiet --pred "$1" --truth "$2" | sed -n 's/^mean over .* dice \([0-9.]*\).*/\1/p'; }
 printf "%-22s %10s %15s %10s\n" task calibrated no-calibration histogram
 for d in "$WORK"/tasks/*/; do
@@ -22,6 +23,7 @@ for d in "$WORK"/tasks/*/; do
   printf "%-22s %10s %15s %10s\n" "$t" "$(dice "$WORK/$t/cal" "$d/queries")" "$(dice "$WORK/$t/raw" "$d/queries")" \
     "$(dice "$WORK/$t/hist" "$d/queries")"
 done | tee "$WORK/table.txt"
-awk '{ c += $2; r += $3; h += $4; n++; cw += $2 > $4; rw += $3 > $4 }
+awk '{ c += $2; r += $3; h += $4; n++; cw += $2 > $4; rw += $3 > $4; cb += $2 < $4; rb += $3 < $4 }
      END { printf "%-22s %10.4f %15.4f %10.4f\n", "mean", c / n, r / n, h / n;
-           printf "ahead of the histogram classifier on %d (calibrated) and %d (no calibration) of %d tasks\n", cw, rw, n }' "$WORK/table.txt"
+           printf "ahead of the histogram classifier on %d (calibrated) and %d (no calibration) of %d tasks\n", cw, rw, n;
+           printf "behind it on %d (calibrated) and %d (no calibration)\n", cb, rb }' "$WORK/table.txt"

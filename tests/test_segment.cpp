@@ -221,6 +221,14 @@ TEST_CASE("calibration: the smallest weights and offsets that clearly maximise t
     REQUIRE(c.intensity_weights == std::vector<double>{0.5});
     REQUIRE(c.offsets == std::vector<double>{0.75});
     REQUIRE(c.dice_after == 1);
+    // A confident network, wrong on two pixels (logits +-12), against evidence that is right
+    // (+1 on the label, -1 off it): the evidence overrules only if w + g > 12 and w - g > 12,
+    // so weights up to 8 cannot (Dice 1/2 before) and 16 with the offset 0 is perfect.
+    c = fit_calibration(calibration_data(1, 4, 1, {12, -12, 12, -12}, {0, 0, -1, -1}, {1, 1, -1, -1}));
+    REQUIRE(c.dice_before == 0.5);
+    REQUIRE(c.intensity_weights == std::vector<double>{16});
+    REQUIRE(c.offsets == std::vector<double>{0});
+    REQUIRE(c.dice_after == 1);
     // A gain of at most kCalibrationTolerance moves nothing: one missed pixel of 200 (Dice
     // 398/399) that an offset of 0.25 would win.
     std::vector<double> z1(400, -3.0);
@@ -313,8 +321,11 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
     const Task::Calibration& c = t.calibration;
     REQUIRE(c.images == 6);
     REQUIRE(c.offsets.size() == 2);
-    for (double o : c.offsets) REQUIRE((o >= -3 && o <= 3));
-    for (double w : c.intensity_weights) REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
+    for (size_t l = 0; l < 2; ++l) {  // offsets on the grid [-3, 3], scaled with weights above 1
+        const double w = c.intensity_weights[l];
+        REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
+        REQUIRE(std::abs(c.offsets[l]) <= 3 * std::max(1.0, w));
+    }
     REQUIRE(c.dice_after >= c.dice_before);
 
     // Independently: segment each support from the other five (one view, fixed threshold),

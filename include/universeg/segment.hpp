@@ -56,10 +56,12 @@ constexpr int64_t kMaxLabelValues = 255;
 constexpr int64_t kCalibrationImages = 16;
 constexpr int64_t kMinCalibrationSupports = 4;
 constexpr int64_t kMaxCalibrationLabels = 8;
-// The calibration's intensity evidence: histogram bins, and the weights it may take (up to 4:
-// where intensity alone defines a label, the histograms should be able to overrule the network).
+// The calibration's intensity evidence: histogram bins, and the weights it may take. At 16 the
+// evidence overrules a confident network (logits reach about +-16); at 64 the network only breaks
+// the histograms' ties, so where intensity alone defines a label the calibrated label map can
+// become the classical per-task classifier.
 constexpr int64_t kIntensityBins = 32;
-constexpr double kIntensityWeights[] = {0.0, 0.5, 1.0, 2.0, 4.0};
+constexpr double kIntensityWeights[] = {0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0};
 // The least gain in leave-one-out mean Dice that moves a label's offset or weight.
 constexpr double kCalibrationTolerance = 0.005;
 
