@@ -58,7 +58,7 @@ const char* kSegmentUsage =
     "\n"
     "Calibration (with 4 or more examples and at most 8 labels): each example (up to 16) is\n"
     "segmented from the others, one view each, and every label gets a logit offset and a weight\n"
-    "(0 to 4) for its intensity evidence, the log ratio of the intensity histograms of the label and\n"
+    "(0 to 64) for its intensity evidence, the log ratio of the intensity histograms of the label and\n"
     "of the rest in the other examples, chosen to maximise the mean Dice of those predictions at\n"
     "0.5. The probabilities (and what --probabilities writes) are then\n"
     "sigmoid(logit + weight * evidence + offset), and where two saturate at 1 the higher calibrated\n"
