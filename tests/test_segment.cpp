@@ -321,10 +321,11 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
     const Task::Calibration& c = t.calibration;
     REQUIRE(c.images == 6);
     REQUIRE(c.offsets.size() == 2);
-    for (size_t l = 0; l < 2; ++l) {  // offsets on the grid [-3, 3], scaled with weights above 1
-        const double w = c.intensity_weights[l];
+    for (size_t l = 0; l < 2; ++l) {  // offsets on the grid of [-3, 3] in steps of 0.25, times weights above 1
+        const double w = c.intensity_weights[l], step = c.offsets[l] / std::max(1.0, w) / 0.25;
         REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
-        REQUIRE(std::abs(c.offsets[l]) <= 3 * std::max(1.0, w));
+        REQUIRE(step == std::round(step));
+        REQUIRE(std::abs(step) <= 12);
     }
     REQUIRE(c.dice_after >= c.dice_before);
 
