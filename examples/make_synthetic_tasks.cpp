@@ -40,10 +40,7 @@ int main(int argc, char** argv) {
             const std::filesystem::path dir = std::filesystem::path(out) / name;
             for (int64_t i = 0; i < kSupports + kQueries; ++i) {
                 universeg::Rng r(universeg::seed_from({task_seed, 0x1A6Eull, uint64_t(i)}));
-                universeg::synth::LabelMap m = universeg::synth::draw_labels(t, r);
-                universeg::synth::warp_labels(m, t, r);
-                for (int64_t p = 0; p < kN; ++p)  // nothing outside the field of view, as sample_image
-                    if (!universeg::synth::in_fov(t, p / kSize, p % kSize)) m.label[size_t(p)] = 0, m.object[size_t(p)] = 0;
+                const universeg::synth::LabelMap m = universeg::synth::draw_member_labels(t, r);
                 universeg::Image image{kSize, kSize, std::vector<float>(size_t(kN))}, labels{kSize, kSize, {}};
                 universeg::synth::render(t, m, r, image.pixels.data());
                 labels.pixels.assign(m.label.begin(), m.label.end());

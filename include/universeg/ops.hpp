@@ -44,6 +44,9 @@ namespace universeg {
 
 constexpr double kLeakySlope = 0.01;  // nn.LeakyReLU default, used by every CrossBlock
 
+// The model's output probability is sigmoid(logit): the losses and the segmentation tool use it.
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
 namespace detail {
 // Pixels per im2col chunk: fixed, so each output element is computed by the same GEMM shape
 // (and the same summation order) whatever the number of threads.

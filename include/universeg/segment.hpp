@@ -194,8 +194,6 @@ inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& op
     }
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
 // log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
 inline double logit(double p) {
     p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);

@@ -794,6 +794,15 @@ inline bool in_fov(const TaskParams& t, int64_t y, int64_t x) {
     return (double(y) - c) * (double(y) - c) + (double(x) - c) * (double(x) - c) <= r * r;
 }
 
+// One member's label map: the layout, its warp, and nothing outside the field of view.
+inline LabelMap draw_member_labels(const TaskParams& t, Rng& rng) {
+    LabelMap m = draw_labels(t, rng);
+    warp_labels(m, t, rng);
+    for (int64_t i = 0; i < t.size * t.size && t.fov > 0; ++i)
+        if (!in_fov(t, i / t.size, i % t.size)) m.label[size_t(i)] = 0, m.object[size_t(i)] = 0;
+    return m;
+}
+
 inline std::vector<float> texture(const LabelLook& k, int64_t n, Rng& rng) {
     std::vector<float> f;
     if (k.tex_kind == 1) {  // stripes, wavy
@@ -902,10 +911,7 @@ inline void sample_image(const TaskParams& t, Rng& rng, float* image, float* lab
     synth::LabelMap m;
     std::vector<float> target(static_cast<size_t>(N));
     for (int attempt = 0; attempt < 8; ++attempt) {
-        m = synth::draw_labels(t, rng);
-        synth::warp_labels(m, t, rng);
-        for (int64_t i = 0; i < N && t.fov > 0; ++i)  // nothing outside the field of view
-            if (!synth::in_fov(t, i / t.size, i % t.size)) m.label[size_t(i)] = 0, m.object[size_t(i)] = 0;
+        m = synth::draw_member_labels(t, rng);
         int64_t area = 0;
         for (int64_t i = 0; i < N; ++i) area += target[size_t(i)] = float((t.target >> m.label[size_t(i)]) & 1u);
         if (area >= std::max<int64_t>(4, N / 500)) break;

@@ -406,13 +406,13 @@ double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n,
         if (loss != Loss::Bce) {
             double inter = 0, sp = 0, sy = 0;
             for (int64_t i = 0; i < n; ++i) {
-                const double p = 1.0 / (1.0 + std::exp(-double(x[i])));
+                const double p = sigmoid(double(x[i]));
                 inter += p * y[i], sp += p, sy += y[i];
             }
             const double num = 2 * inter + kDiceSmooth, den = sp + sy + kDiceSmooth;
             total += 1.0 - num / den;
             for (int64_t i = 0; i < n; ++i) {
-                const double p = 1.0 / (1.0 + std::exp(-double(x[i])));
+                const double p = sigmoid(double(x[i]));
                 const double dD_dp = (2.0 * y[i] * den - num) / (den * den);
                 d[i] += T(-dD_dp * p * (1 - p) / double(B));
             }
@@ -420,7 +420,7 @@ double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n,
         if (loss != Loss::Dice) {
             double s = 0;
             for (int64_t i = 0; i < n; ++i) {
-                const double xi = double(x[i]), p = 1.0 / (1.0 + std::exp(-xi));
+                const double xi = double(x[i]), p = sigmoid(xi);
                 s += std::max(xi, 0.0) - xi * y[i] + std::log1p(std::exp(-std::abs(xi)));
                 d[i] += T((p - y[i]) / double(n * B));
             }
