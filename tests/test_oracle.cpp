@@ -75,6 +75,17 @@ std::vector<float> bounded_forward(const Model& m, const float* q, const float* 
     return out;
 }
 
+// The bounded forward with groups of G supports: bit-identical to `ref`, the unbounded logits,
+// and the engine's memory (packed weights plus workspace) within the bound it was given.
+void check_bounded(const Model& m, const float* q, const float* si, const float* sl, int64_t B, int64_t S, int64_t H,
+                   int64_t W, int64_t G, const std::vector<float>& ref) {
+    INFO("group of " << G);
+    const double mb = double(bounded_need(m, H, W, G)) / double(1 << 20);
+    int64_t ws = 0, packed = 0;
+    CHECK(same_bits(bounded_forward(m, q, si, sl, B, S, H, W, mb, &ws, &packed), ref));
+    CHECK(double(ws + packed) <= mb * double(1 << 20));
+}
+
 }  // namespace
 
 // ---- the oracle ----
@@ -202,15 +213,8 @@ TEST_CASE("under a memory bound the logits are bit-identical and the engine stay
         const Random r = random_case(enc, 2, 5, 16, 24, 11);
         INFO(r.model.config().to_string());
         const std::vector<float> ref = engine_forward(r.model, r.q.data(), r.si.data(), r.sl.data(), r.B, r.S, r.H, r.W);
-        for (int64_t G = 1; G <= r.S; ++G) {
-            INFO("group of " << G);
-            const double mb = double(bounded_need(r.model, r.H, r.W, G)) / double(1 << 20);
-            int64_t ws = 0, packed = 0;
-            const std::vector<float> out =
-                bounded_forward(r.model, r.q.data(), r.si.data(), r.sl.data(), r.B, r.S, r.H, r.W, mb, &ws, &packed);
-            CHECK(same_bits(out, ref));
-            CHECK(double(ws + packed) <= mb * double(1 << 20));
-        }
+        for (int64_t G = 1; G <= r.S; ++G)
+            check_bounded(r.model, r.q.data(), r.si.data(), r.sl.data(), r.B, r.S, r.H, r.W, G, ref);
     }
 }
 
@@ -220,14 +224,8 @@ static void check_bounded_golden(const char* name) {
     const GoldenCase c = load_golden(name);
     INFO(name);
     const std::vector<float> ref = engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
-    for (int64_t G : {int64_t(1), c.S - 1}) {
-        const double mb = double(bounded_need(c.model, c.H, c.W, G)) / double(1 << 20);
-        int64_t ws = 0, packed = 0;
-        const std::vector<float> out =
-            bounded_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, mb, &ws, &packed);
-        CHECK(same_bits(out, ref));
-        CHECK(double(ws + packed) <= mb * double(1 << 20));
-    }
+    for (int64_t G : {int64_t(1), c.S - 1})
+        check_bounded(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, G, ref);
     engine::Options opt;
     opt.max_memory_mb = double(bounded_need(c.model, c.H, c.W, 1)) / double(1 << 20);
     CHECK(same_bits(engine_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, opt), ref));
