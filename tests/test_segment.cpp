@@ -726,6 +726,24 @@ TEST_CASE("train: checkpoints, log and chart; --init starts a new run from train
         require_trained_from(load_state_dict(a), load_state_dict(c));
     }
 
+    // --eval-only: the same evaluation of the weights or of the checkpoint, and nothing written.
+    const auto files_in = [&] { return std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()); };
+    const auto files_before = files_in();
+    const std::string eval_only = "train --threads 1 --size 16 --eval-tasks 2 --eval-support 2 --eval-queries 1 --eval-only ";
+    for (const std::string from : {"--init '" + a + "'", "--resume '" + dir / "a.ckpt.safetensors" + "'"}) {
+        r = cli(dir, eval_only + from);
+        REQUIRE(r.rc == 0);
+        REQUIRE(contains(r.out, "evaluating"));
+        REQUIRE(number_after(r.out, "held-out Dice ") == Approx(a_dice).margin(1e-4));
+        REQUIRE(files_in() == files_before);
+    }
+    r = cli(dir, eval_only);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--init"));
+    r = cli(dir, eval_only + "--init '" + a + "' --data '" + dir.path.string() + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "finetune"));
+
     r = cli(dir, common + "--init '" + a + "' --resume '" + dir / "a.ckpt.safetensors" + "' --out '" + dir / "d.safetensors" + "'");
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "--init"));

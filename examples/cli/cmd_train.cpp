@@ -27,6 +27,7 @@ namespace {
 
 const char* kTrainUsage =
     "usage: universeg train --out W.safetensors [options]\n"
+    "       universeg train --init W --eval-only [--size N] [--eval-tasks N]   (held-out Dice only)\n"
     "\n"
     "Trains UniverSeg on synthetic tasks (and/or labelled folders), writing checkpoints that\n"
     "resume exactly, a CSV log of the loss and held-out Dice, and an SVG chart of both.\n"
@@ -63,7 +64,10 @@ const char* kTrainUsage =
     "  --log-every N           steps per log row (50)\n"
     "  --eval-every N          steps between held-out evaluations (1000)\n"
     "  --eval-tasks N          held-out synthetic tasks (24), each with --eval-support supports (16)\n"
-    "                          and --eval-queries queries (2), the same set for every run and seed\n";
+    "                          and --eval-queries queries (2), the same set for every run and seed\n"
+    "  --eval-only             evaluate the --init or --resume weights on the held-out set (at\n"
+    "                          --final-size, by default --size) next to the histogram classifier,\n"
+    "                          and exit without training or writing anything\n";
 
 const char* kFinetuneUsage =
     "usage: universeg finetune --weights W --support DIR --out W2 [options]\n"
@@ -266,8 +270,13 @@ int cmd_train(int argc, char** argv) {
             "--real-fraction", "--lr", "--warmup", "--min-lr-ratio", "--weight-decay", "--clip", "--loss", "--ema", "--seed",
             "--threads", "--resume", "--init", "--checkpoint", "--checkpoint-every", "--log", "--chart", "--log-every",
             "--eval-every", "--eval-tasks", "--eval-support", "--eval-queries"},
-           {"--synthetic"});
+           {"--synthetic", "--eval-only"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
+    const bool eval_only = a.has("--eval-only");
+    if (eval_only && !a.has("--init") && !a.has("--resume"))
+        throw Error("--eval-only evaluates trained weights: give them with --init W or --resume CKPT");
+    if (eval_only && a.has("--data"))
+        throw Error("--eval-only evaluates on the synthetic held-out tasks; for a labelled folder use finetune --steps 0");
     std::vector<std::string> data_dirs;
     if (a.has("--data")) {
         data_dirs = split_commas(a.get("--data"));
@@ -277,7 +286,7 @@ int cmd_train(int argc, char** argv) {
     }
     set_threads(a.get_int("--threads", 0, 0, 1024));
     keep_freed_memory();
-    const std::string out = a.get("--out");
+    const std::string out = eval_only ? a.get("--out", "") : a.get("--out");
     const std::string ckpt_path = a.get("--checkpoint", with_suffix(out, ".ckpt.safetensors"));
     const std::string log_path = a.get("--log", with_suffix(out, ".log.csv"));
     const std::string chart_path = a.get("--chart", with_suffix(out, ".svg"));
@@ -293,7 +302,7 @@ int cmd_train(int argc, char** argv) {
     const int64_t ckpt_every = a.get_int("--checkpoint-every", 500, 1, int64_t(1) << 40);
     const int64_t log_every = a.get_int("--log-every", 50, 1, int64_t(1) << 40);
     const int64_t eval_every = a.get_int("--eval-every", 1000, 1, int64_t(1) << 40);
-    const int64_t eval_tasks = a.get_int("--eval-tasks", 24, 0, 10000);
+    const int64_t eval_tasks = a.get_int("--eval-tasks", 24, eval_only ? 1 : 0, 10000);
     const int64_t eval_S = a.get_int("--eval-support", 16, 1, 64);
     const int64_t eval_Q = a.get_int("--eval-queries", 2, 1, 64);
     const bool synthetic = a.has("--synthetic") || data_dirs.empty();
@@ -316,13 +325,13 @@ int cmd_train(int argc, char** argv) {
             throw Error("--seed differs from the checkpoint's seed " + std::to_string(st.seed));
         auto it = sd.find("train.elapsed_s");
         if (it != sd.end() && it->second.numel() == 1) elapsed_before = double(it->second.data[0]);
-        rows = read_log(log_path, st.step);
-        std::printf("resumed %s at step %lld\n", a.get("--resume").c_str(), (long long)st.step);
+        if (!eval_only) rows = read_log(log_path, st.step);
+        std::printf("%s %s at step %lld\n", eval_only ? "evaluating" : "resumed", a.get("--resume").c_str(), (long long)st.step);
     } else if (a.has("--init")) {
         st = universeg::train_state_from(starting_weights(a.get("--init")), seed);
         if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
             throw Error("--config " + a.get("--config") + " differs from " + a.get("--init") + "'s " + st.config.to_string());
-        std::printf("starting from the weights in %s\n", a.get("--init").c_str());
+        std::printf("%s the weights in %s\n", eval_only ? "evaluating" : "starting from", a.get("--init").c_str());
     } else {
         const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"));
         st = universeg::init_train_state(config, seed);
@@ -338,11 +347,16 @@ int cmd_train(int argc, char** argv) {
         const universeg::FolderTasks& f = folders.begin()->second;
         std::printf("data: %zu images, %zu tasks from %zu folders\n", f.images.size(), f.tasks.size(), data_dirs.size());
     }
-    std::printf("model %s, %lld parameters; size %lld (%lld from step %lld; %lld on a share %g of the steps), supports "
-                "%lld..%lld, batch %lld, %lld steps, lr %g\n",
-                st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)size,
-                (long long)final_size, (long long)switch_step, (long long)mix_size, mix_fraction, (long long)S_min,
-                (long long)S_max, (long long)B, (long long)opt.steps, opt.lr);
+    if (eval_only)
+        std::printf("model %s, %lld parameters; held-out: %lld tasks at %lldx%lld, %lld supports and %lld queries each\n",
+                    st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)eval_tasks,
+                    (long long)final_size, (long long)final_size, (long long)eval_S, (long long)eval_Q);
+    else
+        std::printf("model %s, %lld parameters; size %lld (%lld from step %lld; %lld on a share %g of the steps), supports "
+                    "%lld..%lld, batch %lld, %lld steps, lr %g\n",
+                    st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)size,
+                    (long long)final_size, (long long)switch_step, (long long)mix_size, mix_fraction, (long long)S_min,
+                    (long long)S_max, (long long)B, (long long)opt.steps, opt.lr);
     const HeldOut held_out = make_held_out(eval_tasks, eval_S, eval_Q, final_size);
     std::fflush(stdout);
 
@@ -380,6 +394,11 @@ int cmd_train(int argc, char** argv) {
         std::printf("step %lld held-out Dice of the moving average %.4f by family:%s\n", (long long)st.step, e.dice,
                     efam.c_str());
     };
+    if (eval_only) {
+        LogRow row;
+        eval(row);
+        return 0;
+    }
     if (st.step == 0) {  // the untrained model's Dice (no loss yet)
         LogRow row;
         row.loss = row.grad_norm = row.lr = std::nan("");
