@@ -169,43 +169,44 @@ TEST_CASE("a table is available for this CPU and UNIVERSEG_ARCH caps the choice"
     CHECK_THROWS_WITH(kernels::parse_isa("avx9", "test"), Catch::Contains("avx9"));
 }
 
-TEST_CASE("direct convolution matches the reference on odd sizes, tails and both epilogues") {
-    struct Shape {
-        int64_t cin, cout, h, w;
-    };
-    const Shape shapes[] = {{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {16, 48, 11, 6}, {64, 64, 7, 8}};
-    unsigned seed = 10;
+struct OddShape {
+    int64_t cin, cout, h, w;
+};
+
+// Every table x shape x variant, each problem with its own seed; bit 0 of the variant adds an
+// addend, bit 1 applies LeakyReLU, higher bits are the caller's.
+template <class Check>
+void for_each_odd_problem(const std::vector<OddShape>& shapes, unsigned seed, int variants, Check check) {
     for (const kernels::Table* t : tables())
-        for (const Shape& s : shapes)
-            for (int variant = 0; variant < 4; ++variant) {
+        for (const OddShape& s : shapes)
+            for (int variant = 0; variant < variants; ++variant) {
                 const bool addend = variant & 1, leaky = variant & 2;
                 const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
                 INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
                               << " leaky=" << leaky);
-                CHECK(run(*t, Algo::direct, p, leaky, 1 + variant) < 1e-5);
+                check(*t, p, leaky, variant);
             }
+}
+
+TEST_CASE("direct convolution matches the reference on odd sizes, tails and both epilogues") {
+    for_each_odd_problem({{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {16, 48, 11, 6}, {64, 64, 7, 8}}, 10, 4,
+                         [](const kernels::Table& t, const Problem& p, bool leaky, int variant) {
+                             CHECK(run(t, Algo::direct, p, leaky, 1 + variant) < 1e-5);
+                         });
 }
 
 // bf16 operands (2^-9 relative rounding of inputs and weights), exact products, fp32 sums.
 TEST_CASE("direct convolution with bf16 products: odd sizes, tails, both epilogues, bf16 input and output") {
-    struct Shape {
-        int64_t cin, cout, h, w;
-    };
-    const Shape shapes[] = {{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {2, 64, 12, 128}, {64, 64, 7, 8}};
-    unsigned seed = 50;
-    for (const kernels::Table* t : tables()) {
-        if (!t->conv3x3_direct_bf16 || !kernels::cpu_has_bf16()) continue;
-        for (const Shape& s : shapes)
-            for (int variant = 0; variant < 16; ++variant) {
-                const bool addend = variant & 1, leaky = variant & 2, out16 = variant & 4, in16 = variant & 8;
-                const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
-                INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
-                              << " leaky=" << leaky << " in16=" << in16 << " out16=" << out16);
-                const double err = run(*t, Algo::direct_bf16, p, leaky, 1 + variant % 8, in16, out16);
-                CHECK(err < 1e-2);
-                CHECK(err > 1e-6);  // the products really are bf16
-            }
-    }
+    if (!kernels::cpu_has_bf16()) return;
+    for_each_odd_problem({{1, 16, 5, 7}, {2, 64, 9, 13}, {3, 24, 1, 1}, {17, 16, 3, 17}, {2, 64, 12, 128}, {64, 64, 7, 8}}, 50, 16,
+                         [](const kernels::Table& t, const Problem& p, bool leaky, int variant) {
+                             if (!t.conv3x3_direct_bf16) return;
+                             const bool out16 = variant & 4, in16 = variant & 8;
+                             INFO("in16=" << in16 << " out16=" << out16);
+                             const double err = run(t, Algo::direct_bf16, p, leaky, 1 + variant % 8, in16, out16);
+                             CHECK(err < 1e-2);
+                             CHECK(err > 1e-6);  // the products really are bf16
+                         });
 }
 
 // The bf16 mode's stored feature maps (engine.hpp, support16) go through to_bf16.
@@ -230,26 +231,16 @@ TEST_CASE("to_bf16 rounds to nearest even, as float_to_bf16 does") {
 }
 
 TEST_CASE("Winograd F(4x4,3x3) matches the reference on odd sizes, tile tails and both epilogues") {
-    struct Shape {
-        int64_t cin, cout, h, w;
-    };
-    const Shape shapes[] = {{16, 16, 5, 7}, {3, 64, 9, 13}, {17, 24, 1, 1}, {32, 48, 6, 17}, {64, 64, 13, 4}, {128, 64, 8, 8}};
-    unsigned seed = 100;
-    for (const kernels::Table* t : tables())
-        for (const Shape& s : shapes)
-            for (int variant = 0; variant < 4; ++variant) {
-                const bool addend = variant & 1, leaky = variant & 2;
-                const Problem p = make_problem(s.cin, s.cout, s.h, s.w, addend, leaky, seed++);
-                INFO(t->name << " cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " addend=" << addend
-                              << " leaky=" << leaky);
-                // F(4x4,3x3) loses a few bits to its transforms: well inside the model's 1e-4.
-                CHECK(run(*t, Algo::winograd, p, leaky, 1 + 5 * variant) < 2e-5);
-                if (t->conv3x3_winograd_bf16 && kernels::cpu_has_bf16())
-                    for (int io = 0; io < 4; ++io) {
-                        INFO("in16=" << (io & 1) << " out16=" << (io >> 1));
-                        CHECK(run(*t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant, io & 1, io & 2) < 6e-2);
-                    }
-            }
+    for_each_odd_problem({{16, 16, 5, 7}, {3, 64, 9, 13}, {17, 24, 1, 1}, {32, 48, 6, 17}, {64, 64, 13, 4}, {128, 64, 8, 8}}, 100, 4,
+                         [](const kernels::Table& t, const Problem& p, bool leaky, int variant) {
+                             // F(4x4,3x3) loses a few bits to its transforms: well inside the model's 1e-4.
+                             CHECK(run(t, Algo::winograd, p, leaky, 1 + 5 * variant) < 2e-5);
+                             if (!t.conv3x3_winograd_bf16 || !kernels::cpu_has_bf16()) return;
+                             for (int io = 0; io < 4; ++io) {
+                                 INFO("in16=" << (io & 1) << " out16=" << (io >> 1));
+                                 CHECK(run(t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant, io & 1, io & 2) < 6e-2);
+                             }
+                         });
 }
 
 TEST_CASE("every convolution shape of the v1 model, at its real size") {
