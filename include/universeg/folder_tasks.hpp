@@ -101,13 +101,8 @@ inline void folder_sample(const FolderTasks& d, int64_t index, int64_t value, co
 // geometry and intensity changes are applied, no flips, inversion, edges or outlines.
 inline Batch folder_batch(const FolderTasks& d, uint64_t seed, int64_t step, int64_t B, int64_t S,
                           bool task_augmentation = true) {
-    Batch b;
     const int64_t n = d.size, N = n * n;
-    b.B = B, b.S = S, b.H = b.W = n;
-    b.query.resize(size_t(B * N));
-    b.query_labels.resize(size_t(B * N));
-    b.support_images.resize(size_t(B * S * N));
-    b.support_labels.resize(size_t(B * S * N));
+    Batch b = Batch::zeros(B, S, n, n);
     for (int64_t t = 0; t < B; ++t) {
         Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), 0xF01Dull}));
         const FolderTask& task = d.tasks[size_t(rng.below(int64_t(d.tasks.size())))];
@@ -141,13 +136,8 @@ inline Batch folder_batch(const FolderTasks& d, uint64_t seed, int64_t step, int
 // (indices into d) for label `value`; B = number of queries, every query sees the same supports.
 inline Batch folder_split_batch(const FolderTasks& d, int64_t value, const std::vector<int64_t>& supports,
                                 const std::vector<int64_t>& queries) {
-    Batch b;
     const int64_t n = d.size, N = n * n, S = int64_t(supports.size()), B = int64_t(queries.size());
-    b.B = B, b.S = S, b.H = b.W = n;
-    b.query.resize(size_t(B * N));
-    b.query_labels.resize(size_t(B * N));
-    b.support_images.resize(size_t(B * S * N));
-    b.support_labels.resize(size_t(B * S * N));
+    Batch b = Batch::zeros(B, S, n, n);
     for (int64_t q = 0; q < B; ++q) {
         detail::folder_sample(d, queries[size_t(q)], value, nullptr, nullptr, b.query.data() + q * N,
                               b.query_labels.data() + q * N);

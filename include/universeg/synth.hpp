@@ -946,13 +946,8 @@ inline SynthTask synthetic_task(uint64_t seed, int64_t n, int64_t size) {
 // Training data for one step: B synthetic tasks, each S supports and one query, a pure
 // function of (seed, step).
 inline Batch synthetic_batch(uint64_t seed, int64_t step, int64_t B, int64_t S, int64_t size) {
-    Batch b;
-    b.B = B, b.S = S, b.H = b.W = size;
+    Batch b = Batch::zeros(B, S, size, size);
     const int64_t N = size * size;
-    b.query.resize(size_t(B * N));
-    b.query_labels.resize(size_t(B * N));
-    b.support_images.resize(size_t(B * S * N));
-    b.support_labels.resize(size_t(B * S * N));
     std::vector<TaskParams> tasks(static_cast<size_t>(B));
     for (int64_t t = 0; t < B; ++t) {
         Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), 0x7A5Cull}));
