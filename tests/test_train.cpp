@@ -266,6 +266,36 @@ TEST_CASE("a run is deterministic, whatever the thread count") {
     CHECK(c.params != a.params);
 }
 
+#ifdef UNIVERSEG_HAS_MXCSR
+// Halves the smallest normal float on every thread of the team: 0 where subnormal results
+// are flushed, a subnormal where they are not. Counts the threads that saw each.
+std::pair<int, int> halve_smallest_normal() {
+    int flushed = 0, kept = 0;
+#pragma omp parallel reduction(+ : flushed, kept)
+    {
+        volatile float smallest = 1.17549435e-38f;
+        const float half = smallest * 0.5f;
+        (half == 0.0f ? flushed : kept) += 1;
+    }
+    return {flushed, kept};
+}
+
+TEST_CASE("FlushSubnormals flushes on the caller and every OpenMP thread, then restores") {
+    const auto [flushed_before, kept_before] = halve_smallest_normal();
+    REQUIRE(flushed_before == 0);
+    REQUIRE(kept_before >= 1);
+    {
+        const FlushSubnormals flush;
+        const auto [flushed, kept] = halve_smallest_normal();
+        CHECK(kept == 0);
+        CHECK(flushed == kept_before);
+    }
+    const auto [flushed_after, kept_after] = halve_smallest_normal();
+    CHECK(flushed_after == 0);
+    CHECK(kept_after == kept_before);
+}
+#endif
+
 TEST_CASE("resuming from a safetensors checkpoint continues bit for bit") {
     const TrainOptions o = small_options();
     TrainState straight = init_train_state(tiny_config(), 31), first = init_train_state(tiny_config(), 31);
