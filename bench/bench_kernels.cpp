@@ -100,11 +100,11 @@ double peak(const kernels::Table& t) {
 
 int main(int argc, char** argv) {
     double seconds = 0.3;
-    kernels::Isa cap = kernels::Isa::avx512;
+    kernels::Isa cap = kernels::Isa::amx;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
         else if (!std::strcmp(argv[i], "--arch") && i + 1 < argc) cap = kernels::parse_isa(argv[++i], "--arch");
-        else return std::fprintf(stderr, "usage: bench_kernels [--seconds T] [--arch sse2|avx2|avx512]\n"), 1;
+        else return std::fprintf(stderr, "usage: bench_kernels [--seconds T] [--arch sse2|avx2|avx512|amx]\n"), 1;
     }
     std::printf("one thread; GFLOP/s = 2 x multiply-adds of the direct convolution / time\n");
     for (const kernels::Table* t : kernels::available_tables()) {

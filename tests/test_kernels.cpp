@@ -83,7 +83,7 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
 // Also checks that the output's border and padding channels stay zero. The bf16 kernels may
 // read their input (in16) and write their output (out16) in bf16.
 double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int64_t item, bool in16 = false,
-           bool out16 = false) {
+           bool out16 = false, std::vector<float>* result = nullptr) {
     const bool direct = algo == Algo::direct || algo == Algo::direct_bf16;
     const int64_t in_cp = direct && p.cin < 4 ? kernels::round_up(p.cin, algo == Algo::direct_bf16 ? 2 : 1)
                                               : kernels::channel_stride(p.cin);
@@ -139,6 +139,7 @@ double run(const kernels::Table& t, Algo algo, const Problem& p, bool leaky, int
     }
     if (out16)
         for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = bf16_to_float(out_bf16[i]);
+    if (result) *result = out.data;
     double err = 0, scale = 1e-3;
     for (double v : p.expected) scale = std::max(scale, std::abs(v));
     for (int64_t c = 0; c < out_cp; ++c)
@@ -241,6 +242,39 @@ TEST_CASE("Winograd F(4x4,3x3) matches the reference on odd sizes, tile tails an
                                  CHECK(run(t, Algo::winograd_bf16, p, leaky, 1 + 5 * variant, io & 1, io & 2) < 6e-2);
                              }
                          });
+}
+
+// The AMX kernel multiplies the same bf16 operands as the AVX512_BF16 one and sums in fp32:
+// only the order of the sums differs, so their outputs agree far inside the 6e-2 that both
+// keep from the exact result. Whole 32s of input channels (1, 2, 3 and 4 of them) run on the
+// tiles, the others (48) on the fallback; output widths of 1 to 5 column blocks; tile tails.
+TEST_CASE("the AMX Winograd kernel computes the AVX512_BF16 kernel's products") {
+    const auto all = tables();
+    const auto find = [&](kernels::Isa isa) -> const kernels::Table* {
+        for (const kernels::Table* t : all)
+            if (t->isa == int(isa)) return t;
+        return nullptr;
+    };
+    const kernels::Table *amx = find(kernels::Isa::amx), *avx512 = find(kernels::Isa::avx512);
+    if (!amx || !avx512) return;  // no AMX here: the kernel is covered where it runs
+    CHECK(amx->conv3x3_winograd_bf16 != avx512->conv3x3_winograd_bf16);
+    unsigned seed = 300;
+    for (const OddShape& s : std::vector<OddShape>{{32, 16, 9, 13}, {64, 48, 6, 17}, {96, 64, 8, 8}, {128, 80, 5, 21}, {48, 64, 7, 7}})
+        for (int io = 0; io < 4; ++io) {
+            INFO("cin=" << s.cin << " cout=" << s.cout << " " << s.h << "x" << s.w << " in16=" << (io & 1) << " out16=" << (io >> 1));
+            const Problem p = make_problem(s.cin, s.cout, s.h, s.w, io == 1, io == 2, seed++);
+            std::vector<float> a, b;
+            const double err = run(*amx, Algo::winograd_bf16, p, io == 2, amx->tile_group, io & 1, io & 2, &a);
+            CHECK(err < 6e-2);
+            run(*avx512, Algo::winograd_bf16, p, io == 2, avx512->tile_group, io & 1, io & 2, &b);
+            REQUIRE(a.size() == b.size());
+            double scale = 1e-3, diff = 0;
+            for (size_t i = 0; i < a.size(); ++i) scale = std::max(scale, double(std::abs(b[i])));
+            for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, double(std::abs(a[i] - b[i])));
+            // out16 rounds both to bf16: a last-bit difference in the sum may round them one bf16
+            // step apart, up to 2^-7 of the value.
+            CHECK(diff / scale < (io & 2 ? 8e-3 : 1e-5));
+        }
 }
 
 TEST_CASE("every convolution shape of the v1 model, at its real size") {

@@ -45,7 +45,7 @@ const char* kBenchUsage =
     "  --repeats N          timed runs (default 5)\n"
     "  --threads N          OpenMP threads (default: all cores)\n"
     "  --precision P        fp32 (default) or bf16 (CPU: needs AVX512_BF16); cuda also tf32\n"
-    "  --arch A             highest instruction set: sse2, avx2, avx512 (default: the best this CPU has)\n"
+    "  --arch A             highest instruction set: sse2, avx2, avx512, amx (default: the best this CPU has)\n"
     "  --algo A             winograd (default) or direct convolutions\n"
     "  --max-memory MB      bound the engine's memory (see universeg run --help; CPU only)\n"
     "  --device D           cpu (default) or cuda (times the GPU forward with CUDA events; needs a\n"

@@ -65,7 +65,7 @@ using kernels::Precision;
 
 struct Options {
     Precision precision = Precision::fp32;
-    kernels::Isa isa = kernels::Isa::avx512;  // highest instruction set to use (UNIVERSEG_ARCH caps it too)
+    kernels::Isa isa = kernels::Isa::amx;  // highest instruction set to use (UNIVERSEG_ARCH caps it too)
     bool winograd = true;                      // false: direct convolution everywhere (for comparisons)
     // > 0: the packed weights and the workspace stay under this many MiB; supports then run
     // in groups (bit-identical logits, more time: see "The memory bound" below).

@@ -12,7 +12,8 @@
 // examples/cli/dispatch/ (compiled with -mavx2 -mfma, or -mavx512*); each defines one extern "C"
 // function returning its table, declared weak here: linked in, it is found; left out, its
 // address is null. select() then picks the best table the CPU supports, capped by the
-// UNIVERSEG_ARCH environment variable (scalar|sse2|avx2|avx512) or by the caller.
+// UNIVERSEG_ARCH environment variable (scalar|sse2|avx2|avx512|amx) or by the caller. The "amx"
+// table is the AVX-512 one with its bf16 Winograd products on AMX tiles (kernels_avx512.cpp).
 //
 // Why this is safe from the multiple-compilation ODR trap: an inline function compiled in
 // both a baseline and an AVX-512 translation unit is emitted twice and the linker keeps one
@@ -40,6 +41,12 @@
 #define UNIVERSEG_RUNTIME_DISPATCH 1
 extern "C" const universeg::kernels::Table* universeg_kernels_avx2() __attribute__((weak));
 extern "C" const universeg::kernels::Table* universeg_kernels_avx512() __attribute__((weak));
+extern "C" const universeg::kernels::Table* universeg_kernels_amx() __attribute__((weak));
+#endif
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace universeg {
@@ -55,15 +62,34 @@ inline const char* isa_name(Isa isa) {
         case Isa::sse2: return "sse2";
         case Isa::avx2: return "avx2";
         case Isa::avx512: return "avx512";
+        case Isa::amx: return "amx";
     }
     return "?";
 }
 
 inline Isa parse_isa(const std::string& s, const std::string& what) {
-    for (Isa isa : {Isa::scalar, Isa::neon, Isa::sse2, Isa::avx2, Isa::avx512})
+    for (Isa isa : {Isa::scalar, Isa::neon, Isa::sse2, Isa::avx2, Isa::avx512, Isa::amx})
         if (s == isa_name(isa)) return isa;
-    throw Error(what + ": unknown instruction set '" + s + "' (expected scalar, neon, sse2, avx2 or avx512)");
+    throw Error(what + ": unknown instruction set '" + s + "' (expected scalar, neon, sse2, avx2, avx512 or amx)");
 }
+
+// AMX tiles need the CPU's AMX-TILE and AMX-BF16 and the kernel's consent: Linux saves the
+// 8 KB of tile state only for a process that asked for it (ARCH_REQ_XCOMP_PERM, Linux 5.16+).
+// Asked once; the permission is process-wide, for every thread.
+inline bool amx_usable() {
+#if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__)
+    static const bool ok = [] {
+        if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+inline bool cpu_has_bf16();
 
 // What the CPU (and the OS, which must save the wide registers) supports.
 inline bool cpu_has(Isa isa) {
@@ -79,6 +105,7 @@ inline bool cpu_has(Isa isa) {
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
                    __builtin_cpu_supports("avx512vl");
+        case Isa::amx: return cpu_has_bf16() && amx_usable();
 #endif
         default: return false;
     }
@@ -112,6 +139,7 @@ inline const Table& builtin_table() {
 inline std::vector<const Table*> available_tables() {
     std::vector<const Table*> out;
 #ifdef UNIVERSEG_RUNTIME_DISPATCH
+    if (universeg_kernels_amx && cpu_has(Isa::amx) && universeg_kernels_amx()) out.push_back(universeg_kernels_amx());
     if (universeg_kernels_avx512 && cpu_has(Isa::avx512)) out.push_back(universeg_kernels_avx512());
     if (universeg_kernels_avx2 && cpu_has(Isa::avx2)) out.push_back(universeg_kernels_avx2());
 #endif
@@ -129,13 +157,13 @@ inline std::vector<const Table*> available_tables() {
 inline Isa env_isa_cap() {
     static const Isa cap = [] {
         const char* e = std::getenv("UNIVERSEG_ARCH");
-        return e && *e && std::string(e) != "auto" ? parse_isa(e, "UNIVERSEG_ARCH") : Isa::avx512;
+        return e && *e && std::string(e) != "auto" ? parse_isa(e, "UNIVERSEG_ARCH") : Isa::amx;
     }();
     return cap;
 }
 
 // The best table at or below `cap` (and the UNIVERSEG_ARCH cap).
-inline const Table& select(Isa cap = Isa::avx512) {
+inline const Table& select(Isa cap = Isa::amx) {
     if (env_isa_cap() < cap) cap = env_isa_cap();
     for (const Table* t : available_tables())
         if (t->isa <= int(cap)) return *t;

@@ -40,6 +40,9 @@
 // running on AVX-512 CPUs without it.
 #define UNIVERSEG_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 #define UNIVERSEG_TARGET_BF16_OR_NONE UNIVERSEG_TARGET_BF16
+// The AMX kernel (tile registers, TDPBF16PS) on top of that: only in the "amx" table.
+#define UNIVERSEG_TARGET_AMX \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #else
 #define UNIVERSEG_TARGET_BF16_OR_NONE
 #endif
@@ -665,13 +668,14 @@ struct Kernels {
         }
     }
 
-    // in16 or in (fp32) -> out16 or out: the input transform reads either, the output
-    // transform writes either (kOut16), the products are bf16 either way.
-    template <bool kOut16>
-    UNIVERSEG_TARGET_BF16 __attribute__((flatten)) static void winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
-        const int64_t n = t1 - t0, ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16, K2 = (a.cin + 1) / 2;
-        uint16_t* U = reinterpret_cast<uint16_t*>(scratch);  // [n][36][in_cp] bf16
-        float* M = scratch + 36 * n * a.in_cp;              // [n][36][out_cp]
+    // The bf16 Winograd kernels' scratch: U, the transformed input tiles as bf16 [n][36][in_cp],
+    // then M, the products before the output transform, fp32 [n][36][out_cp].
+    static uint16_t* winograd_u16(float* scratch) { return reinterpret_cast<uint16_t*>(scratch); }
+    static float* winograd_m(const ConvArgs& a, int64_t n, float* scratch) { return scratch + 36 * n * a.in_cp; }
+
+    // U for tiles [t0, t0 + n) from in16 or in (fp32).
+    UNIVERSEG_TARGET_BF16 static void winograd_input_bf16(const ConvArgs& a, int64_t t0, int64_t n, uint16_t* U) {
+        const int64_t ntx = (a.w + 3) / 4, cin_v = (a.cin + 15) / 16 * 16;
         // Fields in locals: the stores below may alias anything (see store_tile).
         const int64_t cp = a.in_cp, wp = a.wp;
         const uint16_t* in16 = a.in16;
@@ -689,6 +693,16 @@ struct Kernels {
                     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
             }
         }
+    }
+
+    // in16 or in (fp32) -> out16 or out: the input transform reads either, the output
+    // transform writes either (kOut16), the products are bf16 either way.
+    template <bool kOut16>
+    UNIVERSEG_TARGET_BF16 __attribute__((flatten)) static void winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        const int64_t n = t1 - t0, K2 = (a.cin + 1) / 2;
+        uint16_t* U = winograd_u16(scratch);
+        float* M = winograd_m(a, n, scratch);
+        winograd_input_bf16(a, t0, n, U);
         for (int p = 0; p < 36; ++p) {
             const uint16_t* B = a.weight_bf16 + p * (2 * K2) * a.cout;
             for (int64_t c0 = 0; c0 < a.cout;) {
@@ -704,6 +718,90 @@ struct Kernels {
     UNIVERSEG_TARGET_BF16 static void conv3x3_winograd_bf16(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
         if (a.out16) winograd_bf16<true>(a, t0, t1, scratch);
         else winograd_bf16<false>(a, t0, t1, scratch);
+    }
+
+    // The same products on AMX tiles: per Winograd point, M (n x cout) = U (n x cin) * weights
+    // (cin x cout), TDPBF16PS on 16-row tiles, bf16 pairs in, fp32 sums out. The packed weights
+    // [pair][width][2] are already AMX's pair-interleaved layout for the right operand, so the
+    // packing, the transforms and the scratch are the bf16 kernel's. Tiles: 0-3 the product's
+    // column blocks of 16, 4 the U rows for 32 input channels, 5 and 6 the weights for them
+    // (alternating, so that a load need not wait for the product before it). Input channels in
+    // whole 32s only (v1's 64 and 128); others take the AVX512_BF16 kernel. The "amx" table's
+    // calls carry kAmxTileGroup tiles, one full tile of rows (12, the other tables' group, made
+    // the bf16 forward 1.15x slower; its fp32 Winograd kernel runs 16 too, about 2% slower at
+    // S=64 than at 12). The caller's thread must have AMX permission (kernels.hpp, amx_usable()).
+    static constexpr int kAmxTileGroup = 16;
+
+    struct AmxConfig {
+        uint8_t palette = 1, start_row = 0, reserved[14] = {};
+        uint16_t colsb[16] = {};
+        uint8_t rows[16] = {};
+    };
+
+    // One 32-channel step into the nv column blocks. GCC's tile intrinsics paste the register
+    // number into the assembly: literals only.
+    UNIVERSEG_TARGET_AMX static void amx_step(const uint16_t* A, int64_t a_stride, const uint16_t* B, int64_t b_stride, int nv) {
+        _tile_loadd(4, A, a_stride);
+        _tile_loadd(5, B, b_stride);
+        _tile_dpbf16ps(0, 4, 5);
+        if (nv < 2) return;
+        _tile_loadd(6, B + 32, b_stride);
+        _tile_dpbf16ps(1, 4, 6);
+        if (nv < 3) return;
+        _tile_loadd(5, B + 64, b_stride);
+        _tile_dpbf16ps(2, 4, 5);
+        if (nv < 4) return;
+        _tile_loadd(6, B + 96, b_stride);
+        _tile_dpbf16ps(3, 4, 6);
+    }
+    UNIVERSEG_TARGET_AMX static void amx_zero(int nv) {
+        _tile_zero(0);
+        if (nv > 1) _tile_zero(1);
+        if (nv > 2) _tile_zero(2);
+        if (nv > 3) _tile_zero(3);
+    }
+    UNIVERSEG_TARGET_AMX static void amx_store(float* C, int64_t c_stride, int nv) {
+        _tile_stored(0, C, c_stride);
+        if (nv > 1) _tile_stored(1, C + 16, c_stride);
+        if (nv > 2) _tile_stored(2, C + 32, c_stride);
+        if (nv > 3) _tile_stored(3, C + 48, c_stride);
+    }
+
+    template <bool kOut16>
+    UNIVERSEG_TARGET_AMX __attribute__((flatten)) static void winograd_amx(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        const int64_t n = t1 - t0, K2 = (a.cin + 1) / 2;
+        uint16_t* U = winograd_u16(scratch);
+        float* M = winograd_m(a, n, scratch);
+        winograd_input_bf16(a, t0, n, U);
+        const int64_t a_stride = 36 * a.in_cp * 2, c_stride = 36 * a.out_cp * 4;  // bytes per tile
+        for (int64_t r0 = 0; r0 < n; r0 += 16) {
+            const uint8_t rows = uint8_t(imin(16, n - r0));
+            AmxConfig cfg;
+            for (int q = 0; q < 5; ++q) cfg.rows[q] = rows, cfg.colsb[q] = 64;
+            cfg.rows[5] = cfg.rows[6] = 16, cfg.colsb[5] = cfg.colsb[6] = 64;
+            _tile_loadconfig(&cfg);
+            for (int p = 0; p < 36; ++p) {
+                const uint16_t* A = U + (r0 * 36 + p) * a.in_cp;
+                const uint16_t* Bp = a.weight_bf16 + p * (2 * K2) * a.cout;
+                float* C = M + (r0 * 36 + p) * a.out_cp;
+                for (int64_t c0 = 0; c0 < a.cout;) {
+                    const int nv = int(imin(4, (a.cout - c0) / 16));
+                    const uint16_t* B = Bp + c0 * 2 * K2;  // [pair][nv * 16][2]
+                    amx_zero(nv);
+                    for (int64_t k = 0; k < K2; k += 16) amx_step(A + 2 * k, a_stride, B + k * nv * 32, nv * 64, nv);
+                    amx_store(C + c0, c_stride, nv);
+                    c0 += nv * 16;
+                }
+            }
+            _tile_release();
+        }
+        winograd_output<kOut16>(a, t0, n, M);
+    }
+
+    UNIVERSEG_TARGET_AMX static void conv3x3_winograd_amx(const ConvArgs& a, int64_t t0, int64_t t1, float* scratch) {
+        if ((a.cin + 1) / 2 % 16) conv3x3_winograd_bf16(a, t0, t1, scratch);
+        else if (a.out16) winograd_amx<true>(a, t0, t1, scratch);
+        else winograd_amx<false>(a, t0, t1, scratch);
     }
 
     // Direct convolution with bf16 products: the K dimension is 9 taps x input-channel pairs,
@@ -789,7 +887,8 @@ struct Kernels {
 
 // Table::isa values; kernels.hpp gives them names.
 // neon (AArch64's 128-bit SIMD) ranks beside sse2; a build has one or the other.
-enum class Isa : int { scalar = 0, neon = 1, sse2 = 2, avx2 = 3, avx512 = 4 };
+// amx: the avx512 kernels, with the bf16 Winograd products on AMX tiles (AMX-BF16).
+enum class Isa : int { scalar = 0, neon = 1, sse2 = 2, avx2 = 3, avx512 = 4, amx = 5 };
 
 template <class Arch>
 Table make_table(const char* name, Isa isa) {
@@ -802,6 +901,10 @@ Table make_table(const char* name, Isa isa) {
         t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
         t.conv3x3_direct_bf16 = &K::conv3x3_direct_bf16;
         t.to_bf16 = &K::to_bf16;
+        if (isa == Isa::amx) {
+            t.tile_group = K::kAmxTileGroup;
+            t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_amx;
+        }
     }
 #endif
     return t;
