@@ -45,6 +45,7 @@ extern "C" const universeg::kernels::Table* universeg_kernels_amx() __attribute_
 #endif
 
 #if defined(__linux__) && defined(__x86_64__)
+#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -75,11 +76,15 @@ inline Isa parse_isa(const std::string& s, const std::string& what) {
 
 // AMX tiles need the CPU's AMX-TILE and AMX-BF16 and the kernel's consent: Linux saves the
 // 8 KB of tile state only for a process that asked for it (ARCH_REQ_XCOMP_PERM, Linux 5.16+).
-// Asked once; the permission is process-wide, for every thread.
+// Asked once; the permission is process-wide, for every thread. The features are read from
+// CPUID leaf 7 (EDX bit 24 AMX-TILE, bit 22 AMX-BF16) rather than __builtin_cpu_supports,
+// whose "amx-*" names clang 14 does not know.
 inline bool amx_usable() {
 #if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__)
     static const bool ok = [] {
-        if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+        if (!(edx & (1u << 24)) || !(edx & (1u << 22))) return false;
         constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
         return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
     }();
