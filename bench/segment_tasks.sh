@@ -3,16 +3,19 @@
 # --no-calibration, and the classical per-task intensity-histogram classifier
 # (--histogram-baseline), each scored by `universeg eval` (mean Dice over the labels).
 #
-#   bench/segment_tasks.sh [COUNT=24] [BUILD=build] [WEIGHTS=bundled] [WORK=/tmp/universeg-segment-tasks] [SEED=777]
+#   bench/segment_tasks.sh [COUNT=24] [BUILD=build] [WEIGHTS=bundled] [WORK=/tmp/universeg-segment-tasks] [SEED=777] [TILES=1]
+#
+# TILES > 1: every image a TILES x TILES mosaic of the task's 128-px members (many small objects
+# at high resolution; see examples/make_synthetic_tasks.cpp).
 #
 # Prints one row per task and the means, and on how many tasks each mode is ahead of the
 # classifier and behind it.
 set -euo pipefail
-COUNT=${1:-24}; BUILD=${2:-build}; WEIGHTS=${3:-}; WORK=${4:-/tmp/universeg-segment-tasks}; SEED=${5:-777}
+COUNT=${1:-24}; BUILD=${2:-build}; WEIGHTS=${3:-}; WORK=${4:-/tmp/universeg-segment-tasks}; SEED=${5:-777}; TILES=${6:-1}
 U=$BUILD/universeg
 W=(); [ -n "$WEIGHTS" ] && W=(--weights "$WEIGHTS")
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$BUILD/examples/universeg_make_synthetic_tasks" "$WORK/tasks" "$COUNT" "$SEED" > /dev/null
+"$BUILD/examples/universeg_make_synthetic_tasks" "$WORK/tasks" "$COUNT" "$SEED" "$TILES" > /dev/null
 dice() { "$U" eval --quiet --pred "$1" --truth "$2" | sed -n 's/^mean over .* dice \([0-9.]*\).*/\1/p'; }
 printf "%-22s %10s %15s %10s\n" task calibrated no-calibration histogram
 for d in "$WORK"/tasks/*/; do

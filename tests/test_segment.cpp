@@ -191,7 +191,8 @@ namespace {
 CalibrationData calibration_data(int64_t n, int64_t HW, int64_t L, std::vector<double> logits, std::vector<int64_t> truth,
                                  std::vector<double> evidence = {}) {
     CalibrationData d;
-    d.n = n, d.HW = HW, d.L = L;
+    d.n = n, d.L = L;
+    for (int64_t i = 1; i <= n; ++i) d.start.push_back(i * HW);
     if (evidence.empty()) evidence.assign(logits.size(), 0.0);
     d.logits = std::move(logits), d.truth = std::move(truth), d.evidence = std::move(evidence);
     return d;
@@ -367,6 +368,103 @@ TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
     REQUIRE(make_task(model(), set, off).calibration.offsets.empty());
     REQUIRE(make_task(model(), tiny_set(kMinCalibrationSupports - 1, H, W), SegmentOptions{}).calibration.offsets.empty());
     REQUIRE(make_task(model(), tiny_set(kCalibrationImages + 4, 8, 8), SegmentOptions{}).calibration.images == kCalibrationImages);
+}
+
+TEST_CASE("supports at their own size: sampled for the evidence and the calibration", "[segment]") {
+    // Up to kSupportSamples pixels, all of them; 300x300 (90,000) is sampled every second row
+    // and column from (1, 1): 150 x 150.
+    Image small{3, 5, {}}, small_labels{3, 5, std::vector<float>(15, 0.0f)};
+    for (int i = 0; i < 15; ++i) small.pixels.push_back(float(i) / 15);
+    const SupportSamples a = sample_support(small, small_labels);
+    REQUIRE(a.height == 3);
+    REQUIRE(a.width == 5);
+    REQUIRE(a.step == 1);
+    REQUIRE(a.images == small.pixels);
+    Image big{300, 300, std::vector<float>(90000)}, big_labels{300, 300, std::vector<float>(90000)};
+    for (size_t p = 0; p < big.pixels.size(); ++p) big.pixels[p] = float(p % 7) / 7, big_labels.pixels[p] = float(p % 3);
+    const SupportSamples b = sample_support(big, big_labels);
+    REQUIRE(b.step == 2);
+    REQUIRE(b.images.size() == 150 * 150);
+    std::vector<int64_t> at;
+    sample_pixels(b, [&](int64_t p) { at.push_back(p); });
+    REQUIRE(at.size() == 150 * 150);
+    REQUIRE(at[0] == 300 + 1);
+    REQUIRE(at[1] == 300 + 3);
+    REQUIRE(at[150] == 3 * 300 + 1);
+    REQUIRE(b.images[0] == big.pixels[300 + 1]);
+    REQUIRE(b.images[151] == big.pixels[3 * 300 + 3]);
+    REQUIRE(b.labels[151] == big_labels.pixels[3 * 300 + 3]);
+
+    // A 2x8 support at a model size of 2x4: the model sees the resized pair, the intensity
+    // evidence the pixels at the pair's own size. Label 5 on the two pixels at 0.9 (bin 28);
+    // resized, the four columns average pairs, so no model-size pixel is in bin 28.
+    SupportSet set;
+    set.height = 2, set.width = 4;
+    const Image image{2, 8, {0.9f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.9f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.1f}};
+    const Image labels{2, 8, {5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0}};
+    add_support_resized(set, image, labels, "wide");
+    REQUIRE(set.size() == 1);
+    REQUIRE(set.images == resize_bilinear(image, 2, 4).pixels);
+    REQUIRE(set.labels == resize_nearest(labels, 2, 4).pixels);
+    REQUIRE(set.values == std::set<int64_t>{5});  // of the labels at their own size: resized, none is left
+    REQUIRE(std::count(set.labels.begin(), set.labels.end(), 5.0f) == 0);
+    REQUIRE(std::count(set.images.begin(), set.images.end(), 0.9f) == 0);
+    const std::vector<double> r = intensity_log_ratios(set, 5);  // inside: 2 + 32; outside 14 + 32
+    REQUIRE(r[28] == Approx(std::log(3.0 / 34) - std::log(1.0 / 46)));
+    REQUIRE(r[3] == Approx(std::log(1.0 / 34) - std::log(15.0 / 46)));
+    REQUIRE(error_of([&] { add_support_resized(set, image, Image{2, 7, std::vector<float>(14)}, "bad.png"); }).find("bad.png") !=
+            std::string::npos);
+    SupportSet unsized;
+    REQUIRE(!error_of([&] { add_support_resized(unsized, image, labels, "x"); }).empty());
+    SupportSet by_hand = set;  // pairs pushed without their samples
+    by_hand.samples.clear();
+    REQUIRE(error_of([&] { make_task(model(), by_hand, SegmentOptions{}); }).find("add_support") != std::string::npos);
+}
+
+TEST_CASE("calibration scores the supports at their own size", "[segment]") {
+    // Six supports of 24x20 and 20x28 at a model size of 16x16. Independently of calibrate():
+    // segment each from the other five at the model size, resize the probabilities to the
+    // support's own size and make its label map there, as segment does for a query.
+    const int64_t H = 16, W = 16;
+    SupportSet set;
+    set.height = H, set.width = W;
+    std::vector<Image> images, labels;
+    for (int i = 0; i < 6; ++i) {
+        const int64_t h = i % 2 ? 20 : 24, w = i % 2 ? 28 : 20;
+        images.push_back(pattern_image(h, w, i));
+        Image lab{h, w, {}};
+        for (uint8_t v : label_pattern(int(h), int(w), i)) lab.pixels.push_back(float(v));
+        labels.push_back(lab);
+        add_support_resized(set, images.back(), lab, "pair " + std::to_string(i));
+    }
+    const Task t = make_task(model(), set, SegmentOptions{});
+    const Task::Calibration& c = t.calibration;
+    REQUIRE(c.images == 6);
+    double before = 0, after = 0;
+    for (int i = 0; i < 6; ++i) {
+        SupportSet rest;
+        rest.height = H, rest.width = W;
+        for (int j = 0; j < 6; ++j)
+            if (j != i) add_support_resized(rest, images[size_t(j)], labels[size_t(j)], "x");
+        SegmentOptions one;
+        one.flips = 1;
+        one.calibrate = false;
+        Task r = make_task(model(), rest, one);
+        std::vector<Image> probs = predict_probabilities(r, resize_bilinear(images[size_t(i)], H, W));
+        for (Image& p : probs) p = resize_bilinear(p, images[size_t(i)].height, images[size_t(i)].width);
+        const size_t n = images[size_t(i)].pixels.size();
+        auto mean_over_labels = [&](const Image& pred) {
+            double sum = 0;
+            int k = 0;
+            for (const auto& kv : label_overlaps(labels[size_t(i)].pixels.data(), pred.pixels.data(), n)) sum += kv.second.dice(), ++k;
+            return sum / k;
+        };
+        before += mean_over_labels(label_map(probs, r.values, 0.5)) / 6;
+        r.calibration = c;
+        after += mean_over_labels(label_map(r, probs, images[size_t(i)], 0.5)) / 6;
+    }
+    REQUIRE(c.dice_before == Approx(before));
+    REQUIRE(c.dice_after == Approx(after));
 }
 
 TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "[segment]") {
@@ -586,10 +684,18 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
     double o3 = NAN, o7 = NAN, w3 = NAN, w7 = NAN;
     REQUIRE(std::sscanf(r.out.c_str() + r.out.find("weight ", at), "weight 3:%lf,%lf 7:%lf,%lf", &o3, &w3, &o7, &w7) == 4);
     REQUIRE((o3 != 0 || o7 != 0 || w3 != 0 || w7 != 0));  // this fixture's boxes need calibrating
-    SupportSet set;
+    SupportSet set;  // the supports prepared as the CLI prepares them: normalised at their own size
+    set.height = set.width = 32;
+    std::vector<float> all_images, all_labels;  // every support pixel at its own size
     for (const std::string& f : list_image_files(dir / "support/images")) {
         const std::string label = dir / ("support/labels/" + image_stem(f) + (image_stem(f) == "s3" ? ".bmp" : ".png"));
-        add_support(set, prepare_image(load_image(f), 32, 32), resize_nearest(load_label_map(label), 32, 32), f);
+        Image img = load_image(f);
+        normalize_min_max(img);
+        const Image lab = load_label_map(label);
+        REQUIRE(img.pixels.size() <= size_t(kSupportSamples));  // so the evidence sees every pixel
+        all_images.insert(all_images.end(), img.pixels.begin(), img.pixels.end());
+        all_labels.insert(all_labels.end(), lab.pixels.begin(), lab.pixels.end());
+        add_support_resized(set, img, lab, f);
     }
     REQUIRE(set.size() == 5);
     const std::vector<double> e3 = intensity_log_ratios(set, 3), e7 = intensity_log_ratios(set, 7);
@@ -604,16 +710,17 @@ TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
         REQUIRE(p7.data[i] == Approx(sigmoid(b)).margin(1e-6));
         REQUIRE(labc.pixels[i] == (std::max(a, b) > 0 ? (b > a ? 7.0f : 3.0f) : 0.0f));
     }
-    // The classical classifier instead of the network: each label's histogram_baseline on the
-    // same prepared supports and normalised query, the lower value first.
+    // The classical classifier instead of the network: each label's histogram_baseline on every
+    // pixel of the supports at their own size and the normalised query, the lower value first.
     const Run h = cli(dir, base + "--histogram-baseline --out '" + dir / "h" + "'" + q);
     REQUIRE(h.rc == 0);
     REQUIRE(h.out.find("histogram classifier") != std::string::npos);
     const Image labh = load_label_map(dir / "h/q_rgb.png");
-    std::vector<float> m3(set.labels.size()), m7(set.labels.size()), c3(query.pixels.size()), c7(query.pixels.size());
-    for (size_t i = 0; i < m3.size(); ++i) m3[i] = set.labels[i] == 3, m7[i] = set.labels[i] == 7;
-    histogram_baseline(set.images.data(), m3.data(), 5, 32 * 32, query.pixels.data(), int64_t(c3.size()), c3.data());
-    histogram_baseline(set.images.data(), m7.data(), 5, 32 * 32, query.pixels.data(), int64_t(c7.size()), c7.data());
+    std::vector<float> m3(all_labels.size()), m7(all_labels.size()), c3(query.pixels.size()), c7(query.pixels.size());
+    for (size_t i = 0; i < m3.size(); ++i) m3[i] = all_labels[i] == 3, m7[i] = all_labels[i] == 7;
+    const int64_t n = int64_t(all_images.size());
+    histogram_baseline(all_images.data(), m3.data(), 1, n, query.pixels.data(), int64_t(c3.size()), c3.data());
+    histogram_baseline(all_images.data(), m7.data(), 1, n, query.pixels.data(), int64_t(c7.size()), c7.data());
     for (size_t i = 0; i < labh.pixels.size(); ++i) REQUIRE(labh.pixels[i] == (c3[i] > 0 ? 3.0f : c7[i] > 0 ? 7.0f : 0.0f));
     REQUIRE(std::set<float>(labh.pixels.begin(), labh.pixels.end()).size() > 1);
     REQUIRE(cli(dir, base + "--histogram-baseline --probabilities png --out '" + dir / "h2" + "'" + q).rc != 0);

@@ -60,7 +60,9 @@ const char* kSegmentUsage =
     "segmented from the others, one view each, and every label gets a logit offset and a weight\n"
     "(0 to 64) for its intensity evidence, the log ratio of the intensity histograms of the label and\n"
     "of the rest in the other examples, chosen to maximise the mean Dice of those predictions at\n"
-    "0.5. The probabilities (and what --probabilities writes) are then\n"
+    "0.5, scored as label maps are made: at each example's own size (up to 65,536 pixels of it),\n"
+    "from probabilities resized back and histograms of the examples at their own sizes. The\n"
+    "probabilities (and what --probabilities writes) are then\n"
     "sigmoid(logit + weight * evidence + offset), and where two saturate at 1 the higher calibrated\n"
     "logit wins. It costs about one forward pass per example, label and --ensemble subset, once per run.\n";
 
@@ -225,11 +227,9 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
             universeg::slice_shape(img, s.axis, h, w, n);
             for (int64_t k = 0; k < n; ++k) {
                 const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
-                universeg::check_label_map(labels, p.label_path);
                 if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
-                universeg::add_support(set, universeg::resize_bilinear(universeg::volume_slice(img, s.axis, k), s.height, s.width),
-                                       universeg::resize_nearest(labels, s.height, s.width),
-                                       p.label_path + " slice " + std::to_string(k));
+                universeg::add_support_resized(set, universeg::volume_slice(img, s.axis, k), labels,
+                                               p.label_path + " slice " + std::to_string(k));
             }
         } else {
             universeg::Image img = universeg::load_image(p.image_path);
@@ -238,10 +238,8 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
                 throw Error(p.label_path + ": label map of " + std::to_string(labels.height) + "x" +
                             std::to_string(labels.width) + " does not match its image " + p.image_path + " (" +
                             std::to_string(img.height) + "x" + std::to_string(img.width) + ")");
-            universeg::check_label_map(labels, p.label_path);
             normalize(img.pixels, s);
-            universeg::add_support(set, universeg::resize_bilinear(img, s.height, s.width),
-                                   universeg::resize_nearest(labels, s.height, s.width), p.label_path);
+            universeg::add_support_resized(set, img, labels, p.label_path);
         }
     }
     if (set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
@@ -254,11 +252,16 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
 universeg::Image histogram_label_map(const universeg::SupportSet& set, const std::vector<int64_t>& values,
                                      const universeg::Image& normalized) {
     universeg::Image out{normalized.height, normalized.width, std::vector<float>(normalized.pixels.size(), 0.0f)};
-    std::vector<float> mask(set.labels.size()), claim(normalized.pixels.size());
+    std::vector<float> images, labels, mask, claim(normalized.pixels.size());
+    for (const universeg::SupportSamples& p : set.samples) {  // the supports at their own size
+        images.insert(images.end(), p.images.begin(), p.images.end());
+        labels.insert(labels.end(), p.labels.begin(), p.labels.end());
+    }
+    mask.resize(labels.size());
     for (int64_t v : values) {
-        for (size_t i = 0; i < mask.size(); ++i) mask[i] = set.labels[i] == float(v) ? 1.0f : 0.0f;
-        universeg::histogram_baseline(set.images.data(), mask.data(), set.size(), set.height * set.width,
-                                      normalized.pixels.data(), int64_t(claim.size()), claim.data());
+        for (size_t i = 0; i < mask.size(); ++i) mask[i] = labels[i] == float(v) ? 1.0f : 0.0f;
+        universeg::histogram_baseline(images.data(), mask.data(), 1, int64_t(mask.size()), normalized.pixels.data(),
+                                      int64_t(claim.size()), claim.data());
         for (size_t i = 0; i < claim.size(); ++i)
             if (claim[i] > 0 && out.pixels[i] == 0) out.pixels[i] = float(v);
     }

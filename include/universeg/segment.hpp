@@ -15,14 +15,19 @@
 // supports: it segments every support (up to kCalibrationImages of them) from the others and
 // keeps, per label, the logit offset and the weight of the intensity evidence (the log ratio of
 // the label's and the rest's intensity histograms, from the other supports) that maximise the
-// mean Dice of those leave-one-out predictions at the threshold 0.5. The calibrated logit is
+// mean Dice of those leave-one-out predictions at the threshold 0.5, scored as a label map is
+// made: at the support's own size, from probabilities resized back and intensity histograms of
+// the supports at their own sizes (SupportSamples), since shrinking a large image to the model
+// size blurs its small objects, and the histograms with them. The calibrated logit is
 // logit + weight * evidence + offset; calibrated_probabilities gives its sigmoid, and label_map
 // compares the calibrated logits, so saturated labels are still told apart. The supports are
 // all the labelled data there is, so they decide, as they do for the classical per-task
 // classifiers; a weight of 0 and an offset of 0 leave the network as it is.
 //
-//   SupportSet set;                                  // images prepared at the model size
-//   add_support(set, prepare_image(img, 128, 128), resize_nearest(labels, 128, 128), name);
+//   SupportSet set;                                  // at the model size
+//   set.height = set.width = 128;
+//   normalize_min_max(img);                          // prepared as the queries are, at its size
+//   add_support_resized(set, img, labels, name);     // resized, and sampled at its own size
 //   Task task = make_task(model, set, options);      // subsets, masks, calibration: once
 //   std::vector<Image> p = predict_probabilities(task, prepare_image(query, 128, 128));
 //   for (Image& q : p) q = resize_bilinear(q, query.height, query.width);   // back to its size
@@ -84,16 +89,49 @@ inline void check_label_map(const Image& labels, const std::string& what) {
     }
 }
 
-// Support pairs at the model size: images prepared, labels holding raw values.
+// The most pixels of one support that the intensity evidence and the calibration look at; a
+// larger support is sampled on a regular grid.
+constexpr int64_t kSupportSamples = 65536;
+
+// A support pair as label maps are made, at its own size: label maps are thresholded there, from
+// probabilities resized back and the query's own intensities, so the intensity evidence and the
+// calibration look at full-size pixels, not at the model size's blur of small objects.
+struct SupportSamples {
+    int64_t height = 0, width = 0;      // the pair's own size
+    int64_t step = 1;                   // every step-th row and column, from step / 2 (sample_pixels)
+    std::vector<float> images, labels;  // the samples' prepared intensities and label values, row-major
+};
+
+// f(row-major index) for every sampled pixel of s, in order.
+template <class F>
+void sample_pixels(const SupportSamples& s, F f) {
+    for (int64_t y = s.step / 2; y < s.height; y += s.step)
+        for (int64_t x = s.step / 2; x < s.width; x += s.step) f(y * s.width + x);
+}
+
+// Support pairs at the model size (images prepared, labels holding raw values), and each also
+// sampled at its own size.
 struct SupportSet {
     int64_t height = 0, width = 0;
     std::vector<float> images, labels;  // (N, H, W) each
     std::vector<std::string> names;     // where each pair came from, for messages
     std::set<int64_t> values;           // distinct non-zero label values
+    std::vector<SupportSamples> samples;  // per pair, at its own size
 
     int64_t size() const { return int64_t(names.size()); }
 };
 
+// Every pixel of a pair of images up to kSupportSamples of them; else the smallest step whose
+// regular grid (every step-th row and column, from the middle of the first step) has at most that many.
+inline SupportSamples sample_support(const Image& image, const Image& labels) {
+    SupportSamples s;
+    s.height = image.height, s.width = image.width;
+    while (((s.height + s.step - 1) / s.step) * ((s.width + s.step - 1) / s.step) > kSupportSamples) ++s.step;
+    sample_pixels(s, [&](int64_t p) { s.images.push_back(image.pixels[size_t(p)]), s.labels.push_back(labels.pixels[size_t(p)]); });
+    return s;
+}
+
+// A support pair at the model size.
 inline void add_support(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
     if (set.names.empty() && set.height == 0) set.height = image.height, set.width = image.width;
     if (image.height != set.height || image.width != set.width || labels.height != set.height || labels.width != set.width)
@@ -104,7 +142,22 @@ inline void add_support(SupportSet& set, const Image& image, const Image& labels
     set.images.insert(set.images.end(), image.pixels.begin(), image.pixels.end());
     set.labels.insert(set.labels.end(), labels.pixels.begin(), labels.pixels.end());
     set.names.push_back(name);
+    set.samples.push_back(sample_support(image, labels));
     for (float v : labels.pixels)
+        if (v != 0) set.values.insert(int64_t(v));
+}
+
+// A support pair at its own size (the image prepared as the queries are, at that size): resized
+// to the set's model size (bilinear; labels nearest), and kept at its own size, sampled.
+inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+    if (set.height < 1 || set.width < 1) throw Error(name + ": the support set has no model size");
+    if (image.height != labels.height || image.width != labels.width)
+        throw Error(name + ": label map of " + std::to_string(labels.height) + "x" + std::to_string(labels.width) +
+                    " does not match its image (" + std::to_string(image.height) + "x" + std::to_string(image.width) + ")");
+    check_label_map(labels, name);
+    add_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), name);
+    set.samples.back() = sample_support(image, labels);
+    for (float v : labels.pixels)  // a label too small to survive resizing is still a task
         if (v != 0) set.values.insert(int64_t(v));
 }
 
@@ -246,16 +299,17 @@ inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_
 // Intensity evidence: the classical per-task classifier's view, a pixel's intensity alone.
 inline int64_t intensity_bin(double v) { return v > 0 ? (v < 1 ? int64_t(v * kIntensityBins) : kIntensityBins - 1) : 0; }
 
-// For one label value, per intensity bin of the prepared support images (in [0, 1]): the log of
-// how much more often the bin occurs under the label than elsewhere (both histograms normalised,
-// one pseudo-count per bin, so unseen bins say little). Support `skip` is left out.
+// For one label value, per intensity bin of the prepared support images at their own size (their
+// samples, in [0, 1]): the log of how much more often the bin occurs under the label than
+// elsewhere (both histograms normalised, one pseudo-count per bin, so unseen bins say little).
+// Support `skip` is left out.
 inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, int64_t skip = -1) {
     std::vector<double> inside(size_t(kIntensityBins), 1.0), outside(size_t(kIntensityBins), 1.0);
-    const int64_t HW = set.height * set.width;
     for (int64_t i = 0; i < set.size(); ++i) {
         if (i == skip) continue;
-        for (int64_t p = i * HW; p < (i + 1) * HW; ++p)
-            (set.labels[size_t(p)] == float(value) ? inside : outside)[size_t(intensity_bin(set.images[size_t(p)]))] += 1;
+        const SupportSamples& s = set.samples[size_t(i)];
+        for (size_t p = 0; p < s.images.size(); ++p)
+            (s.labels[p] == float(value) ? inside : outside)[size_t(intensity_bin(s.images[p]))] += 1;
     }
     const double n_in = std::accumulate(inside.begin(), inside.end(), 0.0), n_out = std::accumulate(outside.begin(), outside.end(), 0.0);
     std::vector<double> ratio(inside.size());
@@ -317,10 +371,12 @@ struct Overlap {
     double iou() const { return truth + pred ? double(both) / double(truth + pred - both) : NAN; }
 };
 
-// Leave-one-out predictions of n images: per pixel and label (n, HW, L) the network's logit and
-// the intensity evidence, and per pixel (n, HW) the true label index or -1.
+// Leave-one-out predictions of n images: per pixel and label (pixels, L) the network's logit
+// and the intensity evidence, and per pixel the true label index or -1. Image i holds the
+// pixels [start[i], start[i + 1]).
 struct CalibrationData {
-    int64_t n = 0, HW = 0, L = 0;
+    int64_t n = 0, L = 0;
+    std::vector<int64_t> start{0};
     std::vector<double> logits, evidence;
     std::vector<int64_t> truth;
 };
@@ -334,7 +390,7 @@ double mean_dice(const CalibrationData& d, Pick pick) {
     std::vector<Overlap> o(size_t(d.L));
     for (int64_t i = 0; i < d.n; ++i) {
         std::fill(o.begin(), o.end(), Overlap{});
-        for (int64_t p = i * d.HW; p < (i + 1) * d.HW; ++p) {
+        for (int64_t p = d.start[size_t(i)]; p < d.start[size_t(i + 1)]; ++p) {
             const int64_t y = d.truth[size_t(p)], l = pick(p);
             if (y >= 0) ++o[size_t(y)].truth;
             if (l >= 0) ++o[size_t(l)].pred, o[size_t(l)].both += y == l;
@@ -370,7 +426,7 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
     c.offsets.assign(size_t(d.L), 0.0);
     c.intensity_weights.assign(size_t(d.L), 0.0);
     c.dice_before = c.dice_after = mean_dice(d, c.intensity_weights, c.offsets);
-    const int64_t N = d.n * d.HW;
+    const int64_t N = d.start[size_t(d.n)];
     std::vector<double> rest(static_cast<size_t>(N));
     std::vector<int64_t> rest_label(static_cast<size_t>(N));
     for (int sweep = 0; sweep < 2; ++sweep)
@@ -408,7 +464,8 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
 // Leave-one-out calibration (see the top of this file): each held-out support is segmented
 // from the other supports with the task's options but one view (four mirrored views move the
 // offsets little and cost four times as much), its intensity evidence taken from the other
-// supports too; then fit_calibration.
+// supports too. It is scored as its label map would be made: the probabilities resized to the
+// support's own size, at its samples. Then fit_calibration.
 inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
     std::vector<int64_t> held;
     if (set.size() <= kCalibrationImages)
@@ -416,9 +473,10 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
     else
         held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
     CalibrationData d;
-    d.n = int64_t(held.size()), d.HW = set.height * set.width, d.L = int64_t(t.values.size());
-    const int64_t HW = d.HW, L = d.L;
-    d.logits.resize(size_t(d.n * HW * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.n * HW), -1);
+    d.n = int64_t(held.size()), d.L = int64_t(t.values.size());
+    for (int64_t i : held) d.start.push_back(d.start.back() + int64_t(set.samples[size_t(i)].images.size()));
+    const int64_t HW = set.height * set.width, L = d.L;
+    d.logits.resize(size_t(d.start.back() * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.start.back()), -1);
     SegmentOptions one_view = opt;
     one_view.flips = 1;
     for (int64_t k = 0; k < d.n; ++k) {
@@ -436,15 +494,20 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
         loo.values = t.values, loo.flips = 1;
         add_members(loo, rest, one_view);
         const Image image{set.height, set.width, std::vector<float>(set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW)};
-        const std::vector<Image> probs = predict_probabilities(loo, image);
+        const SupportSamples& own = set.samples[size_t(i)];
+        std::vector<Image> probs = predict_probabilities(loo, image);
         for (int64_t l = 0; l < L; ++l) {
+            if (own.height != set.height || own.width != set.width)
+                probs[size_t(l)] = resize_bilinear(probs[size_t(l)], own.height, own.width);
             const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], i);
-            for (int64_t p = 0; p < HW; ++p) {
-                const size_t at = size_t((k * HW + p) * L + l);
-                d.logits[at] = logit(probs[size_t(l)].pixels[size_t(p)]);
-                d.evidence[at] = ratio[size_t(intensity_bin(image.pixels[size_t(p)]))];
-                if (set.labels[size_t(i * HW + p)] == float(t.values[size_t(l)])) d.truth[size_t(k * HW + p)] = l;
-            }
+            int64_t q = d.start[size_t(k)];  // the sample's row in d
+            sample_pixels(own, [&](int64_t pixel) {
+                const size_t p = size_t(q - d.start[size_t(k)]), at = size_t(q * L + l);
+                d.logits[at] = logit(probs[size_t(l)].pixels[size_t(pixel)]);
+                d.evidence[at] = ratio[size_t(intensity_bin(own.images[p]))];
+                if (own.labels[p] == float(t.values[size_t(l)])) d.truth[size_t(q)] = l;
+                ++q;
+            });
         }
     }
     return fit_calibration(d);
@@ -452,6 +515,8 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
 
 inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
     if (set.size() == 0) throw Error("no support pairs");
+    if (int64_t(set.samples.size()) != set.size() || int64_t(set.images.size()) != set.size() * set.height * set.width)
+        throw Error("support set: its pairs were not all added with add_support or add_support_resized");
     const int64_t m = model.config().size_multiple();
     if (set.height % m || set.width % m)
         throw Error("model size " + std::to_string(set.height) + "x" + std::to_string(set.width) +
