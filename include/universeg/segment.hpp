@@ -131,6 +131,19 @@ inline SupportSamples sample_support(const Image& image, const Image& labels) {
     return s;
 }
 
+// Appends a checked pair at the model size (image, labels) that came from the pair at its own
+// size (own_image, own_labels; the same pair when it is at the model size): the set's label
+// values are those at its own size, so a label too small to survive resizing is still a task.
+inline void append_support(SupportSet& set, const Image& image, const Image& labels, const Image& own_image,
+                           const Image& own_labels, const std::string& name) {
+    set.images.insert(set.images.end(), image.pixels.begin(), image.pixels.end());
+    set.labels.insert(set.labels.end(), labels.pixels.begin(), labels.pixels.end());
+    set.names.push_back(name);
+    set.samples.push_back(sample_support(own_image, own_labels));
+    for (float v : own_labels.pixels)
+        if (v != 0) set.values.insert(int64_t(v));
+}
+
 // A support pair at the model size.
 inline void add_support(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
     if (set.names.empty() && set.height == 0) set.height = image.height, set.width = image.width;
@@ -139,12 +152,7 @@ inline void add_support(SupportSet& set, const Image& image, const Image& labels
                     std::to_string(labels.height) + "x" + std::to_string(labels.width) + ", expected the model size " +
                     std::to_string(set.height) + "x" + std::to_string(set.width));
     check_label_map(labels, name);
-    set.images.insert(set.images.end(), image.pixels.begin(), image.pixels.end());
-    set.labels.insert(set.labels.end(), labels.pixels.begin(), labels.pixels.end());
-    set.names.push_back(name);
-    set.samples.push_back(sample_support(image, labels));
-    for (float v : labels.pixels)
-        if (v != 0) set.values.insert(int64_t(v));
+    append_support(set, image, labels, image, labels, name);
 }
 
 // A support pair at its own size (the image prepared as the queries are, at that size): resized
@@ -154,11 +162,9 @@ inline void add_support_resized(SupportSet& set, const Image& image, const Image
     if (image.height != labels.height || image.width != labels.width)
         throw Error(name + ": label map of " + std::to_string(labels.height) + "x" + std::to_string(labels.width) +
                     " does not match its image (" + std::to_string(image.height) + "x" + std::to_string(image.width) + ")");
-    check_label_map(labels, name);
-    add_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), name);
-    set.samples.back() = sample_support(image, labels);
-    for (float v : labels.pixels)  // a label too small to survive resizing is still a task
-        if (v != 0) set.values.insert(int64_t(v));
+    check_label_map(labels, name);  // nearest resizing only picks among these values
+    append_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), image,
+                   labels, name);
 }
 
 struct SegmentOptions {
@@ -500,13 +506,13 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
             if (own.height != set.height || own.width != set.width)
                 probs[size_t(l)] = resize_bilinear(probs[size_t(l)], own.height, own.width);
             const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], i);
-            int64_t q = d.start[size_t(k)];  // the sample's row in d
+            size_t p = 0;  // the sample's index in own
             sample_pixels(own, [&](int64_t pixel) {
-                const size_t p = size_t(q - d.start[size_t(k)]), at = size_t(q * L + l);
-                d.logits[at] = logit(probs[size_t(l)].pixels[size_t(pixel)]);
-                d.evidence[at] = ratio[size_t(intensity_bin(own.images[p]))];
+                const int64_t q = d.start[size_t(k)] + int64_t(p);  // its row in d
+                d.logits[size_t(q * L + l)] = logit(probs[size_t(l)].pixels[size_t(pixel)]);
+                d.evidence[size_t(q * L + l)] = ratio[size_t(intensity_bin(own.images[p]))];
                 if (own.labels[p] == float(t.values[size_t(l)])) d.truth[size_t(q)] = l;
-                ++q;
+                ++p;
             });
         }
     }
