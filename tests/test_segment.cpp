@@ -467,6 +467,82 @@ TEST_CASE("calibration scores the supports at their own size", "[segment]") {
     REQUIRE(c.dice_after == Approx(after));
 }
 
+TEST_CASE("tiles: supports and queries in windows, blended", "[segment]") {
+    REQUIRE(tile_starts(384, 128, 128) == std::vector<int64_t>{0, 128, 256});
+    REQUIRE(tile_starts(384, 128, 64) == std::vector<int64_t>{0, 64, 128, 192, 256});
+    REQUIRE(tile_starts(130, 128, 64) == std::vector<int64_t>{0, 2});  // the last flush with the end
+    REQUIRE(tile_starts(100, 100, 50) == std::vector<int64_t>{0});
+    REQUIRE(!error_of([] { tile_starts(10, 0, 1); }).empty());
+
+    const Image img = pattern_image(40, 56, 3);
+    const Image c = crop_image(img, 8, 16, 4, 5);
+    REQUIRE((c.height == 4 && c.width == 5));
+    for (int64_t y = 0; y < 4; ++y)
+        for (int64_t x = 0; x < 5; ++x) REQUIRE(c.pixels[size_t(y * 5 + x)] == img.pixels[size_t((8 + y) * 56 + 16 + x)]);
+    REQUIRE(!error_of([&] { crop_image(img, 37, 0, 4, 4); }).empty());
+
+    // A 40x56 pair in windows of 16 at a model size of 16x16: rows from 0, 16, 24, columns from
+    // 0, 16, 32, 40; twelve windows, row-major, label 2 in one of them only.
+    Image lab{40, 56, std::vector<float>(40 * 56, 0.0f)};
+    lab.pixels[size_t(20 * 56 + 35)] = 2;
+    SupportSet set;
+    set.height = set.width = 16;
+    REQUIRE(add_support_tiles(set, img, lab, "p", 16) == 12);
+    REQUIRE(set.names[0] == "p tile at row 0, column 0");
+    REQUIRE(set.names[6] == "p tile at row 16, column 32");
+    REQUIRE(set.names[11] == "p tile at row 24, column 40");
+    REQUIRE(std::vector<float>(set.images.begin() + 5 * 256, set.images.begin() + 6 * 256) ==
+            resize_bilinear(crop_image(img, 16, 16, 16, 16), 16, 16).pixels);
+    REQUIRE(set.values == std::set<int64_t>{2});
+    for (int64_t k = 0; k < 12; ++k) REQUIRE(std::count(set.labels.begin() + k * 256, set.labels.begin() + (k + 1) * 256, 2.0f) == (k == 6));
+    REQUIRE(set.samples[6].images == crop_image(img, 16, 32, 16, 16).pixels);
+    REQUIRE(error_of([&] { add_support_tiles(set, img, Image{40, 55, std::vector<float>(40 * 55)}, "bad.png", 16); })
+                .find("bad.png") != std::string::npos);
+
+    // At most kMaxTilesPerSupport windows: a 16x320 strip has 20, labelled in every fourth. All
+    // five labelled ones are kept, and 11 of the 15 others, spread evenly over them.
+    Image strip_labels{16, 320, std::vector<float>(16 * 320, 0.0f)};
+    for (int w : {0, 4, 8, 12, 16}) strip_labels.pixels[size_t(3 * 320 + w * 16 + 5)] = 1;
+    SupportSet strip;
+    strip.height = strip.width = 16;
+    REQUIRE(add_support_tiles(strip, pattern_image(16, 320, 4), strip_labels, "s", 16) == kMaxTilesPerSupport);
+    std::vector<std::string> expect;
+    for (int col : {0, 16, 32, 48, 64, 96, 112, 128, 144, 176, 192, 208, 224, 256, 272, 288})
+        expect.push_back("s tile at row 0, column " + std::to_string(col));
+    REQUIRE(strip.names == expect);
+
+    // Probabilities window by window, checked pixel by pixel against the blend written out here:
+    // windows of 16 half a window apart (rows from 0 and 8, columns from 0, 8, 16 and 24), each
+    // weighted by min(i + 1, 16 - i) along each side.
+    SegmentOptions opt;
+    opt.flips = 1;
+    opt.calibrate = false;
+    const Task t = make_task(model(), set, opt);
+    const Image query = pattern_image(24, 40, 5);
+    const std::vector<Image> tiled = predict_tiled(t, query, 16);
+    REQUIRE(tiled.size() == 1);
+    REQUIRE((tiled[0].height == 24 && tiled[0].width == 40));
+    std::map<std::pair<int64_t, int64_t>, Image> window;
+    for (int64_t y0 : {0, 8})
+        for (int64_t x0 : {0, 8, 16, 24}) window[{y0, x0}] = predict_probabilities(t, crop_image(query, y0, x0, 16, 16))[0];
+    auto tent = [](int64_t i) { return double(std::min<int64_t>(i + 1, 16 - i)); };
+    for (int64_t y = 0; y < 24; ++y)
+        for (int64_t x = 0; x < 40; ++x) {
+            double sum = 0, weight = 0;
+            for (const auto& [at, p] : window)
+                if (y >= at.first && y < at.first + 16 && x >= at.second && x < at.second + 16) {
+                    const double w = tent(y - at.first) * tent(x - at.second);
+                    sum += w * p.pixels[size_t((y - at.first) * 16 + x - at.second)], weight += w;
+                }
+            REQUIRE(tiled[0].pixels[size_t(y * 40 + x)] == Approx(sum / weight).margin(1e-6));
+        }
+    REQUIRE(tiled[0].pixels[0] == window[{0, 0}].pixels[0]);  // one window covers the corner
+    // A query no larger than a window: the untiled path, resized there and back.
+    const Image small = pattern_image(12, 10, 6);
+    const std::vector<Image> one = predict_tiled(t, small, 16);
+    REQUIRE(one[0].pixels == resize_bilinear(predict_probabilities(t, resize_bilinear(small, 16, 16))[0], 12, 10).pixels);
+}
+
 TEST_CASE("probabilities are the model's sigmoid, averaged over the ensemble", "[segment]") {
     const int64_t H = 16, W = 20, HW = H * W;
     const SupportSet set = tiny_set(6, H, W);
@@ -647,6 +723,22 @@ TEST_CASE("segment: every format, odd sizes, multi-label, one bad query", "[cli]
         int w = 0, h = 0, c = 0;
         REQUIRE(stbi_info((dir / ("out/" + kv.first + "_overlay.png")).c_str(), &w, &h, &c));
         REQUIRE((h == kv.second.first && w == kv.second.second && c == 3));
+    }
+}
+
+TEST_CASE("segment --tile: examples and queries in windows, label maps at the query's size", "[cli]") {
+    TempDir dir("clitile");
+    make_2d_fixture(dir);
+    const Run r = cli(dir, "segment --weights '" + kWeights + "' --size 16 --tile 24 --support '" + dir / "support" +
+                               "' --out '" + dir / "out" + "' '" + dir / "queries/q_rgb.png" + "' '" + dir / "queries/q16.png" + "'");
+    REQUIRE(r.rc == 0);
+    // s1 40x36: 2x2 windows; s2 48x64: 2x3; s3 217x300: 10x13, capped at 16; s4 45x33: 2x2; s5 50x50: 3x3.
+    REQUIRE(contains(r.out, "support: 39 examples"));
+    REQUIRE(contains(r.out, "windows of up to 24x24 px"));
+    for (const auto& [name, size] : std::map<std::string, std::pair<int64_t, int64_t>>{{"q_rgb", {217, 300}}, {"q16", {47, 61}}}) {
+        const Image lab = load_label_map(dir / ("out/" + name + ".png"));
+        REQUIRE((lab.height == size.first && lab.width == size.second));
+        for (float v : values_of(lab)) REQUIRE((v == 0 || v == 3 || v == 7));
     }
 }
 
@@ -1016,6 +1108,9 @@ TEST_CASE("segment: clear errors naming the file or option", "[cli]") {
     r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --clip 9,2" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "--clip"));
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --tile 0" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--tile"));
     for (const char* flips : {"3", "8", "0"}) {
         r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --flips " + flips + q);
         REQUIRE(r.rc == 1);

@@ -43,6 +43,9 @@ const char* kSegmentUsage =
     "  --seed N             picks the subsets (default 0)\n"
     "  --flips F            1, 2 or 4: average over the task as is, mirrored left-right (2) and also\n"
     "                       up-down and both (4) (default 4; 1 is a single forward pass per label)\n"
+    "  --tile N             large images of small objects: examples and queries in windows of NxN\n"
+    "                       pixels, each resized to the model size (examples: up to 16 windows each;\n"
+    "                       queries: windows half a window apart, blended), instead of whole images\n"
     "  --clip LOW,HIGH      clip intensities to these percentiles before normalising (e.g. 0.5,99.5 for CT)\n"
     "  --axis A             volumes: slice along voxel axis 0, 1 or 2 (default 2, the last)\n"
     "  --probabilities FMT  also write NAME_prob_V.png (16-bit) or .npy per label (FMT png or npy;\n"
@@ -197,6 +200,7 @@ struct Settings {
     std::string probabilities;  // "", "png" or "npy"
     bool overlay = false;
     double threshold = 0.5;
+    int64_t tile = 0;  // --tile: windows of tile x tile pixels; 0: whole images
     const universeg::SupportSet* histogram_baseline = nullptr;  // --histogram-baseline: these supports' classifier
 };
 
@@ -207,7 +211,16 @@ void normalize(std::vector<float>& v, const Settings& s) {
 }
 
 // The support folder as support pairs at the model size: 2-D pairs as they are, volumes as
-// their slices (along the axis) that hold any label.
+// their slices (along the axis) that hold any label; with --tile, their windows.
+void add_pair(universeg::SupportSet& set, const universeg::Image& img, const universeg::Image& labels, const std::string& name,
+              const Settings& s) {
+    if (s.tile) {
+        universeg::add_support_tiles(set, img, labels, name, s.tile);
+    } else {
+        universeg::add_support_resized(set, img, labels, name);
+    }
+}
+
 universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
     universeg::SupportSet set;
     set.height = s.height;
@@ -228,8 +241,7 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
             for (int64_t k = 0; k < n; ++k) {
                 const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
                 if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
-                universeg::add_support_resized(set, universeg::volume_slice(img, s.axis, k), labels,
-                                               p.label_path + " slice " + std::to_string(k));
+                add_pair(set, universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), s);
             }
         } else {
             universeg::Image img = universeg::load_image(p.image_path);
@@ -239,7 +251,7 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
                             std::to_string(labels.width) + " does not match its image " + p.image_path + " (" +
                             std::to_string(img.height) + "x" + std::to_string(img.width) + ")");
             normalize(img.pixels, s);
-            universeg::add_support_resized(set, img, labels, p.label_path);
+            add_pair(set, img, labels, p.label_path, s);
         }
     }
     if (set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
@@ -268,13 +280,17 @@ universeg::Image histogram_label_map(const universeg::SupportSet& set, const std
     return out;
 }
 
-// Per label: the probabilities at the model size resized to the query's, then the label map;
-// probs comes back calibrated (and empty with --histogram-baseline).
+// Per label: the probabilities at the model size resized to the query's (with --tile, window by
+// window), then the label map; probs comes back calibrated (and empty with --histogram-baseline).
 universeg::Image segment_slice(const universeg::Task& task, const universeg::Image& normalized, const Settings& s,
                                std::vector<universeg::Image>& probs) {
     if (s.histogram_baseline) return histogram_label_map(*s.histogram_baseline, task.values, normalized);
-    probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
-    for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
+    if (s.tile) {
+        probs = universeg::predict_tiled(task, normalized, s.tile);
+    } else {
+        probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
+        for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
+    }
     const universeg::Image labels = universeg::label_map(task, probs, normalized, s.threshold);
     universeg::calibrated_probabilities(task, probs, normalized);
     return labels;
@@ -375,7 +391,7 @@ std::string join_values(const std::vector<int64_t>& v) {
 int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
            {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed", "--flips",
-            "--clip", "--axis", "--probabilities", "--threads", "--max-memory"},
+            "--clip", "--axis", "--probabilities", "--threads", "--max-memory", "--tile"},
            {"--overlay", "--quiet", "--no-calibration", "--histogram-baseline"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
     if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
@@ -385,6 +401,7 @@ int cmd_segment(int argc, char** argv) {
     s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
     s.axis = int(a.get_int("--axis", 2, 0, 2));
     s.overlay = a.has("--overlay");
+    s.tile = a.get_int("--tile", 0, 1, universeg::limits().max_image_side);
     s.probabilities = a.get("--probabilities", "");
     if (!s.probabilities.empty() && s.probabilities != "png" && s.probabilities != "npy")
         throw Error("--probabilities must be png or npy, got '" + s.probabilities + "'");
@@ -431,8 +448,9 @@ int cmd_segment(int argc, char** argv) {
     if (a.has("--histogram-baseline")) s.histogram_baseline = &set;
     if (!quiet) {
         std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)s.height, (long long)s.width);
-        std::printf("support: %lld examples from %s, labels %s; %lld per prediction", (long long)set.size(),
-                    support_dir.c_str(), join_values(task.values).c_str(), (long long)task.members[0].size);
+        std::printf("support: %lld examples from %s", (long long)set.size(), support_dir.c_str());
+        if (s.tile) std::printf(" (windows of up to %lldx%lld px)", (long long)s.tile, (long long)s.tile);
+        std::printf(", labels %s; %lld per prediction", join_values(task.values).c_str(), (long long)task.members[0].size);
         if (int64_t(task.members.size()) < opt.ensemble)
             std::printf(", ensemble of %lld asked for but only %lld distinct subset(s) exist", (long long)opt.ensemble,
                         (long long)task.members.size());

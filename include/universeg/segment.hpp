@@ -37,6 +37,10 @@
 //   calibrated_probabilities(task, p, normalized);   // what the label map was made of
 //   std::map<int64_t, Overlap> o = label_overlaps(truth.pixels.data(), labels.pixels.data(), n);  // Dice, IoU
 //
+// Large images of small objects, at one scale (tile px of an image to the model size): supports
+// with add_support_tiles(set, img, labels, name, tile) and p = predict_tiled(task, normalized,
+// tile), already at the query's size; the rest as above.
+//
 // A Task points to its Model, which must outlive it.
 #pragma once
 
@@ -48,6 +52,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <utility>
 
 namespace universeg {
 
@@ -155,16 +160,72 @@ inline void add_support(SupportSet& set, const Image& image, const Image& labels
     append_support(set, image, labels, image, labels, name);
 }
 
-// A support pair at its own size (the image prepared as the queries are, at that size): resized
-// to the set's model size (bilinear; labels nearest), and kept at its own size, sampled.
-inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+// Throws unless the pair can join the set: the set has a model size, the sizes match, the labels
+// are label values.
+inline void check_support_pair(const SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
     if (set.height < 1 || set.width < 1) throw Error(name + ": the support set has no model size");
     if (image.height != labels.height || image.width != labels.width)
         throw Error(name + ": label map of " + std::to_string(labels.height) + "x" + std::to_string(labels.width) +
                     " does not match its image (" + std::to_string(image.height) + "x" + std::to_string(image.width) + ")");
     check_label_map(labels, name);  // nearest resizing only picks among these values
+}
+
+// A support pair at its own size (the image prepared as the queries are, at that size): resized
+// to the set's model size (bilinear; labels nearest), and kept at its own size, sampled.
+inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+    check_support_pair(set, image, labels, name);
     append_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), image,
                    labels, name);
+}
+
+// Tiles, for large images of small objects (microscopy): shrunk whole to the model size, a cell
+// of 20 px in a 2048 px image would be 1 px. Instead a support pair becomes its windows of
+// tile x tile pixels, each a support pair of its own (resized to the model size, sampled at its
+// own size), and a query is segmented window by window (predict_tiled), so the network sees
+// every image at the same scale, tile / model size.
+
+// The most windows one support pair gives: enough for a model's 64 supports from 4 pairs,
+// and a bound on the memory a large image takes (each window is two model-size images).
+constexpr int64_t kMaxTilesPerSupport = 16;
+
+// Where windows of `tile` pixels start along a side of `length`: every `stride`, the last flush
+// with the end; a side no longer than a window is one window, the whole side.
+inline std::vector<int64_t> tile_starts(int64_t length, int64_t tile, int64_t stride) {
+    if (length < 1 || tile < 1 || stride < 1)
+        throw Error("tile_starts: side " + std::to_string(length) + ", window " + std::to_string(tile) + ", stride " +
+                    std::to_string(stride));
+    std::vector<int64_t> starts{0};
+    while (starts.back() + tile < length) starts.push_back(std::min(starts.back() + stride, length - tile));
+    return starts;
+}
+
+// A support pair at its own size (the image prepared as the queries are) as its windows side by
+// side, tile x tile (a shorter side whole), each added with add_support_resized and named by its
+// place. At most kMaxTilesPerSupport, spread evenly over the windows that hold a label, then
+// over the others: an empty window is still an example (of nothing to find), but labelled ones
+// say more. Returns how many were added.
+inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Image& labels, const std::string& name,
+                                 int64_t tile) {
+    check_support_pair(set, image, labels, name);
+    if (tile < 1) throw Error(name + ": tile of " + std::to_string(tile) + " pixels");
+    const int64_t th = std::min(tile, image.height), tw = std::min(tile, image.width);
+    std::vector<std::pair<int64_t, int64_t>> labelled, empty;  // windows' top-left corners, row-major
+    for (int64_t y : tile_starts(image.height, th, th))
+        for (int64_t x : tile_starts(image.width, tw, tw)) {
+            bool any = false;
+            for (int64_t r = y; r < y + th && !any; ++r)
+                for (int64_t c = x; c < x + tw && !any; ++c) any = labels.pixels[size_t(r * image.width + c)] != 0;
+            (any ? labelled : empty).emplace_back(y, x);
+        }
+    std::set<std::pair<int64_t, int64_t>> chosen;
+    for (const auto* windows : {&labelled, &empty}) {
+        const int64_t n = int64_t(windows->size()), want = std::min(n, kMaxTilesPerSupport - int64_t(chosen.size()));
+        for (int64_t k = 0; k < want; ++k) chosen.insert((*windows)[size_t(k * n / want)]);
+    }
+    for (const auto& [y, x] : chosen)  // row-major, as std::pair orders
+        add_support_resized(set, crop_image(image, y, x, th, tw), crop_image(labels, y, x, th, tw),
+                            name + " tile at row " + std::to_string(y) + ", column " + std::to_string(x));
+    return int64_t(chosen.size());
 }
 
 struct SegmentOptions {
@@ -288,6 +349,39 @@ inline std::vector<Image> predict_probabilities(const Task& t, const Image& quer
         }
     }
     return probs;
+}
+
+// predict_probabilities of a prepared query at its own size, window by window: windows of
+// tile x tile (a shorter side whole), half a window apart and the last flush with the far edge,
+// each resized to the model size and its probabilities resized back. Where windows overlap they
+// are blended, weighted by distance from the window's edge (1 at the edge, tile / 2 at the
+// centre): near its edge a window saw little of a pixel's surroundings. A query no larger than
+// a window gives what predict_probabilities of the query resized and resized back gives.
+inline std::vector<Image> predict_tiled(const Task& t, const Image& query, int64_t tile) {
+    if (tile < 1) throw Error("predict_tiled: tile of " + std::to_string(tile) + " pixels");
+    const int64_t H = query.height, W = query.width, th = std::min(tile, H), tw = std::min(tile, W);
+    std::vector<double> wy(static_cast<size_t>(th)), wx(static_cast<size_t>(tw));
+    for (int64_t i = 0; i < th; ++i) wy[size_t(i)] = double(std::min(i + 1, th - i));
+    for (int64_t i = 0; i < tw; ++i) wx[size_t(i)] = double(std::min(i + 1, tw - i));
+    std::vector<std::vector<double>> sum(t.values.size(), std::vector<double>(size_t(H * W), 0.0));
+    std::vector<double> weight(size_t(H * W), 0.0);
+    for (int64_t y0 : tile_starts(H, th, std::max<int64_t>(1, th / 2)))
+        for (int64_t x0 : tile_starts(W, tw, std::max<int64_t>(1, tw / 2))) {
+            const std::vector<Image> probs =
+                predict_probabilities(t, resize_bilinear(crop_image(query, y0, x0, th, tw), t.height, t.width));
+            for (size_t l = 0; l < probs.size(); ++l) {
+                const Image p = resize_bilinear(probs[l], th, tw);
+                for (int64_t y = 0; y < th; ++y)
+                    for (int64_t x = 0; x < tw; ++x)
+                        sum[l][size_t((y0 + y) * W + x0 + x)] += wy[size_t(y)] * wx[size_t(x)] * p.pixels[size_t(y * tw + x)];
+            }
+            for (int64_t y = 0; y < th; ++y)
+                for (int64_t x = 0; x < tw; ++x) weight[size_t((y0 + y) * W + x0 + x)] += wy[size_t(y)] * wx[size_t(x)];
+        }
+    std::vector<Image> out(t.values.size(), Image{H, W, std::vector<float>(size_t(H * W))});
+    for (size_t l = 0; l < out.size(); ++l)
+        for (size_t p = 0; p < weight.size(); ++p) out[l].pixels[p] = float(sum[l][p] / weight[p]);
+    return out;
 }
 
 // Each pixel takes the value whose probability is highest, if it exceeds `threshold`; else 0.

@@ -451,6 +451,19 @@ inline Image resize_nearest(const Image& img, int64_t h, int64_t w) {
     return out;
 }
 
+// The h x w window of img whose top-left pixel is (y, x); it must lie inside img.
+inline Image crop_image(const Image& img, int64_t y, int64_t x, int64_t h, int64_t w) {
+    if (h < 1 || w < 1 || y < 0 || x < 0 || y + h > img.height || x + w > img.width)
+        throw Error("crop: window of " + std::to_string(h) + "x" + std::to_string(w) + " at row " + std::to_string(y) +
+                    ", column " + std::to_string(x) + " is not inside the image of " + std::to_string(img.height) + "x" +
+                    std::to_string(img.width));
+    Image out{h, w, {}};
+    out.pixels.reserve(size_t(h * w));
+    for (int64_t r = y; r < y + h; ++r)
+        out.pixels.insert(out.pixels.end(), img.pixels.begin() + (r * img.width + x), img.pixels.begin() + (r * img.width + x + w));
+    return out;
+}
+
 // (v - min) / (max - min) over the finite values; a constant image becomes zeros (no division
 // by zero) and non-finite values become 0.
 inline void normalize_min_max(float* v, size_t n) {
