@@ -170,12 +170,17 @@ inline void check_support_pair(const SupportSet& set, const Image& image, const 
     check_label_map(labels, name);  // nearest resizing only picks among these values
 }
 
+// Appends a checked pair at its own size, resized to the set's model size (bilinear; labels nearest).
+inline void append_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+    append_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), image,
+                   labels, name);
+}
+
 // A support pair at its own size (the image prepared as the queries are, at that size): resized
 // to the set's model size (bilinear; labels nearest), and kept at its own size, sampled.
 inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
     check_support_pair(set, image, labels, name);
-    append_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), image,
-                   labels, name);
+    append_support_resized(set, image, labels, name);
 }
 
 // Tiles, for large images of small objects (microscopy): shrunk whole to the model size, a cell
@@ -200,8 +205,8 @@ inline std::vector<int64_t> tile_starts(int64_t length, int64_t tile, int64_t st
 }
 
 // A support pair at its own size (the image prepared as the queries are) as its windows side by
-// side, tile x tile (a shorter side whole), each added with add_support_resized and named by its
-// place. At most kMaxTilesPerSupport, spread evenly over the windows that hold a label, then
+// side, tile x tile (a shorter side whole), each added as add_support_resized adds a pair (the
+// whole pair checked once) and named by its place. At most kMaxTilesPerSupport, spread evenly over the windows that hold a label, then
 // over the others: an empty window is still an example (of nothing to find), but labelled ones
 // say more. Returns how many were added.
 inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Image& labels, const std::string& name,
@@ -223,8 +228,8 @@ inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Imag
         for (int64_t k = 0; k < want; ++k) chosen.insert((*windows)[size_t(k * n / want)]);
     }
     for (const auto& [y, x] : chosen)  // row-major, as std::pair orders
-        add_support_resized(set, crop_image(image, y, x, th, tw), crop_image(labels, y, x, th, tw),
-                            name + " tile at row " + std::to_string(y) + ", column " + std::to_string(x));
+        append_support_resized(set, crop_image(image, y, x, th, tw), crop_image(labels, y, x, th, tw),
+                               name + " tile at row " + std::to_string(y) + ", column " + std::to_string(x));
     return int64_t(chosen.size());
 }
 
