@@ -181,8 +181,8 @@ TEST_CASE("intensity evidence: log ratio of the label's and the rest's histogram
     REQUIRE(r[30] == Approx(std::log(2.0 / 34) - std::log(1.0 / 38)));
     REQUIRE(r[3] == Approx(std::log(1.0 / 34) - std::log(6.0 / 38)));
     REQUIRE(r[10] == Approx(std::log(1.0 / 34) - std::log(1.0 / 38)));
-    // Without support 1: inside 1 + 32, outside 3 + 32; bin 30 unseen.
-    const std::vector<double> s = intensity_log_ratios(set, 5, 1);
+    // Of support 0 alone: inside 1 + 32, outside 3 + 32; bin 30 unseen.
+    const std::vector<double> s = intensity_log_ratios(set, 5, {0});
     REQUIRE(s[28] == Approx(std::log(2.0 / 33) - std::log(1.0 / 35)));
     REQUIRE(s[30] == Approx(std::log(1.0 / 33) - std::log(1.0 / 35)));
 }
@@ -317,55 +317,61 @@ TEST_CASE("tasks: one binary mask set per label value, support size capped", "[s
 
 TEST_CASE("tasks calibrate on their supports, leave-one-out", "[segment]") {
     const int64_t H = 16, W = 16;
-    const SupportSet set = tiny_set(6, H, W);
-    const Task t = make_task(model(), set, SegmentOptions{});
-    const Task::Calibration& c = t.calibration;
-    REQUIRE(c.images == 6);
-    REQUIRE(c.offsets.size() == 2);
-    for (size_t l = 0; l < 2; ++l) {  // offsets on the grid of [-3, 3] in steps of 0.25, times weights above 1
-        const double w = c.intensity_weights[l], step = c.offsets[l] / std::max(1.0, w) / 0.25;
-        REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
-        REQUIRE(step == std::round(step));
-        REQUIRE(std::abs(step) <= 12);
-    }
-    REQUIRE(c.dice_after >= c.dice_before);
+    for (bool paired : {false, true}) {
+        SupportSet set = tiny_set(6, H, W);
+        // As six images, then as three images of two pairs each (windows or slices), held out together.
+        if (paired) set.sources = {0, 0, 1, 1, 2, 2};
+        const Task t = make_task(model(), set, SegmentOptions{});
+        const Task::Calibration& c = t.calibration;
+        REQUIRE(c.images == 6);
+        REQUIRE(c.offsets.size() == 2);
+        for (size_t l = 0; l < 2; ++l) {  // offsets on the grid of [-3, 3] in steps of 0.25, times weights above 1
+            const double w = c.intensity_weights[l], step = c.offsets[l] / std::max(1.0, w) / 0.25;
+            REQUIRE(std::count(std::begin(kIntensityWeights), std::end(kIntensityWeights), w) == 1);
+            REQUIRE(step == std::round(step));
+            REQUIRE(std::abs(step) <= 12);
+        }
+        REQUIRE(c.dice_after >= c.dice_before);
 
-    // Independently: segment each support from the other five (one view, fixed threshold),
-    // score Dice per image and label with label_overlaps, then again with the offsets.
-    double before = 0, after = 0;
-    for (int i = 0; i < 6; ++i) {
-        SupportSet rest;
-        rest.height = H, rest.width = W;
-        for (int j = 0; j < 6; ++j)
-            if (j != i)
-                add_support(rest, {H, W, std::vector<float>(set.images.begin() + j * H * W, set.images.begin() + (j + 1) * H * W)},
-                            {H, W, std::vector<float>(set.labels.begin() + j * H * W, set.labels.begin() + (j + 1) * H * W)}, "x");
-        SegmentOptions one;
-        one.flips = 1;
-        one.calibrate = false;
-        Task r = make_task(model(), rest, one);
-        REQUIRE(r.calibration.offsets.empty());
-        const std::vector<Image> probs =
-            predict_probabilities(r, {H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)});
-        for (size_t v = 0; v < 2; ++v) REQUIRE(r.intensity[v] == intensity_log_ratios(set, r.values[v], i));
-        const float* truth = set.labels.data() + i * H * W;
-        auto mean_over_labels = [&](const Image& pred) {
-            double sum = 0;
-            int n = 0;
-            for (const auto& kv : label_overlaps(truth, pred.pixels.data(), size_t(H * W))) sum += kv.second.dice(), ++n;
-            return sum / n;
-        };
-        const Image image{H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)};
-        before += mean_over_labels(label_map(probs, r.values, 0.5)) / 6;
-        r.calibration = c;  // with the intensity evidence of the other five, as make_task(rest) built it
-        after += mean_over_labels(label_map(r, probs, image, 0.5)) / 6;
+        // Independently: segment each support from the rest, the other five or the pairs of the
+        // other images (one view, fixed threshold), score Dice per image and label with
+        // label_overlaps, then again with the offsets.
+        double before = 0, after = 0;
+        for (int i = 0; i < 6; ++i) {
+            SupportSet rest;
+            rest.height = H, rest.width = W;
+            for (int j = 0; j < 6; ++j)
+                if (j != i && (!paired || set.sources[size_t(j)] != set.sources[size_t(i)]))
+                    add_support(rest, {H, W, std::vector<float>(set.images.begin() + j * H * W, set.images.begin() + (j + 1) * H * W)},
+                                {H, W, std::vector<float>(set.labels.begin() + j * H * W, set.labels.begin() + (j + 1) * H * W)}, "x");
+            SegmentOptions one;
+            one.flips = 1;
+            one.calibrate = false;
+            Task r = make_task(model(), rest, one);
+            REQUIRE(r.calibration.offsets.empty());
+            const std::vector<Image> probs =
+                predict_probabilities(r, {H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)});
+            REQUIRE(held_out_rest(set, i).size() == (paired ? 4 : 5));
+            for (size_t v = 0; v < 2; ++v) REQUIRE(r.intensity[v] == intensity_log_ratios(set, r.values[v], held_out_rest(set, i)));
+            const float* truth = set.labels.data() + i * H * W;
+            auto mean_over_labels = [&](const Image& pred) {
+                double sum = 0;
+                int n = 0;
+                for (const auto& kv : label_overlaps(truth, pred.pixels.data(), size_t(H * W))) sum += kv.second.dice(), ++n;
+                return sum / n;
+            };
+            const Image image{H, W, std::vector<float>(set.images.begin() + i * H * W, set.images.begin() + (i + 1) * H * W)};
+            before += mean_over_labels(label_map(probs, r.values, 0.5)) / 6;
+            r.calibration = c;  // with the intensity evidence of the rest, as make_task(rest) built it
+            after += mean_over_labels(label_map(r, probs, image, 0.5)) / 6;
+        }
+        REQUIRE(c.dice_before == Approx(before));
+        REQUIRE(c.dice_after == Approx(after));
     }
-    REQUIRE(c.dice_before == Approx(before));
-    REQUIRE(c.dice_after == Approx(after));
 
     SegmentOptions off;
     off.calibrate = false;
-    REQUIRE(make_task(model(), set, off).calibration.offsets.empty());
+    REQUIRE(make_task(model(), tiny_set(6, H, W), off).calibration.offsets.empty());
     REQUIRE(make_task(model(), tiny_set(kMinCalibrationSupports - 1, H, W), SegmentOptions{}).calibration.offsets.empty());
     REQUIRE(make_task(model(), tiny_set(kCalibrationImages + 4, 8, 8), SegmentOptions{}).calibration.images == kCalibrationImages);
 }
@@ -510,6 +516,27 @@ TEST_CASE("tiles: supports and queries in windows, blended", "[segment]") {
     for (int col : {0, 16, 32, 48, 64, 96, 112, 128, 144, 176, 192, 208, 224, 256, 272, 288})
         expect.push_back("s tile at row 0, column " + std::to_string(col));
     REQUIRE(strip.names == expect);
+
+    // Sources: the windows of one image share one, and calibration holds them out together;
+    // a set of one image falls back to the other pairs.
+    REQUIRE(set.sources == std::vector<int64_t>(12, 0));
+    REQUIRE(held_out_rest(set, 3).size() == 11);
+    REQUIRE(!large_supports(strip));  // 16 px high: not twice the model size
+    SupportSet mixed = set;
+    add_support_tiles(mixed, pattern_image(32, 32, 7), Image{32, 32, std::vector<float>(32 * 32, 2.0f)}, "q", 16);
+    add_support_resized(mixed, pattern_image(20, 20, 8), Image{20, 20, std::vector<float>(400, 2.0f)}, "r");
+    add_support_resized(mixed, pattern_image(20, 20, 9), Image{20, 20, std::vector<float>(400, 2.0f)}, "r slice", 2);
+    REQUIRE(mixed.sources == std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2});
+    REQUIRE(held_out_rest(mixed, 3) == std::vector<int64_t>{12, 13, 14, 15, 16, 17});
+    REQUIRE(held_out_rest(mixed, 13) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 17});
+    REQUIRE(held_out_rest(mixed, 16) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15});
+    REQUIRE(!large_supports(mixed));  // the 20x20 pairs
+    SupportSet large;
+    large.height = large.width = 16;
+    add_support_resized(large, pattern_image(40, 32, 1), Image{40, 32, std::vector<float>(40 * 32, 1.0f)}, "a");
+    REQUIRE(large_supports(large));
+    add_support_resized(large, pattern_image(31, 64, 1), Image{31, 64, std::vector<float>(31 * 64, 1.0f)}, "b");
+    REQUIRE(!large_supports(large));
 
     // Probabilities window by window, checked pixel by pixel against the blend written out here:
     // windows of 16 half a window apart (rows from 0 and 8, columns from 0, 8, 16 and 24), each
@@ -740,6 +767,30 @@ TEST_CASE("segment --tile: examples and queries in windows, label maps at the qu
         REQUIRE((lab.height == size.first && lab.width == size.second));
         for (float v : values_of(lab)) REQUIRE((v == 0 || v == 3 || v == 7));
     }
+
+    // --tile auto: every example is at least twice the model size of 16 on each
+    // side, so whole images and 16x16 windows are both calibrated, the printed Dice decide, and
+    // the label maps are those of the chosen --tile given outright.
+    const std::string base = "segment --weights '" + kWeights + "' --size 16 --flips 1 --support '" + dir / "support" + "' ";
+    const std::string q = " '" + dir / "queries/q16.png" + "'";
+    const Run autos = cli(dir, base + "--tile auto --out '" + dir / "auto" + "'" + q);
+    REQUIRE(autos.rc == 0);
+    const size_t at = autos.out.find("--tile auto: calibrated mean Dice ");
+    REQUIRE(at != std::string::npos);
+    double tiled_dice = 0, whole_dice = 0;
+    REQUIRE(std::sscanf(autos.out.c_str() + at, "--tile auto: calibrated mean Dice %lf in 16x16 windows, %lf whole", &tiled_dice,
+                        &whole_dice) == 2);
+    const bool windows = tiled_dice > whole_dice + kCalibrationTolerance;
+    REQUIRE(contains(autos.out, "windows of up to 16x16 px") == windows);
+    const Run chosen = cli(dir, base + "--tile " + (windows ? "16" : "0") + " --out '" + dir / "chosen" + "'" + q);
+    REQUIRE(chosen.rc == 0);
+    REQUIRE(!contains(chosen.out, "--tile auto"));
+    const Run plain = cli(dir, base + "--out '" + dir / "plain" + "'" + q);  // the default is whole images
+    REQUIRE((plain.rc == 0 && !contains(plain.out, "--tile auto") && !contains(plain.out, "windows of up to")));
+    REQUIRE(load_label_map(dir / "auto/q16.png").pixels == load_label_map(dir / "chosen/q16.png").pixels);
+    // At the model size 32 the 33-px example is too small for windows: whole images, no choice.
+    REQUIRE(!contains(cli(dir, "segment --weights '" + kWeights + "' --size 32 --flips 1 --tile auto --support '" + dir / "support" + "' --out '" +
+                                   dir / "a32" + "'" + q).out, "--tile auto"));
 }
 
 TEST_CASE("segment: thresholds, probabilities, --label", "[cli]") {
@@ -1108,7 +1159,10 @@ TEST_CASE("segment: clear errors naming the file or option", "[cli]") {
     r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --clip 9,2" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "--clip"));
-    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --tile 0" + q);
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --tile -1" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "--tile"));
+    r = cli(dir, "segment " + w + "--support '" + dir / "support" + "' --out '" + dir / "o" + "' --tile whole" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "--tile"));
     for (const char* flips : {"3", "8", "0"}) {

@@ -45,7 +45,10 @@ const char* kSegmentUsage =
     "                       up-down and both (4) (default 4; 1 is a single forward pass per label)\n"
     "  --tile N             large images of small objects: examples and queries in windows of NxN\n"
     "                       pixels, each resized to the model size (examples: up to 16 windows each;\n"
-    "                       queries: windows half a window apart, blended), instead of whole images\n"
+    "                       queries: windows half a window apart, blended), instead of whole images;\n"
+    "                       0 (default): whole images; auto: windows of the model size where every\n"
+    "                       example is at least twice the model size on each side and calibration\n"
+    "                       scores them higher than whole images (see Calibration below)\n"
     "  --clip LOW,HIGH      clip intensities to these percentiles before normalising (e.g. 0.5,99.5 for CT)\n"
     "  --axis A             volumes: slice along voxel axis 0, 1 or 2 (default 2, the last)\n"
     "  --probabilities FMT  also write NAME_prob_V.png (16-bit) or .npy per label (FMT png or npy;\n"
@@ -67,7 +70,10 @@ const char* kSegmentUsage =
     "from probabilities resized back and histograms of the examples at their own sizes. The\n"
     "probabilities (and what --probabilities writes) are then\n"
     "sigmoid(logit + weight * evidence + offset), and where two saturate at 1 the higher calibrated\n"
-    "logit wins. It costs about one forward pass per example, label and --ensemble subset, once per run.\n";
+    "logit wins. It costs about one forward pass per example, label and --ensemble subset, once per run.\n"
+    "Examples cut from one image (windows, volume slices) are held out together when there are others.\n"
+    "With --tile auto and large examples both whole images and windows are calibrated, and windows are\n"
+    "kept if their mean Dice is higher by more than 0.005 (they cost several times as long).\n";
 
 const char* kEvalUsage =
     "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--quiet]\n"
@@ -200,7 +206,7 @@ struct Settings {
     std::string probabilities;  // "", "png" or "npy"
     bool overlay = false;
     double threshold = 0.5;
-    int64_t tile = 0;  // --tile: windows of tile x tile pixels; 0: whole images
+    int64_t tile = 0;  // --tile: windows of tile x tile pixels; 0: whole images (as --tile auto decided)
     const universeg::SupportSet* histogram_baseline = nullptr;  // --histogram-baseline: these supports' classifier
 };
 
@@ -213,11 +219,11 @@ void normalize(std::vector<float>& v, const Settings& s) {
 // The support folder as support pairs at the model size: 2-D pairs as they are, volumes as
 // their slices (along the axis) that hold any label; with --tile, their windows.
 void add_pair(universeg::SupportSet& set, const universeg::Image& img, const universeg::Image& labels, const std::string& name,
-              const Settings& s) {
+              const Settings& s, int64_t source = -1) {
     if (s.tile) {
-        universeg::add_support_tiles(set, img, labels, name, s.tile);
+        universeg::add_support_tiles(set, img, labels, name, s.tile, source);
     } else {
-        universeg::add_support_resized(set, img, labels, name);
+        universeg::add_support_resized(set, img, labels, name, source);
     }
 }
 
@@ -238,10 +244,12 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
             normalize(img.voxels, s);
             int64_t h, w, n;
             universeg::slice_shape(img, s.axis, h, w, n);
+            const int64_t source = set.next_source();  // one volume: its slices are held out together
             for (int64_t k = 0; k < n; ++k) {
                 const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
                 if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
-                add_pair(set, universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), s);
+                add_pair(set, universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), s,
+                         source);
             }
         } else {
             universeg::Image img = universeg::load_image(p.image_path);
@@ -401,7 +409,8 @@ int cmd_segment(int argc, char** argv) {
     s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
     s.axis = int(a.get_int("--axis", 2, 0, 2));
     s.overlay = a.has("--overlay");
-    s.tile = a.get_int("--tile", 0, 1, universeg::limits().max_image_side);
+    const bool tile_auto = a.get("--tile", "0") == "auto" && !a.has("--histogram-baseline");
+    if (a.get("--tile", "0") != "auto") s.tile = a.get_int("--tile", 0, 0, universeg::limits().max_image_side);
     s.probabilities = a.get("--probabilities", "");
     if (!s.probabilities.empty() && s.probabilities != "png" && s.probabilities != "npy")
         throw Error("--probabilities must be png or npy, got '" + s.probabilities + "'");
@@ -443,8 +452,22 @@ int cmd_segment(int argc, char** argv) {
         throw Error("model size " + std::to_string(s.height) + "x" + std::to_string(s.width) + " is not a multiple of " +
                     std::to_string(m) + ", as " + weights + " needs (--size)");
 
-    const universeg::SupportSet set = load_supports(support_dir, s);
-    const universeg::Task task = universeg::make_task(model, set, opt);
+    universeg::SupportSet set = load_supports(support_dir, s);
+    universeg::Task task = universeg::make_task(model, set, opt);
+    std::string scale;  // how --tile auto chose
+    if (tile_auto && s.height == s.width && universeg::large_supports(set) && !task.calibration.offsets.empty()) {
+        Settings windows = s;
+        windows.tile = s.height;
+        universeg::SupportSet tiled_set = load_supports(support_dir, windows);
+        universeg::Task tiled = universeg::make_task(model, tiled_set, opt);
+        const double whole_dice = task.calibration.dice_after, tiled_dice = tiled.calibration.dice_after;
+        const bool keep = tiled_dice > whole_dice + universeg::kCalibrationTolerance;
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", tiled_dice,
+                      (long long)windows.tile, (long long)windows.tile, whole_dice);
+        scale = buf;
+        if (keep) set = std::move(tiled_set), task = std::move(tiled), s.tile = windows.tile;
+    }
     if (a.has("--histogram-baseline")) s.histogram_baseline = &set;
     if (!quiet) {
         std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)s.height, (long long)s.width);
@@ -466,7 +489,7 @@ int cmd_segment(int argc, char** argv) {
                         (long long)c.images, c.dice_before, c.dice_after);
             for (size_t l = 0; l < c.offsets.size(); ++l)
                 std::printf(" %lld:%+.2f,%.1f", (long long)task.values[l], c.offsets[l], c.intensity_weights[l]);
-            std::printf("\n");
+            std::printf("%s\n", scale.c_str());
         } else if (opt.calibrate && set.size() < universeg::kMinCalibrationSupports) {
             std::printf("not calibrated: fewer than %lld examples\n", (long long)universeg::kMinCalibrationSupports);
         } else if (opt.calibrate) {

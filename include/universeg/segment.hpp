@@ -39,7 +39,9 @@
 //
 // Large images of small objects, at one scale (tile px of an image to the model size): supports
 // with add_support_tiles(set, img, labels, name, tile) and p = predict_tiled(task, normalized,
-// tile), already at the query's size; the rest as above.
+// tile), already at the query's size; the rest as above. Whether windows pay (large_supports,
+// then compare both tasks' calibration.dice_after, as segment --tile auto does): the pairs cut
+// from one image share a source and are held out together.
 //
 // A Task points to its Model, which must outlive it.
 #pragma once
@@ -122,8 +124,11 @@ struct SupportSet {
     std::vector<std::string> names;     // where each pair came from, for messages
     std::set<int64_t> values;           // distinct non-zero label values
     std::vector<SupportSamples> samples;  // per pair, at its own size
+    std::vector<int64_t> sources;       // per pair, the image it came from: the windows of one image share it
 
     int64_t size() const { return int64_t(names.size()); }
+    // The source of the next image's pairs.
+    int64_t next_source() const { return sources.empty() ? 0 : sources.back() + 1; }
 };
 
 // Every pixel of a pair of images up to kSupportSamples of them; else the smallest step whose
@@ -137,13 +142,15 @@ inline SupportSamples sample_support(const Image& image, const Image& labels) {
 }
 
 // Appends a checked pair at the model size (image, labels) that came from the pair at its own
-// size (own_image, own_labels; the same pair when it is at the model size): the set's label
-// values are those at its own size, so a label too small to survive resizing is still a task.
+// size (own_image, own_labels; the same pair when it is at the model size) and from image
+// `source`: the set's label values are those at its own size, so a label too small to survive
+// resizing is still a task.
 inline void append_support(SupportSet& set, const Image& image, const Image& labels, const Image& own_image,
-                           const Image& own_labels, const std::string& name) {
+                           const Image& own_labels, const std::string& name, int64_t source) {
     set.images.insert(set.images.end(), image.pixels.begin(), image.pixels.end());
     set.labels.insert(set.labels.end(), labels.pixels.begin(), labels.pixels.end());
     set.names.push_back(name);
+    set.sources.push_back(source);
     set.samples.push_back(sample_support(own_image, own_labels));
     for (float v : own_labels.pixels)
         if (v != 0) set.values.insert(int64_t(v));
@@ -157,7 +164,7 @@ inline void add_support(SupportSet& set, const Image& image, const Image& labels
                     std::to_string(labels.height) + "x" + std::to_string(labels.width) + ", expected the model size " +
                     std::to_string(set.height) + "x" + std::to_string(set.width));
     check_label_map(labels, name);
-    append_support(set, image, labels, image, labels, name);
+    append_support(set, image, labels, image, labels, name, set.next_source());
 }
 
 // Throws unless the pair can join the set: the set has a model size, the sizes match, the labels
@@ -171,16 +178,20 @@ inline void check_support_pair(const SupportSet& set, const Image& image, const 
 }
 
 // Appends a checked pair at its own size, resized to the set's model size (bilinear; labels nearest).
-inline void append_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+inline void append_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name,
+                                   int64_t source) {
     append_support(set, resize_bilinear(image, set.height, set.width), resize_nearest(labels, set.height, set.width), image,
-                   labels, name);
+                   labels, name, source);
 }
 
 // A support pair at its own size (the image prepared as the queries are, at that size): resized
-// to the set's model size (bilinear; labels nearest), and kept at its own size, sampled.
-inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name) {
+// to the set's model size (bilinear; labels nearest), and kept at its own size, sampled. Pairs
+// cut from one image, such as the slices of a volume, share a `source` (calibration holds them
+// out together); -1: an image of its own.
+inline void add_support_resized(SupportSet& set, const Image& image, const Image& labels, const std::string& name,
+                                int64_t source = -1) {
     check_support_pair(set, image, labels, name);
-    append_support_resized(set, image, labels, name);
+    append_support_resized(set, image, labels, name, source < 0 ? set.next_source() : source);
 }
 
 // Tiles, for large images of small objects (microscopy): shrunk whole to the model size, a cell
@@ -208,9 +219,10 @@ inline std::vector<int64_t> tile_starts(int64_t length, int64_t tile, int64_t st
 // side, tile x tile (a shorter side whole), each added as add_support_resized adds a pair (the
 // whole pair checked once) and named by its place. At most kMaxTilesPerSupport, spread evenly over the windows that hold a label, then
 // over the others: an empty window is still an example (of nothing to find), but labelled ones
-// say more. Returns how many were added.
+// say more. The windows share `source` (-1: a new one, as add_support_resized). Returns how many
+// were added.
 inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Image& labels, const std::string& name,
-                                 int64_t tile) {
+                                 int64_t tile, int64_t source = -1) {
     check_support_pair(set, image, labels, name);
     if (tile < 1) throw Error(name + ": tile of " + std::to_string(tile) + " pixels");
     const int64_t th = std::min(tile, image.height), tw = std::min(tile, image.width);
@@ -227,10 +239,21 @@ inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Imag
         const int64_t n = int64_t(windows->size()), want = std::min(n, kMaxTilesPerSupport - int64_t(chosen.size()));
         for (int64_t k = 0; k < want; ++k) chosen.insert((*windows)[size_t(k * n / want)]);
     }
+    if (source < 0) source = set.next_source();
     for (const auto& [y, x] : chosen)  // row-major, as std::pair orders
         append_support_resized(set, crop_image(image, y, x, th, tw), crop_image(labels, y, x, th, tw),
-                               name + " tile at row " + std::to_string(y) + ", column " + std::to_string(x));
+                               name + " tile at row " + std::to_string(y) + ", column " + std::to_string(x), source);
     return int64_t(chosen.size());
+}
+
+// Windows of the model size are worth trying (segment --tile auto) when every support is at
+// least this many times the model size on each side; smaller images lose little shrunk whole.
+constexpr int64_t kAutoTileFactor = 2;
+
+inline bool large_supports(const SupportSet& set) {
+    for (const SupportSamples& s : set.samples)
+        if (std::min(s.height, s.width) < kAutoTileFactor * std::max(set.height, set.width)) return false;
+    return !set.samples.empty();
 }
 
 struct SegmentOptions {
@@ -407,11 +430,10 @@ inline int64_t intensity_bin(double v) { return v > 0 ? (v < 1 ? int64_t(v * kIn
 // For one label value, per intensity bin of the prepared support images at their own size (their
 // samples, in [0, 1]): the log of how much more often the bin occurs under the label than
 // elsewhere (both histograms normalised, one pseudo-count per bin, so unseen bins say little).
-// Support `skip` is left out.
-inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, int64_t skip = -1) {
+// Of the supports `from` (indices into the set).
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, const std::vector<int64_t>& from) {
     std::vector<double> inside(size_t(kIntensityBins), 1.0), outside(size_t(kIntensityBins), 1.0);
-    for (int64_t i = 0; i < set.size(); ++i) {
-        if (i == skip) continue;
+    for (int64_t i : from) {
         const SupportSamples& s = set.samples[size_t(i)];
         for (size_t p = 0; p < s.images.size(); ++p)
             (s.labels[p] == float(value) ? inside : outside)[size_t(intensity_bin(s.images[p]))] += 1;
@@ -420,6 +442,25 @@ inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t v
     std::vector<double> ratio(inside.size());
     for (size_t b = 0; b < ratio.size(); ++b) ratio[b] = std::log(inside[b] / n_in) - std::log(outside[b] / n_out);
     return ratio;
+}
+
+// ... of all the supports.
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value) {
+    std::vector<int64_t> all(size_t(set.size()));
+    std::iota(all.begin(), all.end(), int64_t(0));
+    return intensity_log_ratios(set, value, all);
+}
+
+// The supports that calibration segments held-out support i from: those from other images, as
+// a query's own image is never among the supports (the other windows of i's image would tell it
+// too much), or the others when all came from one image.
+inline std::vector<int64_t> held_out_rest(const SupportSet& set, int64_t i) {
+    std::vector<int64_t> rest, others;
+    for (int64_t j = 0; j < set.size(); ++j) {
+        if (set.sources[size_t(j)] != set.sources[size_t(i)]) rest.push_back(j);
+        if (j != i) others.push_back(j);
+    }
+    return rest.empty() ? others : rest;
 }
 
 // The label index whose calibrated logit (logit + weight * evidence + offset) is highest, and
@@ -586,10 +627,10 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
     one_view.flips = 1;
     for (int64_t k = 0; k < d.n; ++k) {
         const int64_t i = held[size_t(k)];
+        const std::vector<int64_t> from = held_out_rest(set, i);
         SupportSet rest;
         rest.height = set.height, rest.width = set.width;
-        for (int64_t j = 0; j < set.size(); ++j) {
-            if (j == i) continue;
+        for (int64_t j : from) {
             rest.images.insert(rest.images.end(), set.images.begin() + j * HW, set.images.begin() + (j + 1) * HW);
             rest.labels.insert(rest.labels.end(), set.labels.begin() + j * HW, set.labels.begin() + (j + 1) * HW);
             rest.names.emplace_back();  // only counted
@@ -604,7 +645,7 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
         for (int64_t l = 0; l < L; ++l) {
             if (own.height != set.height || own.width != set.width)
                 probs[size_t(l)] = resize_bilinear(probs[size_t(l)], own.height, own.width);
-            const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], i);
+            const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], from);
             size_t p = 0;  // the sample's index in own
             sample_pixels(own, [&](int64_t pixel) {
                 const int64_t q = d.start[size_t(k)] + int64_t(p);  // its row in d
@@ -620,7 +661,8 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
 
 inline Task make_task(const Model& model, const SupportSet& set, const SegmentOptions& opt) {
     if (set.size() == 0) throw Error("no support pairs");
-    if (int64_t(set.samples.size()) != set.size() || int64_t(set.images.size()) != set.size() * set.height * set.width)
+    if (int64_t(set.samples.size()) != set.size() || int64_t(set.sources.size()) != set.size() ||
+        int64_t(set.images.size()) != set.size() * set.height * set.width)
         throw Error("support set: its pairs were not all added with add_support or add_support_resized");
     const int64_t m = model.config().size_multiple();
     if (set.height % m || set.width % m)
