@@ -753,6 +753,19 @@ TEST_CASE("segment: every format, odd sizes, multi-label, one bad query", "[cli]
     }
 }
 
+// What segment --tile auto printed (at the model size 16) and chose: windows when they
+// calibrated higher by more than the tolerance, which the printed support line must agree with.
+bool auto_chose_windows(const std::string& out) {
+    const size_t at = out.find("--tile auto: calibrated mean Dice ");
+    REQUIRE(at != std::string::npos);
+    double tiled_dice = 0, whole_dice = 0;
+    REQUIRE(std::sscanf(out.c_str() + at, "--tile auto: calibrated mean Dice %lf in 16x16 windows, %lf whole", &tiled_dice,
+                        &whole_dice) == 2);
+    const bool windows = tiled_dice > whole_dice + kCalibrationTolerance;
+    REQUIRE(contains(out, "windows of up to 16x16 px") == windows);
+    return windows;
+}
+
 TEST_CASE("segment --tile: examples and queries in windows, label maps at the query's size", "[cli]") {
     TempDir dir("clitile");
     make_2d_fixture(dir);
@@ -775,13 +788,7 @@ TEST_CASE("segment --tile: examples and queries in windows, label maps at the qu
     const std::string q = " '" + dir / "queries/q16.png" + "'";
     const Run autos = cli(dir, base + "--tile auto --out '" + dir / "auto" + "'" + q);
     REQUIRE(autos.rc == 0);
-    const size_t at = autos.out.find("--tile auto: calibrated mean Dice ");
-    REQUIRE(at != std::string::npos);
-    double tiled_dice = 0, whole_dice = 0;
-    REQUIRE(std::sscanf(autos.out.c_str() + at, "--tile auto: calibrated mean Dice %lf in 16x16 windows, %lf whole", &tiled_dice,
-                        &whole_dice) == 2);
-    const bool windows = tiled_dice > whole_dice + kCalibrationTolerance;
-    REQUIRE(contains(autos.out, "windows of up to 16x16 px") == windows);
+    const bool windows = auto_chose_windows(autos.out);
     const Run chosen = cli(dir, base + "--tile " + (windows ? "16" : "0") + " --out '" + dir / "chosen" + "'" + q);
     REQUIRE(chosen.rc == 0);
     REQUIRE(!contains(chosen.out, "--tile auto"));
@@ -1127,6 +1134,24 @@ TEST_CASE("segment: NIfTI volumes slice by slice, with the query's header", "[cl
     REQUIRE(p.header.datatype == kNiftiFloat32);
     REQUIRE((p.nx == 28 && p.ny == 20 && p.nz == 3));
     for (float v : p.voxels) REQUIRE((v >= 0 && v <= 1));
+
+    // --tile auto on volumes: slices of 36x40 and 40x36 are at least twice the model size, so
+    // windows are calibrated too (a volume's slices and windows held out together), and the
+    // label volume is that of the chosen --tile given outright.
+    fs::create_directories(dir.path / "t/images");
+    fs::create_directories(dir.path / "t/labels");
+    save_nifti(dir / "t/images/a.nii.gz", volume(36, 40, 4, false), kNiftiInt16);
+    save_nifti(dir / "t/labels/a.nii.gz", volume(36, 40, 4, true), kNiftiUint8);
+    save_nifti(dir / "t/images/b.nii", volume(40, 36, 4, false), kNiftiInt16);
+    save_nifti(dir / "t/labels/b.nii", volume(40, 36, 4, true), kNiftiUint8);
+    const std::string base = "segment --weights '" + kWeights + "' --size 16 --flips 1 --support '" + dir / "t" + "' ";
+    const Run autos = cli(dir, base + "--tile auto --out '" + dir / "ta" + "' '" + dir / "q.nii" + "'");
+    REQUIRE(autos.rc == 0);
+    REQUIRE(contains(autos.out, "calibrated on 6 examples"));  // the labelled slices z = 1..3 of each
+    const bool windows = auto_chose_windows(autos.out);
+    const Run chosen = cli(dir, base + "--tile " + (windows ? "16" : "0") + " --out '" + dir / "tc" + "' '" + dir / "q.nii" + "'");
+    REQUIRE(chosen.rc == 0);
+    REQUIRE(load_nifti(dir / "ta/q.nii").voxels == load_nifti(dir / "tc/q.nii").voxels);
 }
 
 TEST_CASE("segment: clear errors naming the file or option", "[cli]") {

@@ -217,20 +217,39 @@ void normalize(std::vector<float>& v, const Settings& s) {
 }
 
 // The support folder as support pairs at the model size: 2-D pairs as they are, volumes as
-// their slices (along the axis) that hold any label; with --tile, their windows.
-void add_pair(universeg::SupportSet& set, const universeg::Image& img, const universeg::Image& labels, const std::string& name,
-              const Settings& s, int64_t source = -1) {
-    if (s.tile) {
-        universeg::add_support_tiles(set, img, labels, name, s.tile, source);
-    } else {
-        universeg::add_support_resized(set, img, labels, name, source);
-    }
-}
-
-universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
+// their slices (along the axis) that hold any label; with --tile, their windows. With `windows`
+// (--tile auto), each pair also goes into *windows as its windows of the model size while every
+// pair is large (large_support), and *windows ends empty otherwise: each file is decoded once.
+struct SupportLoader {
+    const Settings& s;
     universeg::SupportSet set;
-    set.height = s.height;
-    set.width = s.width;
+    universeg::SupportSet* windows;
+
+    SupportLoader(const Settings& settings, universeg::SupportSet* w) : s(settings), windows(w) {
+        set.height = s.height, set.width = s.width;
+        if (windows) *windows = set;
+    }
+    // The sources of the next image's pairs in set and in *windows.
+    std::pair<int64_t, int64_t> next_sources() const { return {set.next_source(), windows ? windows->next_source() : -1}; }
+    void add(const universeg::Image& img, const universeg::Image& labels, const std::string& name,
+             std::pair<int64_t, int64_t> sources = {-1, -1}) {
+        if (s.tile) {
+            universeg::add_support_tiles(set, img, labels, name, s.tile, sources.first);
+        } else {
+            universeg::add_support_resized(set, img, labels, name, sources.first);
+        }
+        if (!windows) return;
+        if (universeg::large_support(img.height, img.width, set)) {
+            universeg::add_support_tiles(*windows, img, labels, name, s.height, sources.second);
+        } else {
+            *windows = universeg::SupportSet{};
+            windows = nullptr;
+        }
+    }
+};
+
+universeg::SupportSet load_supports(const std::string& dir, const Settings& s, universeg::SupportSet* windows = nullptr) {
+    SupportLoader loader(s, windows);
     for (const universeg::LabelledPair& p : universeg::list_labelled_folder(dir)) {
         if (universeg::is_volume_path(p.image_path) != universeg::is_volume_path(p.label_path))
             throw Error(p.image_path + " and " + p.label_path + ": an image and a volume cannot form a support pair");
@@ -244,12 +263,11 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
             normalize(img.voxels, s);
             int64_t h, w, n;
             universeg::slice_shape(img, s.axis, h, w, n);
-            const int64_t source = set.next_source();  // one volume: its slices are held out together
+            const auto sources = loader.next_sources();  // one volume: its slices are held out together
             for (int64_t k = 0; k < n; ++k) {
                 const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
                 if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
-                add_pair(set, universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), s,
-                         source);
+                loader.add(universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), sources);
             }
         } else {
             universeg::Image img = universeg::load_image(p.image_path);
@@ -259,11 +277,11 @@ universeg::SupportSet load_supports(const std::string& dir, const Settings& s) {
                             std::to_string(labels.width) + " does not match its image " + p.image_path + " (" +
                             std::to_string(img.height) + "x" + std::to_string(img.width) + ")");
             normalize(img.pixels, s);
-            add_pair(set, img, labels, p.label_path, s);
+            loader.add(img, labels, p.label_path);
         }
     }
-    if (set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
-    return set;
+    if (loader.set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
+    return std::move(loader.set);
 }
 
 // --histogram-baseline: the classical per-task intensity-histogram classifier that train and
@@ -452,21 +470,20 @@ int cmd_segment(int argc, char** argv) {
         throw Error("model size " + std::to_string(s.height) + "x" + std::to_string(s.width) + " is not a multiple of " +
                     std::to_string(m) + ", as " + weights + " needs (--size)");
 
-    universeg::SupportSet set = load_supports(support_dir, s);
+    const bool try_windows = tile_auto && s.height == s.width;
+    universeg::SupportSet tiled_set;
+    universeg::SupportSet set = load_supports(support_dir, s, try_windows ? &tiled_set : nullptr);
     universeg::Task task = universeg::make_task(model, set, opt);
     std::string scale;  // how --tile auto chose
-    if (tile_auto && s.height == s.width && universeg::large_supports(set) && !task.calibration.offsets.empty()) {
-        Settings windows = s;
-        windows.tile = s.height;
-        universeg::SupportSet tiled_set = load_supports(support_dir, windows);
+    if (try_windows && tiled_set.size() > 0 && !task.calibration.offsets.empty()) {
         universeg::Task tiled = universeg::make_task(model, tiled_set, opt);
         const double whole_dice = task.calibration.dice_after, tiled_dice = tiled.calibration.dice_after;
         const bool keep = tiled_dice > whole_dice + universeg::kCalibrationTolerance;
         char buf[160];
         std::snprintf(buf, sizeof buf, "; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", tiled_dice,
-                      (long long)windows.tile, (long long)windows.tile, whole_dice);
+                      (long long)s.height, (long long)s.height, whole_dice);
         scale = buf;
-        if (keep) set = std::move(tiled_set), task = std::move(tiled), s.tile = windows.tile;
+        if (keep) set = std::move(tiled_set), task = std::move(tiled), s.tile = s.height;
     }
     if (a.has("--histogram-baseline")) s.histogram_baseline = &set;
     if (!quiet) {

@@ -250,9 +250,13 @@ inline int64_t add_support_tiles(SupportSet& set, const Image& image, const Imag
 // least this many times the model size on each side; smaller images lose little shrunk whole.
 constexpr int64_t kAutoTileFactor = 2;
 
+inline bool large_support(int64_t height, int64_t width, const SupportSet& set) {
+    return std::min(height, width) >= kAutoTileFactor * std::max(set.height, set.width);
+}
+
 inline bool large_supports(const SupportSet& set) {
     for (const SupportSamples& s : set.samples)
-        if (std::min(s.height, s.width) < kAutoTileFactor * std::max(set.height, set.width)) return false;
+        if (!large_support(s.height, s.width, set)) return false;
     return !set.samples.empty();
 }
 
