@@ -427,8 +427,8 @@ int cmd_segment(int argc, char** argv) {
     s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
     s.axis = int(a.get_int("--axis", 2, 0, 2));
     s.overlay = a.has("--overlay");
-    const bool tile_auto = a.get("--tile", "0") == "auto" && !a.has("--histogram-baseline");
-    if (a.get("--tile", "0") != "auto") s.tile = a.get_int("--tile", 0, 0, universeg::limits().max_image_side);
+    const bool tile_auto = a.get("--tile", "0") == "auto";
+    if (!tile_auto) s.tile = a.get_int("--tile", 0, 0, universeg::limits().max_image_side);
     s.probabilities = a.get("--probabilities", "");
     if (!s.probabilities.empty() && s.probabilities != "png" && s.probabilities != "npy")
         throw Error("--probabilities must be png or npy, got '" + s.probabilities + "'");
@@ -470,7 +470,8 @@ int cmd_segment(int argc, char** argv) {
         throw Error("model size " + std::to_string(s.height) + "x" + std::to_string(s.width) + " is not a multiple of " +
                     std::to_string(m) + ", as " + weights + " needs (--size)");
 
-    const bool try_windows = tile_auto && s.height == s.width;
+    // Only calibration can choose windows, so without it (--no-calibration, --histogram-baseline) none are cut.
+    const bool try_windows = tile_auto && opt.calibrate && s.height == s.width;
     universeg::SupportSet tiled_set;
     universeg::SupportSet set = load_supports(support_dir, s, try_windows ? &tiled_set : nullptr);
     universeg::Task task = universeg::make_task(model, set, opt);
