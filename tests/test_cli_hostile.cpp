@@ -18,6 +18,8 @@
 #include <fstream>
 #include <functional>
 
+#include <sys/stat.h>
+
 using namespace universeg;
 using namespace test;
 namespace fs = std::filesystem;
@@ -32,7 +34,7 @@ const std::string kWeights = kData + "golden/custom_b1_s3_48x80/weights.pt";
 
 // `universeg ARGS` with one thread (ctest runs programs side by side).
 Run cli(const TempDir& dir, const std::string& command, const std::string& args) {
-    return run_shell(quote(UNIVERSEG_CLI) + " " + command + (command == "convert" ? " " : " --threads 1 ") + args, dir);
+    return run_shell(quote(UNIVERSEG_CLI) + " " + command + (command == "convert" || command == "info" ? " " : " --threads 1 ") + args, dir);
 }
 
 // Files in `dir` (recursively), temporaries included.
@@ -229,6 +231,9 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
     weights.push_back(dir / "a_folder.pt");
     weights.push_back("/dev/zero");
     weights.push_back(dir / "does_not_exist.pt");
+    // A FIFO without a writer: opening it to read would block for ever.
+    REQUIRE(mkfifo((dir / "a_pipe.pt").c_str(), 0600) == 0);
+    weights.push_back(dir / "a_pipe.pt");
 
     // Good inputs for run: B=1, S=2, 8x8.
     save_npy(dir / "q.npy", filled({1, 1, 8, 8}, 0.5f));
@@ -248,11 +253,18 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         REQUIRE(ok.rc == 0);
         REQUIRE(fs::exists(out_dir + "/logits.npy"));
         fs::remove(out_dir + "/logits.npy");
+        for (const std::string& how : {"", "--weights "}) {
+            const Run info = cli(dir, "info", how + quote(kWeights));
+            INFO(info.err);
+            CHECK(info.rc == 0);
+            CHECK(info.out.find("encoder [") != std::string::npos);
+        }
     }
 
     int kinds = 0;
     for (const std::string& w : weights) {
         check_refused(cli(dir, "convert", quote(w) + " " + quote(out_dir + "/w.safetensors")), w, out_dir);
+        check_refused(cli(dir, "info", quote(w)), w, out_dir);
         check_refused(cli(dir, "run", run_args(w, dir / "q.npy", dir / "si.npy", dir / "sl.npy")), w, out_dir);
         ++kinds;
     }
@@ -352,6 +364,8 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         check_refused(cli(dir, "segment", seg + quote(path)), path, out_dir);
         ++kinds;
     }
+    REQUIRE(mkfifo((dir / "a_pipe.png").c_str(), 0600) == 0);
+    check_refused(cli(dir, "segment", seg + quote(dir / "a_pipe.png")), dir / "a_pipe.png", out_dir);
     {  // hostile weights through segment
         for (const char* name : {"crc_flipped.pt", "forbidden_global.pt", "nan_weights.safetensors", "views_bomb.pt"})
             check_refused(cli(dir, "segment", "--weights " + quote(dir / name) + " --size 24x20 --quiet --support " +

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <random>
 
+#include <sys/stat.h>
+
 using namespace universeg;
 using namespace test;
 using Catch::Matchers::Contains;
@@ -116,6 +118,9 @@ TEST_CASE("read_file refuses devices, directories and files over the cap", "[har
     CHECK_THAT(error_of([] { read_file("/dev/zero"); }), Contains("/dev/zero: is a device"));
     TempDir dir("read");
     CHECK_THAT(error_of([&] { load_state_dict(dir.path.string()); }), Contains(dir.path.string() + ": is a directory"));
+    const std::string pipe = dir / "pipe.pt";
+    REQUIRE(mkfifo(pipe.c_str(), 0600) == 0);
+    CHECK_THAT(error_of([&] { load_state_dict(pipe); }), Contains(pipe + ": is a pipe or socket"));
     const std::string big = dir / "big.bin";
     write_file_atomic(big, std::vector<uint8_t>(5000, 7));
     LimitsGuard guard;

@@ -936,6 +936,11 @@ TEST_CASE("finetune: held-out Dice before and after, weights written whole, clea
     REQUIRE(r.rc == 0);
     REQUIRE(contains(r.out, "held-out Dice before"));
     REQUIRE(contains(r.out, "histogram baseline"));
+    // Without --weights, the default weights (here from UNIVERSEG_WEIGHTS), as segment takes them.
+    const Run by_default = cli(dir, "finetune --threads 1 --size 32 --support '" + dir / "support" + "' --steps 0",
+                               "UNIVERSEG_WEIGHTS='" + kWeights + "'");
+    REQUIRE(by_default.rc == 0);
+    REQUIRE(by_default.out == r.out);
 
     r = cli(dir, base + "--steps 3 --out '" + dir / "tuned.safetensors" + "'");
     REQUIRE(r.rc == 0);

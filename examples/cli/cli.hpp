@@ -45,6 +45,11 @@ private:
     bool help_ = false;
 };
 
+// The weights file of --weights, else the default: $UNIVERSEG_WEIGHTS (a file, or a folder
+// holding one), then weights/ next to the executable, the install prefix's
+// share/universeg/weights, and the source tree's weights/. Throws when none is found.
+std::string weights_option(const Args& a);
+
 // Applies --threads N (0 = the OpenMP default) to OpenMP and Eigen.
 void set_threads(int64_t n);
 

@@ -147,58 +147,6 @@ std::map<std::string, std::string> weights_metadata(const std::string& path) {
     return out;
 }
 
-// The bundled weights: a directory's universeg.safetensors, else its only .safetensors or .pt
-// (training checkpoints, *.ckpt.safetensors, are not weights files).
-std::string weights_in(const fs::path& dir) {
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) return "";
-    if (fs::is_regular_file(dir / "universeg.safetensors", ec)) return (dir / "universeg.safetensors").string();
-    std::vector<std::string> found;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string name = it->path().filename().string(), e = it->path().extension().string();
-        const bool checkpoint = name.size() > 17 && name.compare(name.size() - 17, 17, ".ckpt.safetensors") == 0;
-        if ((e == ".safetensors" || e == ".pt") && !checkpoint && it->is_regular_file(ec)) found.push_back(it->path().string());
-    }
-    if (found.size() > 1)
-        throw Error(dir.string() + " holds several weights files and no universeg.safetensors; choose one with --weights");
-    return found.empty() ? "" : found[0];
-}
-
-// Default weights: $UNIVERSEG_WEIGHTS, then weights/ next to the executable, the install
-// prefix's share/universeg/weights (relative to the executable, then as configured), and the
-// source tree's weights/.
-std::string default_weights() {
-    if (const char* env = std::getenv("UNIVERSEG_WEIGHTS")) {
-        if (fs::is_directory(env)) {
-            const std::string w = weights_in(env);
-            if (w.empty()) throw Error(std::string("UNIVERSEG_WEIGHTS=") + env + " holds no .safetensors or .pt file");
-            return w;
-        }
-        return env;
-    }
-    std::vector<fs::path> dirs;
-    std::error_code ec;
-    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    if (!ec) {
-        dirs.push_back(exe.parent_path() / "weights");
-        dirs.push_back(exe.parent_path().parent_path() / "share" / "universeg" / "weights");
-    }
-#ifdef UNIVERSEG_INSTALL_DATADIR
-    dirs.push_back(fs::path(UNIVERSEG_INSTALL_DATADIR) / "weights");
-#endif
-#ifdef UNIVERSEG_SOURCE_DIR
-    dirs.push_back(fs::path(UNIVERSEG_SOURCE_DIR) / "weights");
-#endif
-    std::string looked;
-    for (const fs::path& d : dirs) {
-        const std::string w = weights_in(d);
-        if (!w.empty()) return w;
-        looked += (looked.empty() ? "" : ", ") + d.string();
-    }
-    throw Error("no default weights are bundled yet (looked in " + looked +
-                "); pass --weights FILE, e.g. the official universeg_v1_nf64_ss64_STA.pt");
-}
-
 struct Settings {
     int64_t height = 128, width = 128;
     double clip_low = 0, clip_high = 100;
@@ -456,7 +404,7 @@ int cmd_segment(int argc, char** argv) {
     const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
     const std::vector<std::string> queries = expand_queries(a.positional());
 
-    const std::string weights = a.has("--weights") ? a.get("--weights") : default_weights();
+    const std::string weights = weights_option(a);
     const universeg::Model model = universeg::load_model(weights);
     if (a.has("--size")) {
         parse_size(a.get("--size"), s.height, s.width, "--size");

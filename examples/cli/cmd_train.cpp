@@ -70,8 +70,8 @@ const char* kTrainUsage =
     "                          and exit without training or writing anything\n";
 
 const char* kFinetuneUsage =
-    "usage: universeg finetune --weights W --support DIR --out W2 [options]\n"
-    "       universeg finetune --weights W --support DIR --steps 0     (held-out evaluation only)\n"
+    "usage: universeg finetune [--weights W] --support DIR --out W2 [options]\n"
+    "       universeg finetune [--weights W] --support DIR --steps 0     (held-out evaluation only)\n"
     "\n"
     "Adapts trained weights to a labelled folder (DIR/images, DIR/labels; every label value is a\n"
     "task). Part of the folder is held out; its Dice is reported before and after, next to a\n"
@@ -459,7 +459,7 @@ int cmd_finetune(int argc, char** argv) {
     const int64_t B = a.get_int("--batch", 1, 1, 64);
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
 
-    universeg::TrainState st = universeg::train_state_from(starting_weights(a.get("--weights")), seed);  // fresh optimiser
+    universeg::TrainState st = universeg::train_state_from(starting_weights(weights_option(a)), seed);  // fresh optimiser
     if (size % st.config.size_multiple())
         throw Error("--size " + std::to_string(size) + " is not a multiple of " + std::to_string(st.config.size_multiple()));
     const universeg::FolderTasks data = universeg::load_folder_tasks({dir}, size);

@@ -25,11 +25,13 @@ int cmd_convert(int argc, char** argv) {
 }
 
 int cmd_info(int argc, char** argv) {
-    Args a("info", "usage: universeg info FILE\n\nDescribes a UniverSeg weights file (PyTorch checkpoint or safetensors).\n",
-           argc, argv, {});
+    Args a("info",
+           "usage: universeg info FILE   (or --weights FILE, as the other commands take it)\n\n"
+           "Describes a UniverSeg weights file (PyTorch checkpoint or safetensors).\n",
+           argc, argv, {"--weights"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
-    if (a.positional().size() != 1) throw Error("expected one FILE (see universeg info --help)");
-    const std::string& path = a.positional()[0];
+    if (a.positional().size() + a.has("--weights") != 1) throw Error("expected one FILE (see universeg info --help)");
+    const std::string path = a.has("--weights") ? a.get("--weights") : a.positional()[0];
     const universeg::StateDict sd = universeg::load_state_dict(path);
     const universeg::Model model = universeg::load_model(path);
     const universeg::Config& c = model.config();

@@ -10,10 +10,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+namespace fs = std::filesystem;
 
 namespace cli {
 
@@ -77,9 +80,11 @@ double Args::get_double(const std::string& name, double fallback, double min, do
     if (it == values_.end()) return fallback;
     char* end = nullptr;
     const double v = std::strtod(it->second.c_str(), &end);
-    if (it->second.empty() || *end || !(v >= min && v <= max))
-        throw Error(name + " must be a number in [" + std::to_string(min) + ", " +
-                    std::to_string(max) + "], got '" + it->second + "'");
+    if (it->second.empty() || *end || !(v >= min && v <= max)) {
+        char range[64];
+        std::snprintf(range, sizeof range, "[%g, %g]", min, max);
+        throw Error(name + " must be a number in " + range + ", got '" + it->second + "'");
+    }
     return v;
 }
 
@@ -96,6 +101,64 @@ std::string one_line(const std::string& message) {
     }
     return out;
 }
+
+namespace {
+
+// The bundled weights: a directory's universeg.safetensors, else its only .safetensors or .pt
+// (training checkpoints, *.ckpt.safetensors, are not weights files).
+std::string weights_in(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return "";
+    if (fs::is_regular_file(dir / "universeg.safetensors", ec)) return (dir / "universeg.safetensors").string();
+    std::vector<std::string> found;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string(), e = it->path().extension().string();
+        const bool checkpoint = name.size() > 17 && name.compare(name.size() - 17, 17, ".ckpt.safetensors") == 0;
+        if ((e == ".safetensors" || e == ".pt") && !checkpoint && it->is_regular_file(ec)) found.push_back(it->path().string());
+    }
+    if (found.size() > 1)
+        throw Error(dir.string() + " holds several weights files and no universeg.safetensors; choose one with --weights");
+    return found.empty() ? "" : found[0];
+}
+
+// Default weights: $UNIVERSEG_WEIGHTS, then weights/ next to the executable, the install
+// prefix's share/universeg/weights (relative to the executable, then as configured), and the
+// source tree's weights/.
+std::string default_weights() {
+    if (const char* env = std::getenv("UNIVERSEG_WEIGHTS")) {
+        if (fs::is_directory(env)) {
+            const std::string w = weights_in(env);
+            if (w.empty()) throw Error(std::string("UNIVERSEG_WEIGHTS=") + env + " holds no .safetensors or .pt file");
+            return w;
+        }
+        return env;
+    }
+    std::vector<fs::path> dirs;
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        dirs.push_back(exe.parent_path() / "weights");
+        dirs.push_back(exe.parent_path().parent_path() / "share" / "universeg" / "weights");
+    }
+#ifdef UNIVERSEG_INSTALL_DATADIR
+    dirs.push_back(fs::path(UNIVERSEG_INSTALL_DATADIR) / "weights");
+#endif
+#ifdef UNIVERSEG_SOURCE_DIR
+    dirs.push_back(fs::path(UNIVERSEG_SOURCE_DIR) / "weights");
+#endif
+    std::string looked;
+    for (const fs::path& d : dirs) {
+        const std::string w = weights_in(d);
+        if (!w.empty()) return w;
+        looked += (looked.empty() ? "" : ", ") + d.string();
+    }
+    throw Error("no default weights are bundled yet (looked in " + looked +
+                "); pass --weights FILE, e.g. the official universeg_v1_nf64_ss64_STA.pt");
+}
+
+}  // namespace
+
+std::string weights_option(const Args& a) { return a.has("--weights") ? a.get("--weights") : default_weights(); }
 
 void set_threads(int64_t n) {
     if (n <= 0) return;

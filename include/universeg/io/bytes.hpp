@@ -29,14 +29,17 @@
 
 namespace universeg {
 
-// The whole file as bytes. Errors name the path and the system's reason. Devices (/dev/zero,
-// /dev/urandom) are refused: they never end, and a weights file or image is never one.
+// The whole file as bytes. Errors name the path and the system's reason. Only regular files
+// are read: a device (/dev/zero) never ends, and opening a FIFO or socket without a writer
+// blocks forever; a weights file or image is never one.
 inline std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = limits().max_file_bytes) {
+    using std::filesystem::file_type;
     std::error_code ec;
-    const std::filesystem::file_status st = std::filesystem::status(path, ec);
-    if (!ec && (st.type() == std::filesystem::file_type::character || st.type() == std::filesystem::file_type::block))
-        throw Error(path + ": is a device, not a file");
-    if (!ec && st.type() == std::filesystem::file_type::directory) throw Error(path + ": is a directory, not a file");
+    const file_type type = std::filesystem::status(path, ec).type();
+    if (!ec && (type == file_type::character || type == file_type::block)) throw Error(path + ": is a device, not a file");
+    if (!ec && type == file_type::directory) throw Error(path + ": is a directory, not a file");
+    if (!ec && (type == file_type::fifo || type == file_type::socket))
+        throw Error(path + ": is a pipe or socket, not a file");
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
     if (!f) throw Error(path + ": cannot open: " + std::strerror(errno));
     std::vector<uint8_t> out;
