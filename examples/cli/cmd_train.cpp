@@ -77,6 +77,7 @@ const char* kFinetuneUsage =
     "task). Part of the folder is held out; its Dice is reported before and after, next to a\n"
     "per-task intensity-histogram classifier built from the same supports.\n"
     "\n"
+    "  --weights W             weights to start from (.pt or .safetensors); default: the bundled weights\n"
     "  --steps N               optimiser steps (200; 0 only evaluates the weights)\n"
     "  --holdout F             fraction of the images held out for evaluation (0.25, at least one)\n"
     "  --support-size S        supports per held-out prediction (16, capped by the training images)\n"
