@@ -34,7 +34,8 @@ const std::string kWeights = kData + "golden/custom_b1_s3_48x80/weights.pt";
 
 // `universeg ARGS` with one thread (ctest runs programs side by side).
 Run cli(const TempDir& dir, const std::string& command, const std::string& args) {
-    return run_shell(quote(UNIVERSEG_CLI) + " " + command + (command == "convert" || command == "info" ? " " : " --threads 1 ") + args, dir);
+    const bool threads = command != "convert" && command != "info";  // the commands that take --threads
+    return run_shell(quote(UNIVERSEG_CLI) + " " + command + (threads ? " --threads 1 " : " ") + args, dir);
 }
 
 // Files in `dir` (recursively), temporaries included.

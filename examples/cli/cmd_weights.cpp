@@ -33,7 +33,7 @@ int cmd_info(int argc, char** argv) {
     if (a.positional().size() + a.has("--weights") != 1) throw Error("expected one FILE (see universeg info --help)");
     const std::string path = a.has("--weights") ? a.get("--weights") : a.positional()[0];
     const universeg::StateDict sd = universeg::load_state_dict(path);
-    const universeg::Model model = universeg::load_model(path);
+    const universeg::Model model = universeg::load_model(sd, path);  // the file is read once
     const universeg::Config& c = model.config();
     std::set<std::string> dtypes;  // as stored; the model computes in float32 whatever they are
     for (const auto& kv : sd) dtypes.insert(kv.second.stored_dtype);

@@ -12,6 +12,7 @@
 //   std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes);      (io/bytes.hpp)
 //   void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 //   Model load_model(const std::string& path);            // load_state_dict + Model, errors name the file
+//   Model load_model(const StateDict& sd, const std::string& path);  // the same from a dict already read
 //   Limits& limits();   // caps on what the readers accept from a file (io/limits.hpp)
 // The loaders also take an in-memory buffer: (const uint8_t* data, size_t size, const std::string& what).
 #pragma once
@@ -37,14 +38,15 @@ inline StateDict load_state_dict(const std::string& path) {
     throw Error(path + ": not a PyTorch checkpoint or safetensors file" + (size ? "" : " (the file is empty)"));
 }
 
-// The model in a weights file; an architecture error is reported against the file.
-inline Model load_model(const std::string& path) {
-    const StateDict sd = load_state_dict(path);
+// The model in a weights file (read as `sd`); an architecture error is reported against the file.
+inline Model load_model(const StateDict& sd, const std::string& path) {
     try {
         return Model(sd);
     } catch (const Error& e) {
         throw Error(path + ": " + e.what());
     }
 }
+
+inline Model load_model(const std::string& path) { return load_model(load_state_dict(path), path); }
 
 }  // namespace universeg
