@@ -156,6 +156,21 @@ struct PackedConv {
     std::vector<uint16_t> w16;   // pack_winograd_bf16
 };
 
+// The arguments every call of `pc` shares: channel counts and strides, image size, packed weights.
+inline kernels::ConvArgs conv_args(const PackedConv& pc, int64_t in_cp, int64_t out_cp, Geom g) {
+    kernels::ConvArgs a;
+    a.in_cp = in_cp;
+    a.cin = pc.cin;
+    a.out_cp = out_cp;
+    a.cout = pc.cout_p;
+    a.h = g.h;
+    a.w = g.w;
+    a.wp = g.wp;
+    a.weight = pc.w.data();
+    a.weight_bf16 = pc.w16.data();
+    return a;
+}
+
 struct PackedBlock {
     PackedConv cross_t, cross_v, target, support;  // cross_t: target half of the cross conv (with the bias)
     bool first = false;  // the first block: 2-channel support inputs, a direct cross conv fused per band
@@ -279,16 +294,7 @@ struct Run {
     void conv(const PackedConv& pc, const Images& in, const Images& out, const Images* addend, int64_t addend_step,
               bool leaky, bool low = false) {
         const kernels::Table& t = *pk.table;
-        kernels::ConvArgs base;
-        base.in_cp = in.cp;
-        base.cin = pc.cin;
-        base.out_cp = out.cp;
-        base.cout = pc.cout_p;
-        base.h = in.g.h;
-        base.w = in.g.w;
-        base.wp = in.g.wp;
-        base.weight = pc.w.data();
-        base.weight_bf16 = pc.w16.data();
+        kernels::ConvArgs base = conv_args(pc, in.cp, out.cp, in.g);
         base.bias = pc.bias.data();
         base.leaky = leaky;
         clear_borders(out);
@@ -351,29 +357,12 @@ struct Run {
         if (cross) std::fill(zband_buf, zband_buf + zband_floats * max_threads(), 0.0f);  // border columns stay 0
         kernels::ConvArgs cbase;
         if (cross) {
-            cbase.in_cp = v->cp;
-            cbase.cin = cross->cin;
-            cbase.out_cp = z.cp;
-            cbase.cout = cross->cout_p;
-            cbase.h = g.h;
-            cbase.w = g.w;
-            cbase.wp = g.wp;
-            cbase.weight = cross->w.data();
-            cbase.weight_bf16 = cross->w16.data();
+            cbase = conv_args(*cross, v->cp, z.cp, g);
             cbase.addend = zt->p;
         }
         float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
         auto fn = (low && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
-        kernels::ConvArgs base;
-        base.in_cp = z.cp;
-        base.cin = pc.cin;
-        base.out_cp = cp;
-        base.cout = pc.cout_p;
-        base.h = g.h;
-        base.w = g.w;
-        base.wp = g.wp;
-        base.weight = pc.w.data();
-        base.weight_bf16 = pc.w16.data();
+        kernels::ConvArgs base = conv_args(pc, z.cp, cp, g);
         base.bias = pc.bias.data();
         base.leaky = true;
         for (const Images* im : {&sinks.store, &sinks.pooled})
@@ -557,20 +546,11 @@ struct Run {
                 if (y >= 0 && y < g.h) up_concat_row(row + in_cp, in_cp, y, low, i0 + i, skip, i0 + i, xs);
                 else std::fill(row, row + g.wp * in_cp, 0.0f);
             }
-            kernels::ConvArgs a;
+            kernels::ConvArgs a = conv_args(pc, in_cp, z.cp, g);
             a.in = buf;
-            a.in_cp = in_cp;
-            a.cin = pc.cin;
             a.in_row0 = y0;
             if (z.bf16) a.out16 = z.at16(i);
             else a.out = z.at(i);
-            a.out_cp = z.cp;
-            a.cout = pc.cout_p;
-            a.h = g.h;
-            a.w = g.w;
-            a.wp = g.wp;
-            a.weight = pc.w.data();
-            a.weight_bf16 = pc.w16.data();
             a.addend = zt.p;
             if (pc.winograd)
                 for (int64_t t0 = band * ntx; t0 < (band + 1) * ntx; t0 += t.tile_group)
