@@ -8,7 +8,7 @@
 // 2. Each v1 support-path GEMM shape alone (cublasGemmStridedBatchedEx at the plan's chunk):
 //    how far each layer's GEMM is from the GPU's peak.
 // `universeg bench --device cuda` times a real checkpoint; bench/compare_cuda.py adds PyTorch.
-#include <universeg/cuda.cuh>
+#include <universeg/cuda/cuda.cuh>
 
 #include <algorithm>
 #include <cmath>

@@ -5,7 +5,7 @@
 // pure-FMA loop of the same instruction set.
 //
 //   bench_kernels [--seconds T] [--arch A]
-#include <universeg/kernels.hpp>
+#include <universeg/cpu/kernels.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -10,7 +10,7 @@
 // noise, so the set exercises resizing and normalisation. The output is a pure function of
 // the fixed seed (universeg::Rng is identical on every platform).
 #include <universeg/io/image.hpp>
-#include <universeg/random.hpp>
+#include <universeg/core/random.hpp>
 
 #include <cmath>
 #include <cstdio>

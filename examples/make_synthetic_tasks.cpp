@@ -19,7 +19,7 @@
 // that is what a larger image means are drawn (cells and blobs: task k is then the k-th such
 // recipe from seed SEED on).
 #include <universeg/io/image.hpp>
-#include <universeg/synth.hpp>
+#include <universeg/train/synth.hpp>
 
 #include <cstdio>
 #include <cstdlib>

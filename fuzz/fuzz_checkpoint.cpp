@@ -1,7 +1,7 @@
 // libFuzzer target: a whole PyTorch checkpoint (zip + data.pkl + storages; CRCs are not
 // checked in fuzzing builds, see zip.hpp) and, when it loads, the UniverSeg architecture
 // inferred from its tensors.
-#include <universeg/io.hpp>
+#include <universeg/io/weights.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace universeg;

@@ -1,6 +1,6 @@
 // libFuzzer target: safetensors (length, JSON header, offsets, dtypes) and, when it loads,
 // the UniverSeg architecture inferred from its tensors.
-#include <universeg/io.hpp>
+#include <universeg/io/weights.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace universeg;

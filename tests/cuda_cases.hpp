@@ -3,7 +3,7 @@
 // (which nvcc compiles without model.hpp or Eigen).
 #pragma once
 
-#include <universeg/cuda_plan.hpp>
+#include <universeg/cuda/plan.hpp>
 
 #include <cstdint>
 #include <string>

@@ -2,7 +2,7 @@
 // on small odd shapes. Each check takes L = sum(out * R) for a fixed random R, so dL/dout = R,
 // and compares the analytic gradient of every input and parameter with (L(x+h) - L(x-h)) / 2h.
 #include <catch2/catch.hpp>
-#include <universeg/ops.hpp>
+#include <universeg/core/ops.hpp>
 
 #include <cmath>
 #include <functional>

@@ -9,7 +9,7 @@
 #include "cuda_cases.hpp"
 
 #include <catch2/catch.hpp>
-#include <universeg/cuda.cuh>
+#include <universeg/cuda/cuda.cuh>
 
 #include <cstdio>
 #include <cstring>

@@ -8,7 +8,7 @@
 #include "cuda_cases.hpp"
 
 #include <catch2/catch.hpp>
-#include <universeg/cuda_ops.hpp>
+#include <universeg/cuda/ops.hpp>
 #include <universeg/universeg.hpp>
 
 #include <Eigen/Core>

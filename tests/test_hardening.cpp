@@ -3,7 +3,7 @@
 // fuzzers (fuzz/), atomic writes, and the model's edge cases: empty support masks, constant
 // images, S = 1, batches, and the largest supported size.
 #include <universeg/io/nifti.hpp>
-#include <universeg/segment.hpp>
+#include <universeg/segment/segment.hpp>
 #include <universeg/universeg.hpp>
 
 #include "test_util.hpp"

@@ -3,7 +3,7 @@
 // byte by byte, JPEGs by PIL, NIfTI files packed field by field),
 // grey conversion and resizing against hand-computed values and PIL, PNG writing read back by
 // stb, labelled folders, overlays, NIfTI-1 reading/writing and slicing, corrupt files.
-#include <universeg/io.hpp>
+#include <universeg/io/weights.hpp>
 #include <universeg/io/image.hpp>
 #include <universeg/io/nifti.hpp>
 

@@ -1,7 +1,7 @@
 // Reference operators against values worked out by hand, and the im2col convolution against
 // a direct six-loop convolution written here independently.
 #include <catch2/catch.hpp>
-#include <universeg/ops.hpp>
+#include <universeg/core/ops.hpp>
 
 #include <random>
 #include <vector>

@@ -3,7 +3,7 @@
 // on AArch64, and, when the CLI is built, run --precision fp64 / --dump / --max-memory,
 // compare and make-case. (torch.load reading make-case's checkpoint: tests/torch_load_check.py.)
 #include <universeg/io/torch_writer.hpp>
-#include <universeg/random.hpp>
+#include <universeg/core/random.hpp>
 #include <universeg/universeg.hpp>
 
 #include "test_util.hpp"

@@ -3,8 +3,8 @@
 // ensembles, NIfTI volumes, bad inputs. Uses the small golden custom model
 // (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
 #include <universeg/io/nifti.hpp>
-#include <universeg/segment.hpp>
-#include <universeg/train.hpp>
+#include <universeg/segment/segment.hpp>
+#include <universeg/train/train.hpp>
 #include <universeg/universeg.hpp>
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION

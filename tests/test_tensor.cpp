@@ -1,7 +1,7 @@
 // Float conversions and shape checks from tensor.hpp, against values worked out by hand
 // from the IEEE 754 binary16 and bfloat16 bit layouts.
 #include <catch2/catch.hpp>
-#include <universeg/tensor.hpp>
+#include <universeg/core/tensor.hpp>
 
 #include <cmath>
 #include <limits>

@@ -1,10 +1,10 @@
 // The trainer: whole-model gradients against finite differences, the split CrossConv algebra
 // against the materialised one, losses, the optimiser, determinism and exact resume.
 #include <catch2/catch.hpp>
-#include <universeg/folder_tasks.hpp>
-#include <universeg/io.hpp>
-#include <universeg/synth.hpp>
-#include <universeg/train.hpp>
+#include <universeg/train/folder_tasks.hpp>
+#include <universeg/io/weights.hpp>
+#include <universeg/train/synth.hpp>
+#include <universeg/train/train.hpp>
 
 #include <cstdio>
 #include <filesystem>

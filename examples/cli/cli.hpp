@@ -2,7 +2,7 @@
 // the one-line error convention (message on stderr, exit code 1).
 #pragma once
 
-#include <universeg/tensor.hpp>
+#include <universeg/core/tensor.hpp>
 
 #include <cstdint>
 #include <map>

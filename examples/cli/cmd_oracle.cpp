@@ -4,8 +4,8 @@
 #include "cli.hpp"
 
 #include <universeg/io/torch_writer.hpp>
-#include <universeg/random.hpp>
-#include <universeg/train.hpp>
+#include <universeg/core/random.hpp>
+#include <universeg/train/train.hpp>
 #include <universeg/universeg.hpp>
 
 #include <algorithm>

@@ -3,8 +3,8 @@
 #include "cli.hpp"
 
 #include <universeg/io/nifti.hpp>
-#include <universeg/segment.hpp>
-#include <universeg/train.hpp>
+#include <universeg/segment/segment.hpp>
+#include <universeg/train/train.hpp>
 #include <universeg/universeg.hpp>
 
 #include <unistd.h>

@@ -3,10 +3,10 @@
 #include "chart.hpp"
 #include "cli.hpp"
 
-#include <universeg/folder_tasks.hpp>
-#include <universeg/io.hpp>
-#include <universeg/synth.hpp>
-#include <universeg/train.hpp>
+#include <universeg/train/folder_tasks.hpp>
+#include <universeg/io/weights.hpp>
+#include <universeg/train/synth.hpp>
+#include <universeg/train/train.hpp>
 
 #include <algorithm>
 #include <atomic>

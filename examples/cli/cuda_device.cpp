@@ -4,7 +4,7 @@
 #include "cli.hpp"
 #include "cuda_device.hpp"
 
-#include <universeg/model.hpp>
+#include <universeg/core/model.hpp>
 
 namespace cli {
 

@@ -1,7 +1,7 @@
 // --device cuda, the nvcc side (built with -DUNIVERSEG_CUDA=ON): a CudaModel per call.
 #include "cuda_device.hpp"
 
-#include <universeg/cuda.cuh>
+#include <universeg/cuda/cuda.cuh>
 
 namespace cli {
 

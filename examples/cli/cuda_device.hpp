@@ -5,7 +5,7 @@
 
 #include "cli.hpp"
 
-#include <universeg/cuda_plan.hpp>
+#include <universeg/cuda/plan.hpp>
 
 namespace cli {
 

@@ -29,7 +29,7 @@
 // naming the file, tensor or argument at fault.
 #pragma once
 
-#include "io.hpp"
-#include "model.hpp"
-#include "ops.hpp"
-#include "tensor.hpp"
+#include "io/weights.hpp"
+#include "core/model.hpp"
+#include "core/ops.hpp"
+#include "core/tensor.hpp"

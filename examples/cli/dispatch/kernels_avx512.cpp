@@ -3,7 +3,7 @@
 // its bf16 Winograd products on AMX tiles (also behind a target attribute), which select()
 // offers only where the CPU and the OS allow AMX. Only kernels/simd.hpp may be included here:
 // every function it compiles is a template on the arch tag, so none is shared with baseline code.
-#include <universeg/kernels/simd.hpp>
+#include <universeg/cpu/simd.hpp>
 
 extern "C" const universeg::kernels::Table* universeg_kernels_avx512() {
 #if defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_AVX512BW

@@ -10,7 +10,7 @@
 // load_float, gather_floats, check_rank.
 #pragma once
 
-#include "../tensor.hpp"
+#include "../core/tensor.hpp"
 #include "limits.hpp"
 
 #include <atomic>

@@ -17,11 +17,11 @@
 // The loaders also take an in-memory buffer: (const uint8_t* data, size_t size, const std::string& what).
 #pragma once
 
-#include "model.hpp"
-#include "io/bytes.hpp"
-#include "io/checkpoint.hpp"
-#include "io/npy.hpp"
-#include "io/safetensors.hpp"
+#include "../core/model.hpp"
+#include "bytes.hpp"
+#include "checkpoint.hpp"
+#include "npy.hpp"
+#include "safetensors.hpp"
 
 namespace universeg {
 

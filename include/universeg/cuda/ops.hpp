@@ -26,7 +26,7 @@
 // with the semantics of the op:: functions, which compute one output element each.
 #pragma once
 
-#include "cuda_plan.hpp"
+#include "plan.hpp"
 
 #include <algorithm>
 #include <cstdint>

@@ -22,7 +22,7 @@
 // n = output channels, k = 9 x input channels (A: the col matrix; B: the weights).
 #pragma once
 
-#include "tensor.hpp"
+#include "../core/tensor.hpp"
 
 #include <algorithm>
 #include <climits>

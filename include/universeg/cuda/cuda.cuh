@@ -2,7 +2,7 @@
 // kernels of its own for the rest. Compiled by nvcc only; the CPU headers never include it.
 //
 //   #include <universeg/universeg.hpp>   // for universeg::Model (nvcc parses Eigen: slow, noisy),
-//   #include <universeg/cuda.cuh>        // or pass a cuda::Net made by cuda::describe(model) in a .cpp
+//   #include <universeg/cuda/cuda.cuh>        // or pass a cuda::Net made by cuda::describe(model) in a .cpp
 //
 //   universeg::cuda::CudaModel gpu(model);                                   // weights to the current GPU
 //   gpu.forward(query, images, labels, B, S, H, W, logits);                  // host arrays, synchronous
@@ -33,8 +33,8 @@
 // GEMM, the block and convolution). A CudaModel is not thread-safe: one per host thread.
 #pragma once
 
-#include "cuda_ops.hpp"
-#include "cuda_plan.hpp"
+#include "ops.hpp"
+#include "plan.hpp"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>

@@ -386,7 +386,7 @@ private:
 
 }  // namespace universeg
 
-#include "engine.hpp"
+#include "../cpu/engine.hpp"
 
 namespace universeg {
 

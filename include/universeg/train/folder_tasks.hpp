@@ -12,7 +12,7 @@
 // Needs io/image.hpp, so a program using it compiles stb once (UNIVERSEG_STB_IMPLEMENTATION).
 #pragma once
 
-#include "io/image.hpp"
+#include "../io/image.hpp"
 #include "synth.hpp"
 
 #include <map>

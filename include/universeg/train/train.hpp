@@ -25,10 +25,10 @@
 // is reproducible bit for bit, and a resumed run continues exactly.
 #pragma once
 
-#include "model.hpp"
-#include "ops.hpp"
-#include "random.hpp"
-#include "tensor.hpp"
+#include "../core/model.hpp"
+#include "../core/ops.hpp"
+#include "../core/random.hpp"
+#include "../core/tensor.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -22,8 +22,8 @@
 // on every machine and thread count.
 #pragma once
 
-#include "random.hpp"
-#include "tensor.hpp"
+#include "../core/random.hpp"
+#include "../core/tensor.hpp"
 #include "train.hpp"
 
 #include <algorithm>

@@ -25,7 +25,7 @@
 // compiled for the includer's baseline (SSE2 in a portable build), the table for the CPU.
 #pragma once
 
-#include "kernels/simd.hpp"
+#include "../cpu/simd.hpp"
 
 #include <Eigen/Core>
 

@@ -46,9 +46,9 @@
 // A Task points to its Model, which must outlive it.
 #pragma once
 
-#include "io/image.hpp"
-#include "model.hpp"
-#include "random.hpp"
+#include "../io/image.hpp"
+#include "../core/model.hpp"
+#include "../core/random.hpp"
 
 #include <cmath>
 #include <map>

@@ -36,8 +36,8 @@
 #pragma once
 
 #include "kernels.hpp"
-#include "model.hpp"
-#include "ops.hpp"
+#include "../core/model.hpp"
+#include "../core/ops.hpp"
 
 #include <algorithm>
 #include <cstdio>

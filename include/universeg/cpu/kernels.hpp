@@ -27,8 +27,8 @@
 // objects define no shared weak symbol outside these templates.
 #pragma once
 
-#include "kernels/simd.hpp"
-#include "tensor.hpp"
+#include "simd.hpp"
+#include "../core/tensor.hpp"
 
 #include <algorithm>
 #include <cmath>
