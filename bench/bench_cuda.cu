@@ -30,22 +30,14 @@ struct Event {
     ~Event() { cudaEventDestroy(e); }
 };
 
-cuda::Net random_v1(uint32_t seed) {
+Network random_v1(uint32_t seed) {
     std::mt19937 rng(seed);
-    auto conv = [&rng](int64_t out, int64_t in, int64_t k) {
-        std::normal_distribution<float> w(0.0f, std::sqrt(2.0f / float(in * k * k))), b(0.0f, 0.05f);
-        cuda::ConvWeights c{out, in, k, std::vector<float>(size_t(out * in * k * k)), std::vector<float>(size_t(out))};
-        for (float& v : c.weight) v = w(rng);
-        for (float& v : c.bias) v = b(rng);
-        return c;
-    };
-    auto block = [&](int64_t in_t, int64_t in_s) {
-        return cuda::BlockWeights{in_t, in_s, 64, 64, conv(64, in_t + in_s, 3), conv(64, 64, 3), conv(64, 64, 3)};
-    };
-    cuda::Net net;
-    for (int k = 0; k < 4; ++k) net.encoder.push_back(k == 0 ? block(1, 2) : block(64, 64));
-    for (int d = 0; d < 3; ++d) net.decoder.push_back(block(128, 128));
-    net.out = conv(1, 64, 1);
+    Network net = Network::shaped(Config::v1());
+    for (Conv* c : net.convs()) {
+        std::normal_distribution<float> w(0.0f, std::sqrt(2.0f / float(c->in * c->k * c->k))), b(0.0f, 0.05f);
+        for (float& v : c->weight) v = w(rng);
+        for (float& v : c->bias) v = b(rng);
+    }
     return net;
 }
 
@@ -63,7 +55,7 @@ int64_t arg_int(const char* value, const char* name) {
 }
 
 // Forward passes of `net` at each support size, per precision.
-void bench_forward(const cuda::Net& net, int64_t B, int64_t H, int64_t repeats, const std::vector<int64_t>& supports) {
+void bench_forward(const Network& net, int64_t B, int64_t H, int64_t repeats, const std::vector<int64_t>& supports) {
     std::printf("%-6s %6s %10s %12s %10s %10s\n", "prec", "S", "median_ms", "ms_per_supp", "TFLOP/s", "device_MB");
     const int64_t max_s = *std::max_element(supports.begin(), supports.end());
     std::mt19937 rng(1);
@@ -109,7 +101,7 @@ void bench_forward(const cuda::Net& net, int64_t B, int64_t H, int64_t repeats, 
 }
 
 // Each support-path GEMM of v1 at S=64 alone, at its planned chunk.
-void bench_gemms(const cuda::Net& net, int64_t H, int64_t repeats) {
+void bench_gemms(const Network& net, int64_t H, int64_t repeats) {
     std::printf("\n%-14s %-8s %6s %6s %6s %6s %6s %10s %9s\n", "block", "conv", "prec", "m", "n", "k", "batch", "ms",
                 "TFLOP/s");
     cublasHandle_t h = nullptr;
@@ -187,7 +179,7 @@ int main(int argc, char** argv) {
         if (cuda::visible_devices() == 0) throw Error("no CUDA device is visible");
         std::printf("GPU: %s; v1 (random weights), %lldx%lld, B=%lld, %lld timed runs each\n\n",
                     cuda::device_name(0).c_str(), (long long)H, (long long)H, (long long)B, (long long)repeats);
-        const cuda::Net net = random_v1(1);
+        const Network net = random_v1(1);
         bench_forward(net, B, H, repeats, supports);
         bench_gemms(net, H, repeats);
     } catch (const std::exception& e) {

@@ -1,9 +1,9 @@
-# The CUDA backend (include/universeg/cuda.cuh), opt-in with -DUNIVERSEG_CUDA=ON (needs nvcc
+# The CUDA backend (include/universeg/cuda/cuda.cuh), opt-in with -DUNIVERSEG_CUDA=ON (needs nvcc
 # and cuBLAS; point CMAKE_CUDA_COMPILER at nvcc, e.g. /usr/local/cuda/bin/nvcc).
 #
-# In every build: the host-side plan's tests (test_cuda_plan: planning, workspace, and the
-# forward pass as the GPU sequences it, emulated on the CPU) and the CLI's --device switch
-# (examples/cli/cuda_device.cpp, which explains how to get CUDA when it is off).
+# In every build: the CLI's --device switch (examples/cli/cuda_device.cpp, which explains how
+# to get CUDA when it is off); the host-side plan's tests (test_cuda_plan: planning, workspace,
+# and the forward pass as the GPU sequences it, emulated on the CPU) are in tests/.
 # With UNIVERSEG_CUDA=ON, in addition:
 #   universeg::cuda   INTERFACE target for nvcc code: include path, cudart, cuBLAS
 #   test_cuda         GPU tests; ctest reports them skipped where no GPU is visible (exit 77),
@@ -14,17 +14,6 @@
 # machine code plus PTX that newer GPUs compile when loading).
 option(UNIVERSEG_CUDA "Build the CUDA backend's tests, CLI device and benchmark (needs nvcc and cuBLAS)" OFF)
 
-if(UNIVERSEG_BUILD_TESTS)
-  find_package(Catch2 2 REQUIRED)  # its imported target is visible only where it was found
-  add_executable(test_cuda_plan tests/test_cuda_plan.cpp tests/cuda_cases.cpp $<TARGET_OBJECTS:universeg_catch_main>)
-  target_link_libraries(test_cuda_plan PRIVATE universeg::universeg Catch2::Catch2)
-  target_compile_definitions(test_cuda_plan PRIVATE UNIVERSEG_TEST_DATA="${PROJECT_SOURCE_DIR}/tests/data")
-  if(COMMAND universeg_link_dispatch)
-    universeg_link_dispatch(test_cuda_plan)
-  endif()
-  add_test(NAME test_cuda_plan COMMAND test_cuda_plan)
-  set_tests_properties(test_cuda_plan PROPERTIES LABELS cuda)
-endif()
 if(TARGET universeg_cli)
   target_sources(universeg_cli PRIVATE ${PROJECT_SOURCE_DIR}/examples/cli/cuda_device.cpp)
 endif()
@@ -67,12 +56,10 @@ target_link_libraries(universeg_cuda INTERFACE CUDA::cudart_static CUDA::cublas)
 target_compile_options(universeg_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>)
 
 if(UNIVERSEG_BUILD_TESTS)
+  find_package(Catch2 2 REQUIRED)
   add_executable(test_cuda tests/test_cuda.cu tests/cuda_cases.cpp)
-  target_link_libraries(test_cuda PRIVATE universeg_cuda universeg::universeg Catch2::Catch2)
+  target_link_libraries(test_cuda PRIVATE universeg_cuda universeg_implementation Catch2::Catch2)
   target_compile_definitions(test_cuda PRIVATE UNIVERSEG_TEST_DATA="${PROJECT_SOURCE_DIR}/tests/data")
-  if(COMMAND universeg_link_dispatch)
-    universeg_link_dispatch(test_cuda)
-  endif()
   add_test(NAME test_cuda COMMAND test_cuda)
   add_test(NAME test_cuda_nodevice COMMAND test_cuda --no-device)
   set_tests_properties(test_cuda test_cuda_nodevice PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
@@ -82,7 +69,7 @@ if(TARGET universeg_cli)
   # A library of its own: examples/ has no CUDA language enabled, so the program gets only
   # the objects and the link dependencies (cudart, cuBLAS).
   add_library(universeg_cli_cuda STATIC examples/cli/cuda_device.cu)
-  target_link_libraries(universeg_cli_cuda PRIVATE universeg_cuda)
+  target_link_libraries(universeg_cli_cuda PRIVATE universeg_cuda universeg::universeg)
   target_link_libraries(universeg_cli PRIVATE universeg_cli_cuda)
   target_compile_definitions(universeg_cli PRIVATE UNIVERSEG_CUDA=1)
 endif()

@@ -1,4 +1,4 @@
-// The one translation unit of a program that compiles stb_image (see universeg/io/image.hpp);
-// universeg_use_image_io() (UniverSegImageIO.cmake) adds it to every image-reading target.
+// The translation unit that compiles stb_image for universeg::io (see universeg/io/image.hpp
+// and UniverSegImageIO.cmake, which compiles it with -fwrapv).
 #define UNIVERSEG_STB_IMPLEMENTATION
 #include <universeg/io/image.hpp>

@@ -27,7 +27,7 @@ CudaCase golden_case(const std::string& name) {
     const Tensor si = load_npy(dir + "support_images.npy");
     CudaCase c;
     c.name = name;
-    c.net = cuda::describe(model);
+    c.net = model.network();
     c.query = load_npy(dir + "query.npy").data;
     c.images = si.data;
     c.labels = load_npy(dir + "support_labels.npy").data;
@@ -71,7 +71,7 @@ CudaCase random_case(const std::vector<std::pair<int64_t, int64_t>>& encoder, in
     CudaCase c;
     c.name = "random " + cfg.to_string() + " B=" + std::to_string(B) + " S=" + std::to_string(S) + " " +
              std::to_string(H) + "x" + std::to_string(W);
-    c.net = cuda::describe(model);
+    c.net = model.network();
     c.B = B;
     c.S = S;
     c.H = H;

@@ -12,7 +12,7 @@
 
 struct CudaCase {
     std::string name;
-    universeg::cuda::Net net;
+    universeg::Network net;
     std::vector<float> query, images, labels;
     std::vector<float> golden;  // the official model's logits (golden cases only)
     std::vector<float> cpu;     // universeg::Model::forward_reference<double>, the CPU reference

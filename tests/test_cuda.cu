@@ -171,7 +171,7 @@ TEST_CASE("CUDA without a device: errors name the failing call", "[.no-device]")
     CHECK(cuda::visible_devices() == 0);
     const CudaCase c = random_case({{8, 4}}, 1, 1, 4, 4, 1);
     CHECK_THROWS_WITH(cuda::CudaModel(c.net), Catch::Contains("cudaGetDeviceCount") || Catch::Contains("no CUDA device"));
-    CHECK_THROWS_WITH(cuda::CudaModel(cuda::Net{}), Catch::Contains("no encoder blocks"));  // checked before the device
+    CHECK_THROWS_WITH(cuda::CudaModel(Network{}), Catch::Contains("no encoder blocks"));  // checked before the device
 }
 
 int main(int argc, char** argv) {

@@ -35,7 +35,7 @@ struct HostBackend {
     int64_t gemms = 0, accesses = 0;
     int64_t im2col_x4 = 0, im2col_x1 = 0;  // images im2col'ed by the 4-pixel and the 1-pixel form
 
-    HostBackend(const cuda::Net& net, const Plan& p, const cuda::WeightLayout& l)
+    HostBackend(const Network& net, const Plan& p, const cuda::WeightLayout& l)
         : plan(p), layout(l), workspace(size_t(p.arena_bytes / 4), std::numeric_limits<float>::quiet_NaN()) {
         cuda::pack_weights(net, l, weights, weights_bf16);
         Eigen::setNbThreads(1);  // many small GEMMs: OpenMP's fork and join would cost more than they save
@@ -226,26 +226,10 @@ void check_gemm(const cuda::Gemm& g, int m, int n, int k, int batch) {
 }
 
 // A net with one block per entry of `encoder` (and the decoder it implies), zero weights.
-cuda::Net shaped_net(const std::vector<std::pair<int64_t, int64_t>>& encoder) {
-    auto conv = [](int64_t out, int64_t in, int64_t k) {
-        return cuda::ConvWeights{out, in, k, std::vector<float>(size_t(out * in * k * k)), std::vector<float>(size_t(out))};
-    };
-    auto block = [&](int64_t ti, int64_t si, int64_t f, int64_t g) {
-        return cuda::BlockWeights{ti, si, f, g, conv(f, ti + si, 3), conv(g, f, 3), conv(g, f, 3)};
-    };
-    cuda::Net net;
-    for (size_t k = 0; k < encoder.size(); ++k) {
-        const int64_t in = k == 0 ? 0 : encoder[k - 1].second;
-        net.encoder.push_back(block(k == 0 ? 1 : in, k == 0 ? 2 : in, encoder[k].first, encoder[k].second));
-    }
-    int64_t g = encoder.back().second;
-    for (int64_t k = int64_t(encoder.size()) - 2; k >= 0; --k) {
-        const int64_t in = g + encoder[size_t(k)].second;
-        net.decoder.push_back(block(in, in, encoder[size_t(k)].first, encoder[size_t(k)].second));
-        g = encoder[size_t(k)].second;
-    }
-    net.out = conv(1, g, 1);
-    return net;
+Network shaped_net(const std::vector<std::pair<int64_t, int64_t>>& encoder) {
+    std::vector<BlockFeatures> enc;
+    for (const auto& e : encoder) enc.push_back({e.first, e.second});
+    return Network::shaped(Config::from_encoder(enc));
 }
 
 const std::vector<std::pair<int64_t, int64_t>> kV1 = {{64, 64}, {64, 64}, {64, 64}, {64, 64}};
@@ -253,7 +237,7 @@ const std::vector<std::pair<int64_t, int64_t>> kV1 = {{64, 64}, {64, 64}, {64, 6
 }  // namespace
 
 TEST_CASE("CUDA plan, v1 at S=64, 128x128: block roles, chunks and GEMMs") {
-    const cuda::Net net = shaped_net(kV1);
+    const Network net = shaped_net(kV1);
     const Plan p = cuda::make_plan(net, {}, 1, 64, 128, 128);
     REQUIRE(p.encoder.size() == 4);
     REQUIRE(p.decoder.size() == 3);
@@ -370,12 +354,12 @@ TEST_CASE("CUDA plan, v1 at S=64, 128x128: buffer sizes and the workspace layout
 }
 
 TEST_CASE("CUDA plan: GEMM work is the exact algebra's, well under the official graph's") {
-    const cuda::Net net = shaped_net(kV1);
+    const Network net = shaped_net(kV1);
     const Plan p = cuda::make_plan(net, {}, 1, 64, 128, 128);
     // Per block: target path 2*9*hw*(f*ct + f*cs + g*f) once; per support 2*9*hw*(f*cs + g*f).
     double flops = 2.0 * 128 * 128 * 64;  // output conv
-    auto add = [&](const cuda::BlockWeights& b, double hw, bool supports) {
-        const double f = double(b.cross_features), g = double(b.conv_features);
+    auto add = [&](const CrossBlock& b, double hw, bool supports) {
+        const double f = double(b.features.cross), g = double(b.features.conv);
         flops += 2.0 * 9 * hw * (f * double(b.target_in) + f * double(b.support_in) + g * f);
         if (supports) flops += 64 * 2.0 * 9 * hw * (f * double(b.support_in) + g * f);
     };
@@ -386,7 +370,7 @@ TEST_CASE("CUDA plan: GEMM work is the exact algebra's, well under the official 
 }
 
 TEST_CASE("CUDA plan, custom config [[16,8],[24,16],32] at 48x80, S=3") {
-    const cuda::Net net = shaped_net({{16, 8}, {24, 16}, {32, 32}});
+    const Network net = shaped_net({{16, 8}, {24, 16}, {32, 32}});
     const Plan p = cuda::make_plan(net, {}, 1, 3, 48, 80);
     REQUIRE(p.encoder.size() == 3);
     REQUIRE(p.decoder.size() == 2);
@@ -430,7 +414,7 @@ TEST_CASE("CUDA plan: one- and two-level models") {
 }
 
 TEST_CASE("CUDA workspace: re-planned on a new shape, grown only when a plan needs more") {
-    const cuda::Net net = shaped_net(kV1);
+    const Network net = shaped_net(kV1);
     cuda::Workspace ws;
     const cuda::Options opt;
     const int64_t first = ws.prepare(net, opt, 1, 16, 128, 128);
@@ -480,7 +464,7 @@ TEST_CASE("CUDA workspace: re-planned on a new shape, grown only when a plan nee
 }
 
 TEST_CASE("CUDA plan: invalid shapes and sizes are errors naming the problem") {
-    const cuda::Net net = shaped_net(kV1);
+    const Network net = shaped_net(kV1);
     const cuda::Options opt;
     CHECK_THROWS_WITH(cuda::make_plan(net, opt, 1, 4, 100, 128), Catch::Contains("not a positive multiple of 8"));
     CHECK_THROWS_WITH(cuda::make_plan(net, opt, 1, 4, 0, 128), Catch::Contains("not a positive multiple of 8"));
@@ -506,26 +490,26 @@ TEST_CASE("CUDA plan: invalid shapes and sizes are errors naming the problem") {
 }
 
 TEST_CASE("CUDA model description: validation of hand-built nets") {
-    cuda::Net net = shaped_net(kV1);
-    CHECK_NOTHROW(cuda::validate(net));
-    cuda::Net no_dec = net;
+    Network net = shaped_net(kV1);
+    CHECK_NOTHROW(check_network(net));
+    Network no_dec = net;
     no_dec.decoder.pop_back();
-    CHECK_THROWS_WITH(cuda::validate(no_dec), Catch::Contains("need 3 decoder blocks"));
-    cuda::Net wrong_in = net;
+    CHECK_THROWS_WITH(check_network(no_dec), Catch::Contains("needs 4 and 3"));
+    Network wrong_in = net;
     wrong_in.decoder[1].target_in = 64;
-    CHECK_THROWS_WITH(cuda::validate(wrong_in), Catch::Contains("dec_blocks.1 takes (64, 128)"));
-    cuda::Net short_w = net;
+    CHECK_THROWS_WITH(check_network(wrong_in), Catch::Contains("dec_blocks.1: the block takes (64, 128)"));
+    Network short_w = net;
     short_w.encoder[2].support.weight.pop_back();
-    CHECK_THROWS_WITH(cuda::validate(short_w), Catch::Contains("enc_blocks.2.support holds"));
-    cuda::Net nan_w = net;
+    CHECK_THROWS_WITH(check_network(short_w), Catch::Contains("enc_blocks.2.support.vmapped.conv holds"));
+    Network nan_w = net;
     nan_w.out.bias[0] = std::numeric_limits<float>::quiet_NaN();
-    CHECK_THROWS_WITH(cuda::validate(nan_w), Catch::Contains("out_conv holds a non-finite value"));
-    CHECK_THROWS_WITH(cuda::make_plan(cuda::Net{}, {}, 1, 1, 8, 8), Catch::Contains("no encoder blocks"));
+    CHECK_THROWS_WITH(check_network(nan_w), Catch::Contains("out_conv.conv holds a non-finite value"));
+    CHECK_THROWS_WITH(cuda::make_plan(Network{}, {}, 1, 1, 8, 8), Catch::Contains("no encoder blocks"));
 }
 
 TEST_CASE("CUDA weight layout: the v1 checkpoint split and packed for the GEMMs") {
     const Model model = load_model(std::string(UNIVERSEG_TEST_DATA) + "/golden/v1_b2_s4_128/weights.pt");
-    const cuda::Net net = cuda::describe(model);
+    const Network& net = model.network();
     CHECK(net.parameter_count() == 1182785);
     const cuda::WeightLayout l = cuda::weight_layout(net, true);
     // Every slot 256-byte aligned; the cross conv split in its target and support halves.

@@ -7,7 +7,6 @@
 #include <universeg/io/image.hpp>
 #include <universeg/io/nifti.hpp>
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb/stb_image_write.h>
 
 #include "test_util.hpp"

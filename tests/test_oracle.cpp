@@ -52,26 +52,24 @@ Random random_case(const std::vector<BlockFeatures>& enc, int64_t B, int64_t S, 
 
 // Packed weights + workspace that a bounded call with groups of G supports may use.
 int64_t bounded_need(const Model& m, int64_t H, int64_t W, int64_t G, bool bf16 = false) {
-    auto state = engine::make_state();
     engine::Options opt;
     if (bf16) opt.precision = kernels::Precision::bf16;
-    const auto pk = state->packed(m, engine::table_for(opt), bf16, true);
-    return engine::packed_bytes(*pk) + engine::bounded_workspace_bytes(m, *pk, H, W, G);
+    const engine::Memory need = engine::memory(m, G, H, W, opt, G);
+    return need.packed_bytes + need.workspace_bytes;
 }
 
 // The bounded forward with a workspace of the test's own, to measure it.
 std::vector<float> bounded_forward(const Model& m, const float* q, const float* si, const float* sl, int64_t B, int64_t S,
                                    int64_t H, int64_t W, double mb, int64_t* workspace_bytes, int64_t* packed_bytes,
                                    bool bf16 = false) {
-    auto state = engine::make_state();
     engine::Workspace ws;
     engine::Options opt;
     opt.max_memory_mb = mb;
     if (bf16) opt.precision = kernels::Precision::bf16;
     std::vector<float> out(size_t(B * H * W));
-    engine::forward(m, *state, ws, q, si, sl, B, S, H, W, out.data(), opt);
+    engine::forward(m, ws, q, si, sl, B, S, H, W, out.data(), opt);
     *workspace_bytes = ws.bytes();
-    *packed_bytes = engine::packed_bytes(*state->packed(m, engine::table_for(opt), bf16, true));
+    *packed_bytes = engine::memory(m, S, H, W, opt).packed_bytes;
     return out;
 }
 

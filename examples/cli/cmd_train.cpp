@@ -320,7 +320,7 @@ int cmd_train(int argc, char** argv) {
         if (!sd.count("train.step"))
             throw Error(a.get("--resume") + ": not a training checkpoint (no train.step); to start from weights use finetune");
         st = universeg::train_state_from(sd);
-        if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
+        if (a.has("--config") && universeg::parse_config(a.get("--config"), "--config").encoder != st.config.encoder)
             throw Error("--config " + a.get("--config") + " differs from the checkpoint's " + st.config.to_string());
         if (a.has("--seed") && seed != st.seed)
             throw Error("--seed differs from the checkpoint's seed " + std::to_string(st.seed));
@@ -330,11 +330,11 @@ int cmd_train(int argc, char** argv) {
         std::printf("%s %s at step %lld\n", eval_only ? "evaluating" : "resumed", a.get("--resume").c_str(), (long long)st.step);
     } else if (a.has("--init")) {
         st = universeg::train_state_from(starting_weights(a.get("--init")), seed);
-        if (a.has("--config") && universeg::parse_config(a.get("--config")).encoder != st.config.encoder)
+        if (a.has("--config") && universeg::parse_config(a.get("--config"), "--config").encoder != st.config.encoder)
             throw Error("--config " + a.get("--config") + " differs from " + a.get("--init") + "'s " + st.config.to_string());
         std::printf("%s the weights in %s\n", eval_only ? "evaluating" : "starting from", a.get("--init").c_str());
     } else {
-        const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"));
+        const universeg::Config config = universeg::parse_config(a.get("--config", "[32,32,32,32]"), "--config");
         st = universeg::init_train_state(config, seed);
     }
     for (int64_t s : {size, final_size, mix_size})

@@ -15,14 +15,14 @@ void require_cuda() {}
 CudaRun cuda_forward(const universeg::Model& model, const std::string& precision, const float* query,
                      const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                      int64_t W, float* logits) {
-    return cuda_forward_net(universeg::cuda::describe(model), universeg::cuda::parse_precision(precision, "--precision"),
+    return cuda_forward_net(model.network(), universeg::cuda::parse_precision(precision, "--precision"),
                             query, support_images, support_labels, B, S, H, W, logits);
 }
 
 CudaRun cuda_bench(const universeg::Model& model, const std::string& precision, const float* query,
                    const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                    int64_t W, int64_t repeats) {
-    return cuda_bench_net(universeg::cuda::describe(model), universeg::cuda::parse_precision(precision, "--precision"),
+    return cuda_bench_net(model.network(), universeg::cuda::parse_precision(precision, "--precision"),
                           query, support_images, support_labels, B, S, H, W, repeats);
 }
 

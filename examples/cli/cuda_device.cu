@@ -29,7 +29,7 @@ universeg::cuda::Options options(universeg::cuda::Precision precision) {
 
 }  // namespace
 
-CudaRun cuda_forward_net(const universeg::cuda::Net& net, universeg::cuda::Precision precision, const float* query,
+CudaRun cuda_forward_net(const universeg::Network& net, universeg::cuda::Precision precision, const float* query,
                          const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                          int64_t W, float* logits) {
     universeg::cuda::CudaModel gpu(net, options(precision));
@@ -37,7 +37,7 @@ CudaRun cuda_forward_net(const universeg::cuda::Net& net, universeg::cuda::Preci
     return {universeg::cuda::device_name(gpu.device()), {}, double(gpu.device_bytes()) / 1048576.0};
 }
 
-CudaRun cuda_bench_net(const universeg::cuda::Net& net, universeg::cuda::Precision precision, const float* query,
+CudaRun cuda_bench_net(const universeg::Network& net, universeg::cuda::Precision precision, const float* query,
                        const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                        int64_t W, int64_t repeats) {
     const Stream stream;

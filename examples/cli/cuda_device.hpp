@@ -1,5 +1,5 @@
 // cuda_device.hpp - between cuda_device.cpp (host compiler, every build) and cuda_device.cu
-// (nvcc, -DUNIVERSEG_CUDA=ON builds): the CLI's CUDA calls on a cuda::Net, which, unlike
+// (nvcc, -DUNIVERSEG_CUDA=ON builds): the CLI's CUDA calls on a Network, which, unlike
 // universeg::Model, an nvcc translation unit can use without parsing Eigen.
 #pragma once
 
@@ -9,10 +9,10 @@
 
 namespace cli {
 
-CudaRun cuda_forward_net(const universeg::cuda::Net& net, universeg::cuda::Precision precision, const float* query,
+CudaRun cuda_forward_net(const universeg::Network& net, universeg::cuda::Precision precision, const float* query,
                          const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                          int64_t W, float* logits);
-CudaRun cuda_bench_net(const universeg::cuda::Net& net, universeg::cuda::Precision precision, const float* query,
+CudaRun cuda_bench_net(const universeg::Network& net, universeg::cuda::Precision precision, const float* query,
                        const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
                        int64_t W, int64_t repeats);
 

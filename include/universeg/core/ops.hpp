@@ -25,7 +25,7 @@
 // compiled for the includer's baseline (SSE2 in a portable build), the table for the CPU.
 #pragma once
 
-#include "../cpu/simd.hpp"
+#include "../cpu/kernels.hpp"
 
 #include <Eigen/Core>
 

@@ -60,6 +60,12 @@ struct Tensor {
 // Parameter name -> tensor, e.g. "enc_blocks.0.cross.cross_conv.weight".
 using StateDict = std::map<std::string, Tensor>;
 
+inline const Tensor& require_tensor(const StateDict& sd, const std::string& key) {
+    auto it = sd.find(key);
+    if (it == sd.end()) throw Error("state dict has no tensor '" + key + "'");
+    return it->second;
+}
+
 // IEEE binary16 <-> float32, exact for every half value; rounding to nearest even on the way back.
 inline float half_to_float(uint16_t h) {
     uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;

@@ -1,52 +1,48 @@
-// universeg/engine.hpp - the fast forward pass behind Model::forward.
+// universeg/cpu/engine.hpp - the CPU forward pass behind Model::forward: one schedule over one
+// memory plan.
 //
-//   model.forward(query, images, labels, B, S, H, W, logits);           // fp32, best kernels
-//   model.forward(query, images, labels, B, S, H, W, logits, engine::Options{Precision::bf16});
-//   engine::forward(model, state, ws, ...)   // the same with a State and Workspace of one's own
+//   model.forward(query, images, labels, B, S, H, W, logits);            // fp32, best kernels
+//   model.forward(..., logits, engine::Options{Precision::bf16});         // or a memory bound
+//   engine::Workspace ws;  engine::forward(model, ws, ..., logits, opt);  // per-call state of one's own
 //
-// Same function as Model::forward_reference, computed differently:
+// The same function as the reference forward (core/reference.hpp), computed differently; the
+// reasoning and the measurements behind each choice are in docs/engine.md.
 //
-// Exact algebra. The cross conv has no activation, so for every support i
-//   Z_i = conv(W, [T; V_i]) + b = (conv(W_T, T) + b) + conv(W_V, V_i) = ZT + conv(W_V, V_i):
-// ZT is computed once per query instead of S times, and the new target only needs
-//   mean_i Z_i = ZT + conv(W_V, mean_i V_i),
-// so the S-fold Z never feeds the target path and no S-fold concatenation is ever built. The
-// last block's support output is never used, so that block needs only the mean of its support
-// inputs, which is concat(up(mean of the previous block's outputs), mean of the level-0 skip):
-// the most expensive layer of the official graph (256 -> 64 channels, S times at full size)
-// becomes one convolution per query.
+// Exact algebra. The cross conv has no activation, so Z_i = conv(W, [T; V_i]) + b =
+// ZT + conv(W_V, V_i) with ZT = conv(W_T, T) + b computed once per query, and the new target
+// needs only mean_i Z_i = ZT + conv(W_V, mean_i V_i). The last block's support outputs are
+// never used, so that block needs only the mean of its support inputs.
 //
-// Memory. Supports run in chunks of a few images per layer (a fixed budget, not a fixed
-// count of threads), through a Workspace of named buffers that is reused across calls (the
-// model keeps a small pool of them, one per concurrent caller). Kept per support: the pooled
-// inputs of the next encoder block and the skips that a decoder block with a support output
-// reads; the level-0 skip is kept as its mean only. (Under Options::max_memory_mb, supports go
-// through the network in groups instead, recomputed where needed: see "The memory bound".)
-// The support convolution runs in bands of rows whose outputs are pooled and averaged while in
-// cache, so V' at full size is never stored; the first block's 2-channel cross conv and the decoder's upsample + concat are
-// computed per band too, so neither Z_0 nor a concatenated input reaches memory.
+// Schedule. Per query, block by block: the block's target path (three convolutions on one
+// image), then its support path, the supports in groups of G, each group's outputs added to
+// the block's means in support order. G is all the supports unless Options::max_memory_mb
+// asks for less; a group then recomputes its inputs to block j from the supports through
+// blocks 0 .. j-1, which costs time but not memory. Every image meets the same kernels and
+// every mean is summed in the same order whatever G and the thread count: the logits are
+// bit-identical.
 //
-// Layout: NHWC with a zero border and channels padded to 16 (kernels/simd.hpp), chosen so the
-// kernels vectorise over channels and never test bounds.
-//
-// Threads and determinism. Every parallel loop splits into work items fixed by the shapes
-// (images x tile groups, images x rows); each item computes its outputs alone, and sums over
-// supports run in support order inside an item. Results are bit-identical for any number of
-// threads. Concurrent calls each take their own workspace from a small pool.
+// Memory. make_plan() sizes every buffer of that schedule once, from the network, the image
+// size, G and the thread count, in one arena (a Workspace); the memory bound counts exactly
+// the plan and the packed weights. Layout: NHWC, a zero border, channels padded to 16
+// (cpu/simd.hpp), so the kernels vectorise over channels and never test bounds. The support
+// convolution runs in bands of rows whose outputs are pooled and averaged while in cache.
 #pragma once
 
-#include "kernels.hpp"
+#include "../core/api.hpp"
 #include "../core/model.hpp"
 #include "../core/ops.hpp"
+#include "kernels.hpp"
+#include "options.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <new>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -61,16 +57,6 @@ namespace universeg {
 namespace engine {
 
 using kernels::Geom;
-using kernels::Precision;
-
-struct Options {
-    Precision precision = Precision::fp32;
-    kernels::Isa isa = kernels::Isa::amx;  // highest instruction set to use (UNIVERSEG_ARCH caps it too)
-    bool winograd = true;                      // false: direct convolution everywhere (for comparisons)
-    // > 0: the packed weights and the workspace stay under this many MiB; supports then run
-    // in groups (bit-identical logits, more time: see "The memory bound" below).
-    double max_memory_mb = 0;
-};
 
 // Uninitialised floats (the engine writes everything it reads). Buffers of 4 MB and more ask
 // Linux for transparent huge pages: first-touch page faults cost tens of microseconds per
@@ -118,15 +104,41 @@ private:
     int64_t n_ = 0;
 };
 
-// Named buffers that grow to the largest size asked for and are never shrunk.
-struct Workspace {
-    std::map<std::string, Buffer> buffers;
 
-    float* get(const std::string& name, int64_t floats) { return buffers[name].reserve(floats); }
-    int64_t bytes() const {
-        int64_t n = 0;
-        for (const auto& b : buffers) n += b.second.size() * int64_t(sizeof(float));
-        return n;
+// A buffer of the plan: floats at an offset of the arena.
+struct Slot {
+    int64_t offset = 0, floats = 0;
+};
+
+// Every buffer of one forward pass (see make_plan), in one arena.
+struct Plan {
+    int64_t G = 0, threads = 1;  // supports per group; threads the per-thread scratch is for
+    std::vector<Geom> geoms;     // per level, the full size first
+    // The target path and the means over supports (one image each), kept across a query's pass.
+    Slot t_in, mean_v0, zm, t_pool, t_cat, mean_v_dec, prev_mean, t_dec[2];
+    std::vector<Slot> t_enc, mean_v, skip_mean;  // per encoder level
+    std::vector<Slot> zt;                        // per block: encoder blocks, then decoder blocks
+    // The current group of supports: its inputs, its outputs for the next block (two, as one
+    // block reads while the next writes), its skips.
+    Slot g_v, g_pin[2], g_prev[2];
+    std::vector<Slot> g_skip;  // per encoder level
+    // The support path's chunk of cross-conv outputs, and per-thread scratch.
+    Slot chunk_z, band, zband, concat_band, pool_row, scratch;
+    int64_t floats = 0;  // the arena
+
+    // What the arena holds (a huge-page allocation's rounding is never touched, so it costs no memory).
+    int64_t bytes() const { return floats * int64_t(sizeof(float)); }
+};
+
+// The arena of one call, laid out by its plan.
+struct Arena {
+    const Plan& plan;
+    float* base;
+
+    // `floats` of slot s; the plan sized s for every request of the schedule.
+    float* get(const Slot& s, int64_t floats) const {
+        if (floats > s.floats) throw std::logic_error("universeg engine: a buffer outgrew its plan");
+        return base + s.offset;
     }
 };
 
@@ -141,10 +153,9 @@ struct Images {
     uint16_t* at16(int64_t i) const { return reinterpret_cast<uint16_t*>(at(i)); }
 };
 
-inline Images images(Workspace& ws, const std::string& name, Geom g, int64_t c, int64_t n, int64_t cp = 0,
-                     bool bf16 = false) {
+inline Images images(const Arena& ar, const Slot& s, Geom g, int64_t c, int64_t n, int64_t cp = 0, bool bf16 = false) {
     Images im{nullptr, g, c, cp ? cp : kernels::channel_stride(c), n, bf16};
-    im.p = ws.get(name, n * im.floats());
+    im.p = ar.get(s, n * im.floats());
     return im;
 }
 
@@ -257,6 +268,13 @@ void parallel_for(int64_t n, const F& f) {
     for (int64_t i = 0; i < n; ++i) f(i, thread_id());
 }
 
+// Whether encoder level k's per-support skips are stored in bf16: as their reader, the decoder
+// block at that level, takes them (support16).
+inline bool skip_bf16(const Packed& pk, int64_t L, int64_t k) {
+    const int64_t d = L - 2 - k;
+    return d >= 0 && d < int64_t(pk.dec.size()) && support16(pk, pk.dec[size_t(d)]);
+}
+
 // Zeroes the border and the padding rows/columns of every image (the kernels read them).
 inline void clear_borders(const Images& im) {
     const Geom& g = im.g;
@@ -285,7 +303,7 @@ struct Sinks {
 // The engine's per-call context: kernels, packed weights, buffers, scratch.
 struct Run {
     const Packed& pk;
-    Workspace& ws;
+    Arena& ar;
     int64_t S;                 // supports in this call's group (all of them but under a memory bound)
     int64_t s0 = 0, total = 0;  // the group's first support; all supports (means divide by this)
 
@@ -301,7 +319,7 @@ struct Run {
         if (pc.winograd) {
             const int64_t tiles = in.g.tiles(), group = t.tile_group, groups = (tiles + group - 1) / group;
             const int64_t scratch_floats = kernels::winograd_scratch_floats(group, in.cp, out.cp);
-            float* scratch = ws.get("scratch", scratch_floats * max_threads());
+            float* scratch = ar.get(ar.plan.scratch, scratch_floats * ar.plan.threads);
             auto fn = low && !pc.w16.empty() ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
             if (in.bf16 || out.bf16) fn = t.conv3x3_winograd_bf16;  // pack_block made sure the weights exist
             parallel_for(in.n * groups, [&](int64_t item, int thread) {
@@ -350,17 +368,17 @@ struct Run {
         const int64_t band_floats = bh * g.wp * cp, zband_floats = (bh + 2) * g.wp * z.cp / (z.bf16 ? 2 : 1);
         const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, z.cp, cp);
         const bool direct_store = sinks.store.p && !sinks.store.bf16;  // the kernel writes V' into the store
-        float* band_buf = direct_store ? nullptr : ws.get("band", band_floats * max_threads());
+        float* band_buf = direct_store ? nullptr : ar.get(ar.plan.band, band_floats * ar.plan.threads);
         const int64_t pool_floats = sinks.pooled.g.w * cp;
-        float* pool_buf = sinks.pooled.bf16 ? ws.get("pool_row", pool_floats * max_threads()) : nullptr;
-        float* zband_buf = cross ? ws.get("zband", zband_floats * max_threads()) : nullptr;
-        if (cross) std::fill(zband_buf, zband_buf + zband_floats * max_threads(), 0.0f);  // border columns stay 0
+        float* pool_buf = sinks.pooled.bf16 ? ar.get(ar.plan.pool_row, pool_floats * ar.plan.threads) : nullptr;
+        float* zband_buf = cross ? ar.get(ar.plan.zband, zband_floats * ar.plan.threads) : nullptr;
+        if (cross) std::fill(zband_buf, zband_buf + zband_floats * ar.plan.threads, 0.0f);  // border columns stay 0
         kernels::ConvArgs cbase;
         if (cross) {
             cbase = conv_args(*cross, v->cp, z.cp, g);
             cbase.addend = zt->p;
         }
-        float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
+        float* scratch = pc.winograd ? ar.get(ar.plan.scratch, scratch_floats * ar.plan.threads) : nullptr;
         auto fn = (low && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
         kernels::ConvArgs base = conv_args(pc, z.cp, cp, g);
         base.bias = pc.bias.data();
@@ -436,9 +454,9 @@ struct Run {
 
     // sum (one image) += each of `src`'s images in order; `first` starts the sum at zero.
     void accumulate(const Images& sum, const Images& src, bool first) {
-        const int64_t total = src.floats(), block = 4096, items = (total + block - 1) / block;
+        const int64_t n = src.floats(), block = 4096, items = (n + block - 1) / block;
         parallel_for(items, [&](int64_t item, int) {
-            const int64_t j0 = item * block, j1 = std::min(total, j0 + block);
+            const int64_t j0 = item * block, j1 = std::min(n, j0 + block);
             float* d = sum.p;
             if (first) std::fill(d + j0, d + j1, 0.0f);
             for (int64_t i = 0; i < src.n; ++i) {
@@ -465,13 +483,13 @@ struct Run {
         const int64_t cp = src.cp;
         parallel_for(src.n * dst.g.h, [&](int64_t item, int) {
             const int64_t i = item / dst.g.h, y = item % dst.g.h;
-            const float* s0 = src.at(i) + ((2 * y + 1) * src.g.wp + 1) * cp;
-            const float* s1 = s0 + src.g.wp * cp;
+            const float* r0 = src.at(i) + ((2 * y + 1) * src.g.wp + 1) * cp;
+            const float* r1 = r0 + src.g.wp * cp;
             float* d = dst.at(i) + ((y + 1) * dst.g.wp + 1) * cp;
             for (int64_t x = 0; x < dst.g.w; ++x)
                 for (int64_t c = 0; c < cp; ++c) {
                     const int64_t a = 2 * x * cp + c, b = a + cp;
-                    d[x * cp + c] = std::max(std::max(s0[a], s0[b]), std::max(s1[a], s1[b]));
+                    d[x * cp + c] = std::max(std::max(r0[a], r0[b]), std::max(r1[a], r1[b]));
                 }
         });
     }
@@ -531,9 +549,9 @@ struct Run {
         const int64_t in_cp = kernels::channel_stride(low.c + skip.c), bands = (g.h + 3) / 4, ntx = (g.w + 3) / 4;
         const int64_t band_floats = 6 * g.wp * in_cp;
         const int64_t scratch_floats = kernels::winograd_scratch_floats(t.tile_group, in_cp, z.cp);
-        float* band_buf = ws.get("concat_band", band_floats * max_threads());
-        std::fill(band_buf, band_buf + band_floats * max_threads(), 0.0f);  // border columns stay 0
-        float* scratch = pc.winograd ? ws.get("scratch", scratch_floats * max_threads()) : nullptr;
+        float* band_buf = ar.get(ar.plan.concat_band, band_floats * ar.plan.threads);
+        std::fill(band_buf, band_buf + band_floats * ar.plan.threads, 0.0f);  // border columns stay 0
+        float* scratch = pc.winograd ? ar.get(ar.plan.scratch, scratch_floats * ar.plan.threads) : nullptr;
         auto fn = (low_prec && !pc.w16.empty()) || z.bf16 ? t.conv3x3_winograd_bf16 : t.conv3x3_winograd;
         const std::vector<kernels::UpTap> xs = x_taps(g.w, low.g.w);
         clear_borders(z);
@@ -575,7 +593,6 @@ inline int64_t chunk_supports(const PackedBlock& pb, Geom g, int64_t f, int64_t 
 // skip[i]) built per chunk; the outputs go to the sinks.
 inline void block_supports(Run& r, const PackedBlock& pb, const Images& zt, const Images* stored, const Images* low,
                            const Images* skip, const Sinks& sinks) {
-    Workspace& ws = r.ws;
     const Geom g = zt.g;
     const int64_t f = pb.cross_v.cout, chunk = chunk_supports(pb, g, f, r.S);
     const bool z16 = support16(r.pk, pb);
@@ -592,7 +609,7 @@ inline void block_supports(Run& r, const PackedBlock& pb, const Images& zt, cons
             r.support_conv(pb.support, z, sinks, i0, r.pk.bf16, &pb.cross_v, &in, &zt);
             continue;
         }
-        z = images(ws, "chunk_z", g, f, n, 0, z16);
+        z = images(r.ar, r.ar.plan.chunk_z, g, f, n, 0, z16);
         if (stored) r.conv(pb.cross_v, in, z, &zt, 0, false, r.pk.bf16);
         else r.cross_conv_concat(pb.cross_v, *low, *skip, i0, z, zt, r.pk.bf16);
         r.support_conv(pb.support, z, sinks, i0, r.pk.bf16);
@@ -602,54 +619,117 @@ inline void block_supports(Run& r, const PackedBlock& pb, const Images& zt, cons
             if (im->p) r.divide(*im, float(r.total));
 }
 
-// One CrossBlock. T: the target (one image); mean_v: mean of the support inputs; tout: new target.
-// Per-support inputs as in block_supports; with no sinks the support path is skipped.
-inline void cross_block(Run& r, const PackedBlock& pb, const Images& T, const Images& mean_v, const Images& tout,
-                        const Images* stored, const Images* low, const Images* skip, const Sinks& sinks) {
-    const int64_t f = pb.cross_v.cout;
-    const Images zt = images(r.ws, "zt", T.g, f, 1), zm = images(r.ws, "zm", T.g, f, 1);
-    r.conv(pb.cross_t, T, zt, nullptr, 0, false, r.pk.bf16);
-    r.conv(pb.cross_v, mean_v, zm, &zt, 0, false, r.pk.bf16);
-    r.conv(pb.target, zm, tout, nullptr, 0, true, r.pk.bf16);
-    if (!sinks.store.p && !sinks.mean.p && !sinks.pooled.p && !sinks.pooled_mean.p) return;
-    block_supports(r, pb, zt, stored, low, skip, sinks);
+// ---- the plan ----
+
+// Sizes every buffer the schedule below takes for a network packed as `pk`, images of H x W and
+// groups of G supports: each slot as large as its largest use. The one count of the engine's
+// memory: forward() allocates it, the memory bound checks it.
+inline Plan make_plan(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t G) {
+    const Config& cfg = m.config();
+    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size());
+    Plan p;
+    p.G = G;
+    p.threads = max_threads();
+    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) p.geoms.push_back(kernels::geom(h, w));
+    p.t_enc.resize(size_t(L)), p.mean_v.resize(size_t(L)), p.skip_mean.resize(size_t(L)), p.g_skip.resize(size_t(L));
+    p.zt.resize(size_t(L + D));
+    auto floats = [](Slot& s, int64_t n) { s.floats = std::max(s.floats, n); };
+    auto ask = [&](Slot& s, const Geom& g, int64_t c, int64_t n, int64_t cp = 0, bool bf16 = false) {
+        floats(s, n * g.pixels() * (cp ? cp : kernels::channel_stride(c)) / (bf16 ? 2 : 1));
+    };
+    int64_t max_cp = kernels::channel_stride(cfg.support_in);
+    auto support_path = [&](const PackedBlock& pb, const Geom& g, int64_t f, int64_t c, int64_t cin, bool concat) {
+        max_cp = std::max({max_cp, kernels::channel_stride(f), kernels::channel_stride(c), kernels::channel_stride(cin)});
+        if (!pb.first) ask(p.chunk_z, g, f, chunk_supports(pb, g, f, G), 0, support16(pk, pb));
+        const int64_t bh = pb.first ? 8 : 4;
+        floats(p.band, bh * g.wp * kernels::channel_stride(c) * p.threads);
+        if (pb.first) floats(p.zband, (bh + 2) * g.wp * kernels::channel_stride(f) * p.threads);
+        if (concat) floats(p.concat_band, 6 * g.wp * kernels::channel_stride(cin) * p.threads);
+    };
+    ask(p.t_in, p.geoms[0], 1, 1, 1);
+    ask(p.mean_v0, p.geoms[0], 2, 1, 2);
+    ask(p.g_v, p.geoms[0], 2, G, 2);
+    for (int64_t k = 0; k < L; ++k) {
+        const CrossBlock& blk = m.encoder()[size_t(k)];
+        const int64_t f = blk.features.cross, c = blk.features.conv;
+        const Geom& gk = p.geoms[size_t(k)];
+        ask(p.t_enc[size_t(k)], gk, c, 1);
+        ask(p.zt[size_t(k)], gk, f, 1);
+        ask(p.zm, gk, f, 1);
+        if (k > 0) ask(p.t_pool, gk, m.encoder()[size_t(k - 1)].features.conv, 1);
+        if (k + 1 < L) {
+            const Geom& next = p.geoms[size_t(k + 1)];
+            ask(p.mean_v[size_t(k + 1)], next, c, 1);
+            ask(p.skip_mean[size_t(k)], gk, c, 1);
+            const bool pin16 = support16(pk, pk.enc[size_t(k + 1)]);
+            ask(p.g_pin[(k + 1) % 2], next, c, G, 0, pin16);
+            if (pin16) floats(p.pool_row, next.w * kernels::channel_stride(c) * p.threads);
+            if (k > 0) ask(p.g_skip[size_t(k)], gk, c, G, 0, skip_bf16(pk, L, k));
+        } else if (D >= 1) {
+            ask(p.prev_mean, gk, c, 1);
+            if (D >= 2) ask(p.g_prev[0], gk, c, G, 0, support16(pk, pk.dec[0]));
+        }
+        if (k + 1 < L || D >= 1) support_path(pk.enc[size_t(k)], gk, f, c, blk.support_in, false);
+    }
+    for (int64_t d = 0; d < D; ++d) {
+        const CrossBlock& blk = m.decoder()[size_t(d)];
+        const int64_t f = blk.features.cross, c = blk.features.conv, cin = blk.support_in;
+        const Geom& gl = p.geoms[size_t(L - 2 - d)];
+        ask(p.t_cat, gl, blk.target_in, 1);
+        ask(p.mean_v_dec, gl, cin, 1);
+        ask(p.zt[size_t(L + d)], gl, f, 1);
+        ask(p.zm, gl, f, 1);
+        ask(p.t_dec[d % 2], gl, c, 1);
+        max_cp = std::max(max_cp, kernels::channel_stride(blk.target_in));
+        if (d + 1 < D) {
+            ask(p.prev_mean, gl, c, 1);
+            if (d + 2 < D) ask(p.g_prev[(d + 1) % 2], gl, c, G, 0, support16(pk, pk.dec[size_t(d + 1)]));
+            support_path(pk.dec[size_t(d)], gl, f, c, cin, true);
+        }
+    }
+    floats(p.scratch, kernels::winograd_scratch_floats(pk.table->tile_group, max_cp, max_cp) * p.threads);
+    // Offsets: every slot on a 64-byte boundary.
+    std::vector<Slot*> all{&p.t_in, &p.mean_v0, &p.zm, &p.t_pool, &p.t_cat, &p.mean_v_dec, &p.prev_mean, &p.t_dec[0],
+                           &p.t_dec[1], &p.g_v, &p.g_pin[0], &p.g_pin[1], &p.g_prev[0], &p.g_prev[1], &p.chunk_z, &p.band,
+                           &p.zband, &p.concat_band, &p.pool_row, &p.scratch};
+    for (auto* v : {&p.t_enc, &p.mean_v, &p.skip_mean, &p.zt, &p.g_skip})
+        for (Slot& s : *v) all.push_back(&s);
+    for (Slot* s : all) {
+        s->offset = p.floats;
+        p.floats += kernels::round_up(s->floats, 16);
+    }
+    return p;
 }
 
-// The kernels and packed weights a call uses, shared by all copies of a Model.
-class State {
-public:
-    std::shared_ptr<const Packed> packed(const Model& m, const kernels::Table& t, bool bf16, bool winograd) {
-        std::lock_guard<std::mutex> lock(mu_);
-        std::shared_ptr<const Packed>& p = packed_[{t.isa, int(bf16) + 2 * int(winograd)}];
-        if (!p) {
-            auto q = std::make_shared<Packed>();
-            q->table = &t;
-            q->bf16 = bf16;
-            for (size_t k = 0; k < m.encoder().size(); ++k) q->enc.push_back(pack_block(t, bf16, winograd, m.encoder()[k], k == 0));
-            for (const CrossBlock& b : m.decoder()) q->dec.push_back(pack_block(t, bf16, winograd, b, false));
-            p = q;
-        }
-        return p;
-    }
-    std::unique_ptr<Workspace> take() {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (free_.empty()) return std::make_unique<Workspace>();
-        std::unique_ptr<Workspace> w = std::move(free_.back());
-        free_.pop_back();
-        return w;
-    }
-    void give(std::unique_ptr<Workspace> w) {
-        std::lock_guard<std::mutex> lock(mu_);
-        free_.push_back(std::move(w));
-    }
+inline int64_t packed_bytes(const Packed& pk) {
+    int64_t n = 0;
+    for (const auto* blocks : {&pk.enc, &pk.dec})
+        for (const PackedBlock& b : *blocks)
+            for (const PackedConv* c : {&b.cross_t, &b.cross_v, &b.target, &b.support})
+                n += int64_t((c->w.size() + c->bias.size()) * sizeof(float) + c->w16.size() * sizeof(uint16_t));
+    return n;
+}
 
-private:
-    std::mutex mu_;
-    std::map<std::pair<int, int>, std::shared_ptr<const Packed>> packed_;
-    std::vector<std::unique_ptr<Workspace>> free_;
-};
-
-inline std::shared_ptr<State> make_state() { return std::make_shared<State>(); }
+// Supports per group under a bound of max_memory_mb (at most S): the largest G whose plan and
+// packed weights fit. Error if one support at a time does not.
+inline int64_t support_group(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t S, double max_memory_mb) {
+    const double bound = max_memory_mb * double(1 << 20);
+    auto need = [&](int64_t G) { return double(packed_bytes(pk) + make_plan(m, pk, H, W, G).bytes()); };
+    if (need(1) > bound) {
+        char msg[200];
+        std::snprintf(msg, sizeof msg, "a memory bound of %.1f MB is below the %.1f MB that this model needs at %lldx%lld "
+                      "(packed weights and one support at a time)", max_memory_mb, need(1) / double(1 << 20),
+                      (long long)H, (long long)W);
+        throw Error(msg);
+    }
+    int64_t lo = 1, hi = S;  // need(lo) fits; find the largest G that does
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (need(mid) <= bound) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
 
 // The kernel table a call with these options uses; throws Error when bf16 is asked for on a
 // CPU or build without AVX512_BF16 (no silent fallback: the caller asked for a speed/accuracy
@@ -699,352 +779,265 @@ inline void output_conv(const Conv& oc, const Images& T, float* out) {
         }
 }
 
-inline void forward_bounded(const Model& m, State& state, Workspace& ws, const float* query,
-                            const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
-                            int64_t W, float* logits, const Options& opt);
+// ---- the schedule ----
 
-// Whether encoder level k's per-support skips are stored in bf16: as their reader, the decoder
-// block at that level, takes them (support16).
-inline bool skip_bf16(const Packed& pk, int64_t L, int64_t k) {
-    const int64_t d = L - 2 - k;
-    return d >= 0 && d < int64_t(pk.dec.size()) && support16(pk, pk.dec[size_t(d)]);
-}
+// One query's pass through the network, block by block (see the top of this file).
+struct QueryPass {
+    const Model& m;
+    const Packed& pk;
+    Arena& ar;
+    const float* images;  // the query's S supports, (S, H, W) each
+    const float* labels;
+    int64_t S, L, D, HW;
+    // Kept across the blocks: the blocks' target outputs, their ZT, the support means.
+    std::vector<Images> t_out, zt, mean_in, skip_mean;
+    Images prev_mean;
+    // The current group's state: its inputs to the next encoder block, its per-support skips,
+    // its outputs of the previous block (the decoder's inputs).
+    Images group_in, group_prev;
+    std::vector<Images> group_skip;
 
-// logits (B,1,H,W); inputs as in Model::forward, already checked. With opt.max_memory_mb, the
-// bounded forward below.
-inline void forward(const Model& m, State& state, Workspace& ws, const float* query, const float* support_images,
-                    const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
-                    const Options& opt) {
-    if (opt.max_memory_mb > 0)
-        return forward_bounded(m, state, ws, query, support_images, support_labels, B, S, H, W, logits, opt);
-    const kernels::Table& table = table_for(opt);
-    const std::shared_ptr<const Packed> pk = state.packed(m, table, opt.precision == Precision::bf16, opt.winograd);
-    const Config& cfg = m.config();
-    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size());
-    Run r{*pk, ws, S, 0, S};
-    std::vector<Geom> geoms;
-    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
+    QueryPass(const Model& model, const Packed& packed, Arena& arena, const float* support_images,
+              const float* support_labels, int64_t supports)
+        : m(model), pk(packed), ar(arena), images(support_images), labels(support_labels), S(supports),
+          L(model.config().levels()), D(int64_t(model.config().decoder.size())),
+          HW(arena.plan.geoms[0].h * arena.plan.geoms[0].w), t_out(size_t(L + D)), zt(size_t(L + D)),
+          mean_in(size_t(L)), skip_mean(size_t(L)), group_skip(size_t(L)) {}
 
-    for (int64_t b = 0; b < B; ++b) {
-        const int64_t HW = H * W;
-        // Inputs in the kernels' layout: target (1 channel), supports (image, label).
-        Images T = images(ws, "t_in", geoms[0], 1, 1, 1), V = images(ws, "v_in", geoms[0], 2, S, 2);
-        load_target(T, query + b * HW);
-        load_supports(V, support_images + b * S * HW, support_labels + b * S * HW);
-        Images mean_v = images(ws, "mean_v0", geoms[0], 2, 1, 2);
-        r.mean(mean_v, V);
+    const Plan& plan() const { return ar.plan; }
 
-        // Kept for the decoder: target skips (levels 0 .. L-2), per-support skips (levels
-        // 1 .. L-2) and the means of all skips; the previous block's outputs and their mean.
-        std::vector<Images> t_skip, v_skip(static_cast<size_t>(L)), skip_mean(static_cast<size_t>(L));
-        Images prev, prev_mean;
-        for (int64_t k = 0; k < L; ++k) {
-            const CrossBlock& blk = m.encoder()[size_t(k)];
-            const int64_t g = blk.features.conv;
-            const Geom& gk = geoms[size_t(k)];
-            const std::string n = std::to_string(k);
-            const Images tout = images(ws, "t_enc" + n, gk, g, 1);
-            Sinks sinks;
-            if (k + 1 < L) {
-                const Geom& next = geoms[size_t(k + 1)];
-                sinks.pooled = images(ws, "pin" + std::to_string((k + 1) % 2), next, g, S, 0, support16(*pk, pk->enc[size_t(k + 1)]));
-                sinks.pooled_mean = images(ws, "mean_v" + std::to_string(k + 1), next, g, 1);
-                skip_mean[size_t(k)] = sinks.mean = images(ws, "skip_mean" + n, gk, g, 1);
-                if (k > 0) v_skip[size_t(k)] = sinks.store = images(ws, "skip" + n, gk, g, S, 0, skip_bf16(*pk, L, k));
-            } else if (D >= 1) {
-                prev_mean = sinks.mean = images(ws, "prev_mean", gk, g, 1);
-                if (D >= 2) prev = sinks.store = images(ws, "enc_last", gk, g, S, 0, support16(*pk, pk->dec[0]));
-            }
-            cross_block(r, pk->enc[size_t(k)], T, mean_v, tout, &V, nullptr, nullptr, sinks);
-            if (k + 1 == L) {
-                T = tout;
-                break;
-            }
-            t_skip.push_back(tout);
-            T = images(ws, "t_pool", geoms[size_t(k + 1)], g, 1);
-            r.maxpool(T, tout);
-            V = sinks.pooled;
-            mean_v = sinks.pooled_mean;
-        }
-        for (int64_t d = 0; d < D; ++d) {
-            const int64_t level = L - 2 - d;
-            const Geom& gl = geoms[size_t(level)];
-            const CrossBlock& blk = m.decoder()[size_t(d)];
-            const Images& tsk = t_skip[size_t(level)];
-            const Images tin = images(ws, "t_cat", gl, T.c + tsk.c, 1);
-            r.up_concat(tin, T, tsk);
-            // mean_i concat(up(prev_i), skip_i) = concat(up(mean_i prev_i), mean_i skip_i): up is linear.
-            const Images mv = images(ws, "mean_v_dec", gl, blk.support_in, 1);
-            r.up_concat(mv, prev_mean, skip_mean[size_t(level)]);
-            const bool last = d + 1 == D;
-            Sinks sinks;
-            if (!last) {
-                prev_mean = sinks.mean = images(ws, "prev_mean", gl, blk.features.conv, 1);
-                if (d + 2 < D)  // pins are free now
-                    sinks.store = images(ws, "pin" + std::to_string(d % 2), gl, blk.features.conv, S, 0,
-                                         support16(*pk, pk->dec[size_t(d + 1)]));
-            }
-            const Images tout = images(ws, "t_dec" + std::to_string(d % 2), gl, blk.features.conv, 1);
-            cross_block(r, pk->dec[size_t(d)], tin, mv, tout, nullptr, last ? nullptr : &prev,
-                        last ? nullptr : &v_skip[size_t(level)], sinks);
-            if (sinks.store.p) prev = sinks.store;
-            T = tout;
-        }
-        output_conv(m.out_conv(), T, logits + b * HW);
+    void load_group(int64_t s0, int64_t n) {
+        group_in = engine::images(ar, plan().g_v, plan().geoms[0], 2, n, 2);
+        load_supports(group_in, images + s0 * HW, labels + s0 * HW);
     }
-}
 
-// ---- The memory bound (Options::max_memory_mb) ----
-//
-// The forward above keeps every support's features from one block to the next (about 3 MB per
-// support for v1 at 128x128: 200 MB at S=64). Under a bound, supports go through each block in
-// groups of G instead, G as large as the bound allows. A block's target needs the mean over all
-// supports of the previous block's outputs, so the blocks run one at a time: a pass per block,
-// its target first, then its support path group by group, adding to the block's means. A
-// group's inputs to block j are its outputs of block j-1 when one group holds every support;
-// otherwise they are recomputed from the inputs through blocks 0..j-1 (the target halves of
-// those blocks' cross convs, ZT, are kept for this). Every image meets the same kernels as in
-// the forward above and every mean is summed in support order, so the logits are bit-identical;
-// the recomputation costs time (about 3x the unbounded forward for v1 at 128x128).
-//
-// Counted against the bound: the packed weights and the workspace, whose largest size follows
-// from the shapes (bounded_workspace_bytes mirrors forward_bounded's buffers). Not counted: the
-// Model's own weights, the caller's arrays, the program. A bounded call uses a workspace of its
-// own, freed when it returns, so nothing an earlier call left behind counts against it.
-
-inline int64_t packed_bytes(const Packed& pk) {
-    int64_t n = 0;
-    for (const auto* blocks : {&pk.enc, &pk.dec})
-        for (const PackedBlock& b : *blocks)
-            for (const PackedConv* c : {&b.cross_t, &b.cross_v, &b.target, &b.support})
-                n += int64_t((c->w.size() + c->bias.size()) * sizeof(float) + c->w16.size() * sizeof(uint16_t));
-    return n;
-}
-
-// The largest size forward_bounded's workspace reaches with groups of G supports: every buffer
-// it asks for at its largest, as Buffer allocates it.
-inline int64_t bounded_workspace_bytes(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t G) {
-    const Config& cfg = m.config();
-    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size()), threads = max_threads();
-    std::vector<Geom> geoms;
-    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
-    std::map<std::string, int64_t> need;  // floats per buffer name
-    auto floats = [&](const std::string& name, int64_t n) { need[name] = std::max(need[name], n); };
-    auto ask = [&](const std::string& name, const Geom& g, int64_t c, int64_t n, int64_t cp = 0, bool bf16 = false) {
-        floats(name, n * g.pixels() * (cp ? cp : kernels::channel_stride(c)) / (bf16 ? 2 : 1));
-    };
-    int64_t max_cp = kernels::channel_stride(cfg.support_in);
-    auto support_path = [&](const PackedBlock& pb, const Geom& g, int64_t f, int64_t c, int64_t cin, bool concat) {
-        max_cp = std::max({max_cp, kernels::channel_stride(f), kernels::channel_stride(c), kernels::channel_stride(cin)});
-        if (!pb.first) ask("chunk_z", g, f, chunk_supports(pb, g, f, G));
-        const int64_t bh = pb.first ? 8 : 4;
-        floats("band", bh * g.wp * kernels::channel_stride(c) * threads);
-        if (pb.first) floats("zband", (bh + 2) * g.wp * kernels::channel_stride(f) * threads);
-        if (concat) floats("concat_band", 6 * g.wp * kernels::channel_stride(cin) * threads);
-    };
-    ask("t_in", geoms[0], 1, 1, 1);
-    ask("mean_v0", geoms[0], 2, 1, 2);
-    ask("g_v", geoms[0], 2, G, 2);
-    for (int64_t k = 0; k < L; ++k) {
-        const CrossBlock& blk = m.encoder()[size_t(k)];
-        const int64_t f = blk.features.cross, c = blk.features.conv;
-        const Geom& gk = geoms[size_t(k)];
-        const std::string n = std::to_string(k);
-        ask("t_enc" + n, gk, c, 1);
-        ask("zt" + n, gk, f, 1);
-        ask("zm", gk, f, 1);
-        if (k > 0) ask("t_pool", gk, m.encoder()[size_t(k - 1)].features.conv, 1);
-        if (k + 1 < L) {
-            ask("mean_v" + std::to_string(k + 1), geoms[size_t(k + 1)], c, 1);
-            ask("skip_mean" + n, gk, c, 1);
-            const bool pin16 = support16(pk, pk.enc[size_t(k + 1)]);
-            ask("g_pin" + std::to_string((k + 1) % 2), geoms[size_t(k + 1)], c, G, 0, pin16);
-            if (pin16) floats("pool_row", geoms[size_t(k + 1)].w * kernels::channel_stride(c) * threads);
-            if (k > 0) ask("g_skip" + n, gk, c, G, 0, skip_bf16(pk, L, k));
-        } else if (D >= 1) {
-            ask("prev_mean", gk, c, 1);
-            if (D >= 2) ask("g_prev0", gk, c, G, 0, support16(pk, pk.dec[0]));
-        }
-        if (k + 1 < L || D >= 1) support_path(pk.enc[size_t(k)], gk, f, c, blk.support_in, false);
-    }
-    for (int64_t d = 0; d < D; ++d) {
-        const CrossBlock& blk = m.decoder()[size_t(d)];
-        const int64_t f = blk.features.cross, c = blk.features.conv, cin = blk.support_in;
-        const Geom& gl = geoms[size_t(L - 2 - d)];
-        ask("t_cat", gl, blk.target_in, 1);
-        ask("mean_v_dec", gl, cin, 1);
-        ask("zt" + std::to_string(L + d), gl, f, 1);
-        ask("zm", gl, f, 1);
-        ask("t_dec" + std::to_string(d % 2), gl, c, 1);
-        max_cp = std::max(max_cp, kernels::channel_stride(blk.target_in));
-        if (d + 1 < D) {
-            ask("prev_mean", gl, c, 1);
-            if (d + 2 < D) ask("g_prev" + std::to_string((d + 1) % 2), gl, c, G, 0, support16(pk, pk.dec[size_t(d + 1)]));
-            support_path(pk.dec[size_t(d)], gl, f, c, cin, true);
-        }
-    }
-    floats("scratch", kernels::winograd_scratch_floats(pk.table->tile_group, max_cp, max_cp) * threads);
-    int64_t bytes = 0;
-    for (const auto& kv : need) bytes += int64_t(Buffer::allocation_bytes(kv.second));
-    return bytes;
-}
-
-// Supports per group under a bound of max_memory_mb (at most S); Error if one at a time is too many.
-inline int64_t support_group(const Model& m, const Packed& pk, int64_t H, int64_t W, int64_t S, double max_memory_mb) {
-    const double bound = max_memory_mb * double(1 << 20);
-    auto need = [&](int64_t G) { return double(packed_bytes(pk) + bounded_workspace_bytes(m, pk, H, W, G)); };
-    if (need(1) > bound) {
-        char msg[200];
-        std::snprintf(msg, sizeof msg, "a memory bound of %.1f MB is below the %.1f MB that this model needs at %lldx%lld "
-                      "(packed weights and one support at a time)", max_memory_mb, need(1) / double(1 << 20),
-                      (long long)H, (long long)W);
-        throw Error(msg);
-    }
-    int64_t lo = 1, hi = S;  // need(lo) fits; find the largest G that does
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo + 1) / 2;
-        if (need(mid) <= bound) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
-
-inline void forward_bounded(const Model& m, State& state, Workspace& ws, const float* query,
-                            const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H,
-                            int64_t W, float* logits, const Options& opt) {
-    const kernels::Table& table = table_for(opt);
-    const std::shared_ptr<const Packed> pk = state.packed(m, table, opt.precision == Precision::bf16, opt.winograd);
-    const Config& cfg = m.config();
-    const int64_t L = cfg.levels(), D = int64_t(cfg.decoder.size()), J = L + D, HW = H * W;
-    const int64_t G = support_group(m, *pk, H, W, S, opt.max_memory_mb);
-    std::vector<Geom> geoms;
-    for (int64_t k = 0, h = H, w = W; k < L; ++k, h /= 2, w /= 2) geoms.push_back(kernels::geom(h, w));
-    Run r{*pk, ws, S, 0, S};
-
-    for (int64_t b = 0; b < B; ++b) {
-        const float* images_b = support_images + b * S * HW;
-        const float* labels_b = support_labels + b * S * HW;
-        // Kept across passes: the blocks' target outputs, ZT and support means.
-        std::vector<Images> t_out(static_cast<size_t>(J)), zt(static_cast<size_t>(J)), mean_in(static_cast<size_t>(L)),
-            skip_mean(static_cast<size_t>(L));
-        Images prev_mean;
-        // The current group's state: its inputs to the next encoder block, its per-support skips
-        // and its outputs of the previous block (the decoder's inputs).
-        Images group_in;
-        std::vector<Images> group_skip(static_cast<size_t>(L));
-        Images group_prev;
-        auto load_group = [&](int64_t s0, int64_t n) {
-            group_in = images(ws, "g_v", geoms[0], 2, n, 2);
-            load_supports(group_in, images_b + s0 * HW, labels_b + s0 * HW);
-        };
-        // Block j's support path for the group of run g, from the group's state; with `means`
-        // its outputs are added to the block's means (the pass of block j), else only kept.
-        auto group_block = [&](Run& g, int64_t j, bool means) {
-            Sinks sinks;
-            if (j < L) {
-                const int64_t c = m.encoder()[size_t(j)].features.conv;
-                const Geom& gk = geoms[size_t(j)];
-                if (j + 1 < L) {
-                    sinks.pooled = images(ws, "g_pin" + std::to_string((j + 1) % 2), geoms[size_t(j + 1)], c, g.S, 0,
-                                          support16(*pk, pk->enc[size_t(j + 1)]));
-                    if (j > 0)
-                        group_skip[size_t(j)] = sinks.store =
-                            images(ws, "g_skip" + std::to_string(j), gk, c, g.S, 0, skip_bf16(*pk, L, j));
-                    if (means) {
-                        sinks.pooled_mean = mean_in[size_t(j + 1)];
-                        sinks.mean = skip_mean[size_t(j)];
-                    }
-                } else {
-                    if (D >= 2) group_prev = sinks.store = images(ws, "g_prev0", gk, c, g.S, 0, support16(*pk, pk->dec[0]));
-                    if (means) sinks.mean = prev_mean;
-                }
-                block_supports(g, pk->enc[size_t(j)], zt[size_t(j)], &group_in, nullptr, nullptr, sinks);
-                if (sinks.pooled.p) group_in = sinks.pooled;
-            } else {
-                const int64_t d = j - L, level = L - 2 - d, c = m.decoder()[size_t(d)].features.conv;
-                if (d + 2 < D)
-                    sinks.store = images(ws, "g_prev" + std::to_string((d + 1) % 2), geoms[size_t(level)], c, g.S, 0,
-                                         support16(*pk, pk->dec[size_t(d + 1)]));
-                if (means) sinks.mean = prev_mean;
-                block_supports(g, pk->dec[size_t(d)], zt[size_t(j)], nullptr, &group_prev, &group_skip[size_t(level)], sinks);
-                if (sinks.store.p) group_prev = sinks.store;
-            }
-        };
-
-        Images T = images(ws, "t_in", geoms[0], 1, 1, 1), mean_v = images(ws, "mean_v0", geoms[0], 2, 1, 2);
-        load_target(T, query + b * HW);
-        for (int64_t s0 = 0; s0 < S; s0 += G) {
-            load_group(s0, std::min(G, S - s0));
+    // T for block 0 (the query) and the mean of its support inputs, summed group by group.
+    Images load(Images& mean_v, const float* query) {
+        Run r{pk, ar, S, 0, S};
+        Images T = engine::images(ar, plan().t_in, plan().geoms[0], 1, 1, 1);
+        mean_v = engine::images(ar, plan().mean_v0, plan().geoms[0], 2, 1, 2);
+        load_target(T, query);
+        for (int64_t s0 = 0; s0 < S; s0 += plan().G) {
+            load_group(s0, std::min(plan().G, S - s0));
             r.accumulate(mean_v, group_in, s0 == 0);
         }
         r.divide(mean_v, float(S));
+        return T;
+    }
 
-        for (int64_t j = 0; j < J; ++j) {
-            // The target path: T and the mean support input of block j, then its three convs.
-            const bool dec = j >= L;
-            const int64_t d = j - L, level = dec ? L - 2 - d : j;
-            const CrossBlock& blk = dec ? m.decoder()[size_t(d)] : m.encoder()[size_t(j)];
-            const PackedBlock& pb = dec ? pk->dec[size_t(d)] : pk->enc[size_t(j)];
-            const Geom& g = geoms[size_t(level)];
-            const int64_t f = blk.features.cross, c = blk.features.conv;
-            if (!dec && j > 0) {
-                T = images(ws, "t_pool", g, t_out[size_t(j - 1)].c, 1);
-                r.maxpool(T, t_out[size_t(j - 1)]);
-                mean_v = mean_in[size_t(j)];
-            } else if (dec) {
-                const Images& tsk = t_out[size_t(level)];
-                const Images tin = images(ws, "t_cat", g, T.c + tsk.c, 1);
-                r.up_concat(tin, T, tsk);
-                T = tin;
-                mean_v = images(ws, "mean_v_dec", g, blk.support_in, 1);
-                r.up_concat(mean_v, prev_mean, skip_mean[size_t(level)]);
-            }
-            zt[size_t(j)] = images(ws, "zt" + std::to_string(j), g, f, 1);
-            const Images zm = images(ws, "zm", g, f, 1);
-            const Images tout = t_out[size_t(j)] =
-                images(ws, dec ? "t_dec" + std::to_string(d % 2) : "t_enc" + std::to_string(j), g, c, 1);
-            r.conv(pb.cross_t, T, zt[size_t(j)], nullptr, 0, false, pk->bf16);
-            r.conv(pb.cross_v, mean_v, zm, &zt[size_t(j)], 0, false, pk->bf16);
-            r.conv(pb.target, zm, tout, nullptr, 0, true, pk->bf16);
-            T = tout;
-            if (j + 1 == J) break;  // the last block's support outputs are never used
+    // Block j's target path: its input T and mean support input (pooled, or upsampled and
+    // concatenated with the skips, from the previous blocks), then its three convolutions.
+    // Returns the block's new target.
+    Images target_path(int64_t j, Images T, Images mean_v) {
+        Run r{pk, ar, S, 0, S};
+        const bool dec = j >= L;
+        const int64_t d = j - L, level = dec ? L - 2 - d : j;
+        const CrossBlock& blk = dec ? m.decoder()[size_t(d)] : m.encoder()[size_t(j)];
+        const PackedBlock& pb = dec ? pk.dec[size_t(d)] : pk.enc[size_t(j)];
+        const Geom& g = plan().geoms[size_t(level)];
+        if (!dec && j > 0) {
+            T = engine::images(ar, plan().t_pool, g, t_out[size_t(j - 1)].c, 1);
+            r.maxpool(T, t_out[size_t(j - 1)]);
+            mean_v = mean_in[size_t(j)];
+        } else if (dec) {
+            const Images& tsk = t_out[size_t(level)];
+            const Images tin = engine::images(ar, plan().t_cat, g, T.c + tsk.c, 1);
+            r.up_concat(tin, T, tsk);
+            T = tin;
+            // mean_i concat(up(prev_i), skip_i) = concat(up(mean_i prev_i), mean_i skip_i): up is linear.
+            mean_v = engine::images(ar, plan().mean_v_dec, g, blk.support_in, 1);
+            r.up_concat(mean_v, prev_mean, skip_mean[size_t(level)]);
+        }
+        const int64_t f = blk.features.cross, c = blk.features.conv;
+        zt[size_t(j)] = engine::images(ar, plan().zt[size_t(j)], g, f, 1);
+        const Images zm = engine::images(ar, plan().zm, g, f, 1);
+        t_out[size_t(j)] = engine::images(ar, dec ? plan().t_dec[d % 2] : plan().t_enc[size_t(j)], g, c, 1);
+        r.conv(pb.cross_t, T, zt[size_t(j)], nullptr, 0, false, pk.bf16);
+        r.conv(pb.cross_v, mean_v, zm, &zt[size_t(j)], 0, false, pk.bf16);
+        r.conv(pb.target, zm, t_out[size_t(j)], nullptr, 0, true, pk.bf16);
+        return t_out[size_t(j)];
+    }
 
-            // The support path, group by group, into this block's means.
-            if (!dec && j + 1 < L) {
-                mean_in[size_t(j + 1)] = images(ws, "mean_v" + std::to_string(j + 1), geoms[size_t(j + 1)], c, 1);
-                skip_mean[size_t(j)] = images(ws, "skip_mean" + std::to_string(j), g, c, 1);
-            } else {
-                prev_mean = images(ws, "prev_mean", g, c, 1);
-            }
-            for (int64_t s0 = 0; s0 < S; s0 += G) {
-                Run group{*pk, ws, std::min(G, S - s0), s0, S};
-                if (G < S) {
-                    load_group(s0, group.S);
-                    for (int64_t i = 0; i < j; ++i) group_block(group, i, false);
+    // Block j's support path for the group of run g, from the group's state; with `means` its
+    // outputs are added to the block's means (the pass of block j), else only kept (recomputing).
+    void group_block(Run& g, int64_t j, bool means) {
+        Sinks sinks;
+        if (j < L) {
+            const int64_t c = m.encoder()[size_t(j)].features.conv;
+            const Geom& gk = plan().geoms[size_t(j)];
+            if (j + 1 < L) {
+                sinks.pooled = engine::images(ar, plan().g_pin[(j + 1) % 2], plan().geoms[size_t(j + 1)], c, g.S, 0,
+                                              support16(pk, pk.enc[size_t(j + 1)]));
+                if (j > 0)
+                    group_skip[size_t(j)] = sinks.store =
+                        engine::images(ar, plan().g_skip[size_t(j)], gk, c, g.S, 0, skip_bf16(pk, L, j));
+                if (means) {
+                    sinks.pooled_mean = mean_in[size_t(j + 1)];
+                    sinks.mean = skip_mean[size_t(j)];
                 }
-                group_block(group, j, true);
+            } else {
+                if (D >= 2) group_prev = sinks.store = engine::images(ar, plan().g_prev[0], gk, c, g.S, 0, support16(pk, pk.dec[0]));
+                if (means) sinks.mean = prev_mean;
             }
+            block_supports(g, pk.enc[size_t(j)], zt[size_t(j)], &group_in, nullptr, nullptr, sinks);
+            if (sinks.pooled.p) group_in = sinks.pooled;
+        } else {
+            const int64_t d = j - L, level = L - 2 - d, c = m.decoder()[size_t(d)].features.conv;
+            if (d + 2 < D)
+                sinks.store = engine::images(ar, plan().g_prev[(d + 1) % 2], plan().geoms[size_t(level)], c, g.S, 0,
+                                             support16(pk, pk.dec[size_t(d + 1)]));
+            if (means) sinks.mean = prev_mean;
+            block_supports(g, pk.dec[size_t(d)], zt[size_t(j)], nullptr, &group_prev, &group_skip[size_t(level)], sinks);
+            if (sinks.store.p) group_prev = sinks.store;
+        }
+    }
+
+    // Block j's support path for all supports, group by group, into the block's means. A group
+    // that is not all the supports first recomputes its inputs through blocks 0 .. j-1.
+    void support_path(int64_t j) {
+        const bool dec = j >= L;
+        const int64_t level = dec ? L - 2 - (j - L) : j;
+        const int64_t c = dec ? m.decoder()[size_t(j - L)].features.conv : m.encoder()[size_t(j)].features.conv;
+        const Geom& g = plan().geoms[size_t(level)];
+        if (!dec && j + 1 < L) {
+            mean_in[size_t(j + 1)] = engine::images(ar, plan().mean_v[size_t(j + 1)], plan().geoms[size_t(j + 1)], c, 1);
+            skip_mean[size_t(j)] = engine::images(ar, plan().skip_mean[size_t(j)], g, c, 1);
+        } else {
+            prev_mean = engine::images(ar, plan().prev_mean, g, c, 1);
+        }
+        const int64_t G = plan().G;
+        for (int64_t s0 = 0; s0 < S; s0 += G) {
+            Run group{pk, ar, std::min(G, S - s0), s0, S};
+            if (G < S) {
+                load_group(s0, group.S);
+                for (int64_t i = 0; i < j; ++i) group_block(group, i, false);
+            }
+            group_block(group, j, true);
+        }
+    }
+};
+
+// The per-call state: the arena that a call's plan lays out, grown to the largest plan it served.
+class Workspace {
+public:
+    float* reserve(int64_t floats) {
+        largest_ = std::max(largest_, floats);
+        return arena_.reserve(floats);
+    }
+    // The largest plan this workspace has served, in bytes (as Plan::bytes counts them).
+    int64_t bytes() const { return largest_ * int64_t(sizeof(float)); }
+
+private:
+    Buffer arena_;
+    int64_t largest_ = 0;
+};
+
+// The packed weights of every kernel table and precision a model has been run with, and a
+// pool of workspaces for concurrent callers: shared by all copies of a Model.
+class Cache {
+public:
+    std::shared_ptr<const Packed> packed(const Model& m, const kernels::Table& t, bool bf16, bool winograd) {
+        std::lock_guard<std::mutex> lock(mu_);
+        std::shared_ptr<const Packed>& p = packed_[{t.isa, int(bf16) + 2 * int(winograd)}];
+        if (!p) {
+            auto q = std::make_shared<Packed>();
+            q->table = &t;
+            q->bf16 = bf16;
+            for (size_t k = 0; k < m.encoder().size(); ++k) q->enc.push_back(pack_block(t, bf16, winograd, m.encoder()[k], k == 0));
+            for (const CrossBlock& b : m.decoder()) q->dec.push_back(pack_block(t, bf16, winograd, b, false));
+            p = q;
+        }
+        return p;
+    }
+    std::unique_ptr<Workspace> take() {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (free_.empty()) return std::make_unique<Workspace>();
+        std::unique_ptr<Workspace> w = std::move(free_.back());
+        free_.pop_back();
+        return w;
+    }
+    void give(std::unique_ptr<Workspace> w) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(std::move(w));
+    }
+
+private:
+    std::mutex mu_;
+    std::map<std::pair<int, int>, std::shared_ptr<const Packed>> packed_;
+    std::vector<std::unique_ptr<Workspace>> free_;
+};
+
+// What a call needs: the packed weights and the arena of its plan, with groups of `group`
+// supports (0: as the options decide, all S unless bounded).
+struct Memory {
+    int64_t packed_bytes = 0, workspace_bytes = 0, group = 0;
+};
+UNIVERSEG_API Memory memory(const Model& m, int64_t S, int64_t H, int64_t W, const Options& opt, int64_t group = 0);
+
+// logits (B,1,H,W); inputs as in Model::forward, unchecked; the per-call buffers in `ws`.
+UNIVERSEG_API void forward(const Model& m, Workspace& ws, const float* query, const float* support_images,
+                           const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                           const Options& opt);
+
+#if UNIVERSEG_WITH_IMPLEMENTATION
+
+UNIVERSEG_API std::shared_ptr<Cache> make_cache() { return std::make_shared<Cache>(); }
+
+UNIVERSEG_API Memory memory(const Model& m, int64_t S, int64_t H, int64_t W, const Options& opt, int64_t group) {
+    const std::shared_ptr<const Packed> pk =
+        engine_cache(m)->packed(m, table_for(opt), opt.precision == Precision::bf16, opt.winograd);
+    Memory out;
+    out.group = group > 0 ? group : opt.max_memory_mb > 0 ? support_group(m, *pk, H, W, S, opt.max_memory_mb) : S;
+    out.packed_bytes = packed_bytes(*pk);
+    out.workspace_bytes = make_plan(m, *pk, H, W, out.group).bytes();
+    return out;
+}
+
+UNIVERSEG_API void forward(const Model& m, Workspace& ws, const float* query, const float* support_images,
+                           const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                           const Options& opt) {
+    const kernels::Table& table = table_for(opt);
+    const std::shared_ptr<const Packed> pk =
+        engine_cache(m)->packed(m, table, opt.precision == Precision::bf16, opt.winograd);
+    const int64_t G = opt.max_memory_mb > 0 ? support_group(m, *pk, H, W, S, opt.max_memory_mb) : S;
+    const Plan plan = make_plan(m, *pk, H, W, G);
+    Arena ar{plan, ws.reserve(plan.floats)};
+    const int64_t HW = H * W, J = m.config().levels() + int64_t(m.config().decoder.size());
+    for (int64_t b = 0; b < B; ++b) {
+        QueryPass pass(m, *pk, ar, support_images + b * S * HW, support_labels + b * S * HW, S);
+        Images mean_v;
+        Images T = pass.load(mean_v, query + b * HW);
+        for (int64_t j = 0; j < J; ++j) {
+            T = pass.target_path(j, T, mean_v);
+            if (j + 1 < J) pass.support_path(j);  // the last block's support outputs are never used
         }
         output_conv(m.out_conv(), T, logits + b * HW);
     }
 }
 
-// The same with a workspace from the state's pool (a fresh one under a memory bound).
-inline void forward(const Model& m, State& state, const float* query, const float* support_images,
-                    const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
-                    const Options& opt) {
-    if (opt.max_memory_mb > 0) {
-        Workspace own;
-        return forward(m, state, own, query, support_images, support_labels, B, S, H, W, logits, opt);
+}  // namespace engine
+
+// A workspace from the model's pool; under a memory bound a fresh one, so that nothing an
+// earlier call left behind counts against the bound.
+UNIVERSEG_API void Model::forward(const float* query, const float* support_images, const float* support_labels,
+                                  int64_t B, int64_t S, int64_t H, int64_t W, float* logits,
+                                  const engine::Options& options) const {
+    check_inputs(query, support_images, support_labels, B, S, H, W);
+    if (options.max_memory_mb > 0) {
+        engine::Workspace own;
+        return engine::forward(*this, own, query, support_images, support_labels, B, S, H, W, logits, options);
     }
-    std::unique_ptr<Workspace> ws = state.take();
+    std::unique_ptr<engine::Workspace> ws = engine_->take();
     struct Return {
-        State& s;
-        std::unique_ptr<Workspace>& w;
-        ~Return() { s.give(std::move(w)); }
-    } back{state, ws};
-    forward(m, state, *ws, query, support_images, support_labels, B, S, H, W, logits, opt);
+        engine::Cache& cache;
+        std::unique_ptr<engine::Workspace>& w;
+        ~Return() { cache.give(std::move(w)); }
+    } back{*engine_, ws};
+    engine::forward(*this, *ws, query, support_images, support_labels, B, S, H, W, logits, options);
 }
+
+namespace engine {
+#endif  // UNIVERSEG_WITH_IMPLEMENTATION
 
 }  // namespace engine
 }  // namespace universeg

@@ -1,78 +1,130 @@
-// universeg/kernels.hpp - the fast kernels' public side: instruction-set selection at run
-// time, weight packing, and the image layout they work on.
+// universeg/cpu/kernels.hpp - the CPU kernels' public side: the Table of kernels of one
+// instruction set, the choice of table at run time, the image layout and weight packing.
 //
-//   const kernels::Table& t = kernels::select(kernels::Isa::avx512);  // best available <= avx512
+//   const kernels::Table& t = kernels::select();          // the best table this CPU runs
 //   kernels::pack_winograd(weight, cout, cin_total, ci0, cin, cout_p, t.nb)   // once per conv
-//   t.conv3x3_winograd(args, t0, t1, scratch)                        // see kernels/simd.hpp
+//   t.conv3x3_winograd(args, t0, t1, scratch)              // see cpu/simd.hpp
 //
-// Dispatch. The header always carries one table compiled with the includer's own flags
-// (xsimd's default arch: SSE2 for a plain x86-64 build, AVX-512 under -march=native, scalar
-// without xsimd), so a program that just includes the header is correct everywhere it runs.
-// A program may also link the per-architecture translation units under
-// examples/cli/dispatch/ (compiled with -mavx2 -mfma, or -mavx512*); each defines one extern "C"
-// function returning its table, declared weak here: linked in, it is found; left out, its
-// address is null. select() then picks the best table the CPU supports, capped by the
-// UNIVERSEG_ARCH environment variable (scalar|sse2|avx2|avx512|amx) or by the caller. The "amx"
-// table is the AVX-512 one with its bf16 Winograd products on AMX tiles (kernels_avx512.cpp).
-//
-// Why this is safe from the multiple-compilation ODR trap: an inline function compiled in
-// both a baseline and an AVX-512 translation unit is emitted twice and the linker keeps one
-// copy, possibly the AVX-512 one, which then crashes baseline callers on an AVX2 machine.
-// The per-arch units therefore include only kernels/simd.hpp, where every function is a
-// template on the arch tag (Kernels<xsimd::avx512bw> and Kernels<xsimd::sse2> are different
-// symbols) and nothing else is called but xsimd templates on that same tag and intrinsics.
-// The bf16 kernels use a GCC/Clang target attribute inside the AVX-512 unit rather than a
-// unit of their own, so no AVX-512 function is ever compiled twice with different flags.
-// examples/cli/dispatch/check_symbols.cmake verifies after each build that the per-arch
-// objects define no shared weak symbol outside these templates.
+// Every program that includes the headers carries the kernels of every instruction set its
+// CPU family has (x86-64: SSE2, AVX2 + FMA, AVX-512 with AVX512_BF16 and AMX; AArch64: NEON;
+// elsewhere, or with a compiler other than GCC/Clang: scalar), each compiled under a target
+// pragma in a namespace of its own, whatever flags the program is compiled with. select()
+// picks the best one that the CPU supports at run time, capped by the environment variable
+// UNIVERSEG_ARCH (scalar|sse2|avx2|avx512|amx) or by the caller. So one portable binary built
+// with plain -O2 runs AVX-512 kernels where the CPU has them.
 #pragma once
 
-#include "simd.hpp"
+#include "../core/api.hpp"
 #include "../core/tensor.hpp"
+#include "options.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
-#include <utility>
 #include <vector>
 
-#if defined(__GNUC__) && defined(__ELF__) && (defined(__x86_64__) || defined(__i386__))
-#define UNIVERSEG_RUNTIME_DISPATCH 1
-extern "C" const universeg::kernels::Table* universeg_kernels_avx2() __attribute__((weak));
-extern "C" const universeg::kernels::Table* universeg_kernels_avx512() __attribute__((weak));
-extern "C" const universeg::kernels::Table* universeg_kernels_amx() __attribute__((weak));
-#endif
-
-#if defined(__linux__) && defined(__x86_64__)
+#if defined(__GNUC__) && defined(__x86_64__)
+#define UNIVERSEG_X86_KERNELS 1
 #include <cpuid.h>
+#include <immintrin.h>
+#if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#endif
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define UNIVERSEG_NEON_KERNELS 1
+#include <arm_neon.h>
 #endif
 
 namespace universeg {
 namespace kernels {
 
-// The fp32 products' arithmetic ("bf16": products of bf16-rounded operands, fp32 sums).
-enum class Precision { fp32, bf16 };
+// One 3x3 convolution (stride 1, zero padding 1, bias) between two images of the same size in
+// the layout above: out = conv(in) + (addend ? addend : bias), then LeakyReLU if `leaky`.
+struct ConvArgs {
+    const float* in = nullptr;
+    int64_t in_cp = 0, cin = 0;     // channel stride and channels read
+    int64_t in_row0 = 0;            // the padded row `in` points at (0: a whole image; else a band of rows)
+    float* out = nullptr;
+    int64_t out_cp = 0, cout = 0;   // channel stride and channels written (a multiple of 16)
+    int64_t out_row0 = 0;           // the padded row `out` points at (0: a whole image; else a band of rows)
+    int64_t h = 0, w = 0, wp = 0;   // image size, padded row length in pixels
+    const float* weight = nullptr;  // packed: pack_direct or pack_winograd
+    const uint16_t* weight_bf16 = nullptr;  // pack_winograd_bf16 or pack_direct_bf16
+    const float* bias = nullptr;    // (cout), used when addend is null
+    const float* addend = nullptr;  // an image with out_cp channels, same geometry as out
+    bool leaky = false;
+    // bf16 kernels only: read `in16` instead of `in`, write `out16` instead of `out` (the same
+    // layout with bf16 values; strides in elements). Sums and the addend stay fp32.
+    const uint16_t* in16 = nullptr;
+    uint16_t* out16 = nullptr;
+};
 
-inline const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::scalar: return "scalar";
-        case Isa::neon: return "neon";
-        case Isa::sse2: return "sse2";
-        case Isa::avx2: return "avx2";
-        case Isa::avx512: return "avx512";
-        case Isa::amx: return "amx";
-    }
-    return "?";
-}
+// C (m x n, row stride ldc) (add ? += : =) A (m x k, row stride lda) * B, where B is (k x n,
+// row stride ldb), or with b_trans its transpose is stored (n x k, row stride ldb). Row-major,
+// single-threaded: the trainer's im2col convolutions (ops.hpp) call one per work item.
+struct GemmArgs {
+    int64_t m = 0, n = 0, k = 0;
+    const float* A = nullptr;
+    int64_t lda = 0;
+    const float* B = nullptr;
+    int64_t ldb = 0;
+    bool b_trans = false;
+    float* C = nullptr;
+    int64_t ldc = 0;
+    bool add = false;
+};
 
-inline Isa parse_isa(const std::string& s, const std::string& what) {
-    for (Isa isa : {Isa::scalar, Isa::neon, Isa::sse2, Isa::avx2, Isa::avx512, Isa::amx})
-        if (s == isa_name(isa)) return isa;
-    throw Error(what + ": unknown instruction set '" + s + "' (expected scalar, neon, sse2, avx2, avx512 or amx)");
-}
+// One interior row of concat(up(low), skip) on channels, up = bilinear x2 (the decoder's
+// input, engine.hpp): out pixel x, channel k < c:
+//   wy[0] * (xs[x].w0 * low[0][xs[x].i0] + xs[x].w1 * low[0][xs[x].i1]) + wy[1] * (the same on low[1]),
+// channels c .. c+cs the skip's pixel x, the rest zero. low[0], low[1]: the two low-resolution
+// rows (pixel 0), fp32 or bf16 (low16); skip likewise (skip16), cs channels. The padding
+// channels of low and skip must be zero (as the kernels leave them).
+struct UpTap {
+    int64_t i0, i1;
+    float w0, w1;
+};
+struct UpConcatArgs {
+    float* out = nullptr;
+    int64_t out_cp = 0, w = 0;
+    const void* low[2] = {nullptr, nullptr};
+    bool low16 = false;
+    int64_t low_cp = 0, c = 0;
+    float wy[2] = {0, 0};
+    const UpTap* xs = nullptr;
+    const void* skip = nullptr;
+    bool skip16 = false;
+    int64_t skip_cp = 0, cs = 0;
+};
+
+// The kernels of one architecture. Function pointers, so that a table built in a translation
+// unit compiled for AVX-512 can be called from baseline code.
+struct Table {
+    const char* name;
+    int isa;         // kernels::Isa
+    int nb;          // output channels per packed weight block
+    int tile_group;  // most Winograd tiles per call
+    void (*conv3x3_direct)(const ConvArgs&, int64_t y0, int64_t y1);
+    // scratch: winograd_scratch_floats(tile_group, in_cp, out_cp) floats, private to the call
+    void (*conv3x3_winograd)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);
+    void (*conv3x3_winograd_bf16)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);  // null if absent
+    // Element-wise helpers for the engine's fused passes (n and cp multiples of 16):
+    void (*accumulate)(float* sum, const float* x, int64_t n, bool first);  // sum (first ? = : +=) x
+    void (*maxpool_row)(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp);  // 2x2 max
+    double (*fma_probe)(int64_t iters);  // for benchmarks: flops of a pure-FMA loop (the machine's peak)
+    // bf16 products (pack_direct_bf16 weights; input in16, or fp32 with in_cp even); null if absent
+    void (*conv3x3_direct_bf16)(const ConvArgs&, int64_t y0, int64_t y1);
+    void (*gemm)(const GemmArgs&, float* pack);  // pack: k * nb floats, private to the call
+    void (*to_bf16)(uint16_t* out, const float* in, int64_t n);  // rounded to nearest even; null if absent
+    void (*up_concat_row)(const UpConcatArgs&);
+};
+
+constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
+constexpr int64_t kWinogradPoints = 36;      // transformed tile
+constexpr float kSlope = 0.01f;              // LeakyReLU slope, float(kLeakySlope)
 
 // AMX tiles need the CPU's AMX-TILE and AMX-BF16 and the kernel's consent: Linux saves the
 // 8 KB of tile state only for a process that asked for it (ARCH_REQ_XCOMP_PERM, Linux 5.16+).
@@ -80,7 +132,7 @@ inline Isa parse_isa(const std::string& s, const std::string& what) {
 // CPUID leaf 7 (EDX bit 24 AMX-TILE, bit 22 AMX-BF16) rather than __builtin_cpu_supports,
 // whose "amx-*" names clang 14 does not know.
 inline bool amx_usable() {
-#if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__)
+#if defined(UNIVERSEG_X86_KERNELS) && defined(__linux__)
     static const bool ok = [] {
         unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
         if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
@@ -100,11 +152,11 @@ inline bool cpu_has_bf16();
 inline bool cpu_has(Isa isa) {
     switch (isa) {
         case Isa::scalar: return true;
-#if defined(__aarch64__)
+#ifdef UNIVERSEG_NEON_KERNELS
         case Isa::neon: return true;  // part of every AArch64 CPU
 #endif
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        case Isa::sse2: return __builtin_cpu_supports("sse2");
+#ifdef UNIVERSEG_X86_KERNELS
+        case Isa::sse2: return true;  // part of every x86-64 CPU
         case Isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
         case Isa::avx512:
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -117,46 +169,15 @@ inline bool cpu_has(Isa isa) {
 }
 
 inline bool cpu_has_bf16() {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#ifdef UNIVERSEG_X86_KERNELS
     return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512bf16");
 #else
     return false;
 #endif
 }
 
-// The table compiled with the includer's flags.
-inline const Table& builtin_table() {
-#if defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_AVX512BW
-    static const Table t = make_table<xsimd::avx512bw>("avx512", Isa::avx512);
-#elif defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_FMA3_AVX2
-    static const Table t = make_table<xsimd::fma3<xsimd::avx2>>("avx2", Isa::avx2);
-#elif defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_SSE2
-    static const Table t = make_table<xsimd::sse2>("sse2", Isa::sse2);
-#elif defined(UNIVERSEG_HAS_XSIMD) && XSIMD_WITH_NEON64
-    static const Table t = make_table<xsimd::neon64>("neon", Isa::neon);
-#else
-    static const Table t = make_table<scalar_arch>("scalar", Isa::scalar);
-#endif
-    return t;
-}
-
 // Every table this program carries that this CPU can run, best first.
-inline std::vector<const Table*> available_tables() {
-    std::vector<const Table*> out;
-#ifdef UNIVERSEG_RUNTIME_DISPATCH
-    if (universeg_kernels_amx && cpu_has(Isa::amx) && universeg_kernels_amx()) out.push_back(universeg_kernels_amx());
-    if (universeg_kernels_avx512 && cpu_has(Isa::avx512)) out.push_back(universeg_kernels_avx512());
-    if (universeg_kernels_avx2 && cpu_has(Isa::avx2)) out.push_back(universeg_kernels_avx2());
-#endif
-    const Table& b = builtin_table();
-    bool have = false;
-    for (const Table* t : out) have |= t->isa == b.isa;
-    if (!have) {
-        out.push_back(&b);
-        for (size_t i = out.size() - 1; i > 0 && out[i]->isa > out[i - 1]->isa; --i) std::swap(out[i], out[i - 1]);
-    }
-    return out;
-}
+UNIVERSEG_API std::vector<const Table*> available_tables();
 
 // UNIVERSEG_ARCH, read once: the highest instruction set the kernels may use.
 inline Isa env_isa_cap() {
@@ -170,10 +191,11 @@ inline Isa env_isa_cap() {
 // The best table at or below `cap` (and the UNIVERSEG_ARCH cap).
 inline const Table& select(Isa cap = Isa::amx) {
     if (env_isa_cap() < cap) cap = env_isa_cap();
-    for (const Table* t : available_tables())
+    const std::vector<const Table*> tables = available_tables();
+    for (const Table* t : tables)
         if (t->isa <= int(cap)) return *t;
-    throw Error(std::string("no kernels at or below instruction set '") + isa_name(cap) +
-                "' in this build (it carries '" + builtin_table().name + "' and up)");
+    throw Error(std::string("no kernels at or below instruction set '") + isa_name(cap) + "' in this program (it carries '" +
+                tables.back()->name + "' and up)");
 }
 
 // ---- the layout ----
@@ -290,3 +312,93 @@ inline std::vector<uint16_t> pack_winograd_bf16(const std::vector<float>& w, int
 
 }  // namespace kernels
 }  // namespace universeg
+
+#if UNIVERSEG_WITH_IMPLEMENTATION
+// The kernels of each target (cpu/simd.hpp), each in its namespace under its target pragma.
+// GCC attaches `#pragma GCC target` to every function defined in the region, clang's
+// `attribute push` to every function declaration; the bf16 and AMX kernels inside the AVX-512
+// region carry their own, wider target attribute.
+#define UNIVERSEG_TARGET_BF16 \
+    __attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
+#define UNIVERSEG_TARGET_AMX \
+    __attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
+#if defined(UNIVERSEG_X86_KERNELS)
+#define UNIVERSEG_SIMD_NS sse2
+#define UNIVERSEG_SIMD_KIND 2
+#include "simd.hpp"
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define UNIVERSEG_SIMD_NS avx2
+#define UNIVERSEG_SIMD_KIND 3
+#include "simd.hpp"
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma")
+#endif
+#define UNIVERSEG_SIMD_NS avx512
+#define UNIVERSEG_SIMD_KIND 4
+#include "simd.hpp"
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#elif defined(UNIVERSEG_NEON_KERNELS)
+#define UNIVERSEG_SIMD_NS neon
+#define UNIVERSEG_SIMD_KIND 1
+#include "simd.hpp"
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
+#else
+#define UNIVERSEG_SIMD_NS scalar
+#define UNIVERSEG_SIMD_KIND 0
+#include "simd.hpp"
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
+#endif
+#undef UNIVERSEG_TARGET_BF16
+#undef UNIVERSEG_TARGET_AMX
+
+namespace universeg {
+namespace kernels {
+
+UNIVERSEG_API std::vector<const Table*> available_tables() {
+    std::vector<const Table*> out;
+#if defined(UNIVERSEG_X86_KERNELS)
+    static const Table amx_table = avx512::make_table("amx", Isa::amx), avx512_table = avx512::make_table("avx512", Isa::avx512),
+                       avx2_table = avx2::make_table("avx2", Isa::avx2), sse2_table = sse2::make_table("sse2", Isa::sse2);
+    for (const Table* t : {&amx_table, &avx512_table, &avx2_table, &sse2_table})
+        if (cpu_has(Isa(t->isa))) out.push_back(t);
+#elif defined(UNIVERSEG_NEON_KERNELS)
+    static const Table neon_table = neon::make_table("neon", Isa::neon);
+    out.push_back(&neon_table);
+#else
+    static const Table scalar_table = scalar::make_table("scalar", Isa::scalar);
+    out.push_back(&scalar_table);
+#endif
+    return out;
+}
+
+}  // namespace kernels
+}  // namespace universeg
+#endif

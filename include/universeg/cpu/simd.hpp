@@ -1,11 +1,14 @@
-// universeg/kernels/simd.hpp - the fast convolution kernels, written once over a SIMD
-// architecture tag (an xsimd arch such as xsimd::avx512bw, or kernels::scalar_arch).
+// universeg/cpu/simd.hpp - the CPU kernels, written once over a vector type V and compiled once
+// per instruction set. Not a header to include: cpu/kernels.hpp includes it once per target,
+// each time inside that target's namespace (sse2, avx2, avx512, neon or scalar) and under a
+// GCC/Clang target pragma, so every function here is compiled for that target only and is a
+// distinct symbol per target (no inline function is ever shared between targets).
 //
-//   Kernels<Arch>::conv3x3_direct(args, y0, y1)              output rows [y0, y1)
-//   Kernels<Arch>::conv3x3_winograd(args, t0, t1, scratch)   Winograd F(4x4,3x3), 4x4 tiles [t0, t1)
-//   Kernels<Arch>::conv3x3_winograd_bf16(...)                the same with bf16 products (AVX512_BF16)
-//   Kernels<Arch>::gemm(args, pack)                          row-major fp32 GEMM (the trainer's convolutions)
-//   make_table<Arch>()                                       the above as a Table of function pointers
+//   Kernels::conv3x3_direct(args, y0, y1)              output rows [y0, y1)
+//   Kernels::conv3x3_winograd(args, t0, t1, scratch)   Winograd F(4x4,3x3), 4x4 tiles [t0, t1)
+//   Kernels::conv3x3_winograd_bf16(...)                the same with bf16 products (AVX512_BF16)
+//   Kernels::gemm(args, pack)                          row-major fp32 GEMM (training's convolutions)
+//   make_table(name, isa)                              the above as a Table of function pointers
 //
 // Layout (chosen for these kernels): an image is NHWC, channels innermost with a stride `cp`
 // (a multiple of 16 for feature maps), padded with a zero border to
@@ -16,147 +19,61 @@
 // of accumulators, one broadcast input value times NB/VW weight vectors per step. Weights are
 // packed by kernels.hpp in blocks of NB output channels.
 //
-// This header is meant to be compiled several times with different -m flags (one translation
-// unit per architecture, see kernels.hpp for why that is safe): everything here is a template
-// on the arch tag, and nothing outside this file is called except xsimd (whose functions are
-// templates on the same tag) and compiler intrinsics. Keep it that way: a non-template inline
-// helper or a standard-library call here could be emitted with AVX-512 instructions and then
-// picked by the linker for the baseline code too.
-#pragma once
+// Keep this file self-contained: it includes nothing and calls nothing but compiler intrinsics
+// and what it defines, so that no code compiled for one target can be reached from another.
 
-#include <cstdint>
-
-#if !defined(UNIVERSEG_NO_XSIMD) && defined(__has_include)
-#if __has_include(<xsimd/xsimd.hpp>)
-#include <xsimd/xsimd.hpp>
-#define UNIVERSEG_HAS_XSIMD 1
-#endif
-#endif
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define UNIVERSEG_HAS_BF16_KERNELS 1
-// Only the bf16 functions are compiled for AVX512_BF16; the rest of the AVX-512 code must keep
-// running on AVX-512 CPUs without it.
-#define UNIVERSEG_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
-#define UNIVERSEG_TARGET_BF16_OR_NONE UNIVERSEG_TARGET_BF16
-// The AMX kernel (tile registers, TDPBF16PS) on top of that: only in the "amx" table.
-#define UNIVERSEG_TARGET_AMX \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")))
-#else
-#define UNIVERSEG_TARGET_BF16_OR_NONE
-#endif
-
+// UNIVERSEG_SIMD_KIND: 0 scalar, 1 NEON, 2 SSE2, 3 AVX2 + FMA, 4 AVX-512 (with AVX512_BF16 and
+// AMX kernels behind function-level target attributes).
 namespace universeg {
 namespace kernels {
+namespace UNIVERSEG_SIMD_NS {
 
-// One 3x3 convolution (stride 1, zero padding 1, bias) between two images of the same size in
-// the layout above: out = conv(in) + (addend ? addend : bias), then LeakyReLU if `leaky`.
-struct ConvArgs {
-    const float* in = nullptr;
-    int64_t in_cp = 0, cin = 0;     // channel stride and channels read
-    int64_t in_row0 = 0;            // the padded row `in` points at (0: a whole image; else a band of rows)
-    float* out = nullptr;
-    int64_t out_cp = 0, cout = 0;   // channel stride and channels written (a multiple of 16)
-    int64_t out_row0 = 0;           // the padded row `out` points at (0: a whole image; else a band of rows)
-    int64_t h = 0, w = 0, wp = 0;   // image size, padded row length in pixels
-    const float* weight = nullptr;  // packed: pack_direct or pack_winograd
-    const uint16_t* weight_bf16 = nullptr;  // pack_winograd_bf16 or pack_direct_bf16
-    const float* bias = nullptr;    // (cout), used when addend is null
-    const float* addend = nullptr;  // an image with out_cp channels, same geometry as out
-    bool leaky = false;
-    // bf16 kernels only: read `in16` instead of `in`, write `out16` instead of `out` (the same
-    // layout with bf16 values; strides in elements). Sums and the addend stay fp32.
-    const uint16_t* in16 = nullptr;
-    uint16_t* out16 = nullptr;
+// The vector type and the five operations the kernels need; + - * are the compilers' vector
+// arithmetic.
+#if UNIVERSEG_SIMD_KIND == 4
+using V = __m512;
+struct S {
+    static constexpr int width = 16;
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    // The masked form: GCC 12's _mm512_max_ps passes _mm512_undefined_ps() and warns.
+    static V max(V a, V b) { return _mm512_mask_max_ps(a, __mmask16(0xFFFF), a, b); }
 };
-
-// C (m x n, row stride ldc) (add ? += : =) A (m x k, row stride lda) * B, where B is (k x n,
-// row stride ldb), or with b_trans its transpose is stored (n x k, row stride ldb). Row-major,
-// single-threaded: the trainer's im2col convolutions (ops.hpp) call one per work item.
-struct GemmArgs {
-    int64_t m = 0, n = 0, k = 0;
-    const float* A = nullptr;
-    int64_t lda = 0;
-    const float* B = nullptr;
-    int64_t ldb = 0;
-    bool b_trans = false;
-    float* C = nullptr;
-    int64_t ldc = 0;
-    bool add = false;
+#elif UNIVERSEG_SIMD_KIND == 3
+using V = __m256;
+struct S {
+    static constexpr int width = 8;
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V set1(float x) { return _mm256_set1_ps(x); }
+    static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V max(V a, V b) { return _mm256_max_ps(a, b); }
 };
-
-// One interior row of concat(up(low), skip) on channels, up = bilinear x2 (the decoder's
-// input, engine.hpp): out pixel x, channel k < c:
-//   wy[0] * (xs[x].w0 * low[0][xs[x].i0] + xs[x].w1 * low[0][xs[x].i1]) + wy[1] * (the same on low[1]),
-// channels c .. c+cs the skip's pixel x, the rest zero. low[0], low[1]: the two low-resolution
-// rows (pixel 0), fp32 or bf16 (low16); skip likewise (skip16), cs channels. The padding
-// channels of low and skip must be zero (as the kernels leave them).
-struct UpTap {
-    int64_t i0, i1;
-    float w0, w1;
+#elif UNIVERSEG_SIMD_KIND == 2
+using V = __m128;
+struct S {
+    static constexpr int width = 4;
+    static V load(const float* p) { return _mm_loadu_ps(p); }
+    static void store(float* p, V v) { _mm_storeu_ps(p, v); }
+    static V set1(float x) { return _mm_set1_ps(x); }
+    static V fma(V a, V b, V c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }  // SSE2 has no FMA
+    static V max(V a, V b) { return _mm_max_ps(a, b); }
 };
-struct UpConcatArgs {
-    float* out = nullptr;
-    int64_t out_cp = 0, w = 0;
-    const void* low[2] = {nullptr, nullptr};
-    bool low16 = false;
-    int64_t low_cp = 0, c = 0;
-    float wy[2] = {0, 0};
-    const UpTap* xs = nullptr;
-    const void* skip = nullptr;
-    bool skip16 = false;
-    int64_t skip_cp = 0, cs = 0;
+#elif UNIVERSEG_SIMD_KIND == 1
+using V = float32x4_t;
+struct S {
+    static constexpr int width = 4;
+    static V load(const float* p) { return vld1q_f32(p); }
+    static void store(float* p, V v) { vst1q_f32(p, v); }
+    static V set1(float x) { return vdupq_n_f32(x); }
+    static V fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
+    static V max(V a, V b) { return vmaxq_f32(a, b); }
 };
-
-// The kernels of one architecture. Function pointers, so that a table built in a translation
-// unit compiled for AVX-512 can be called from baseline code.
-struct Table {
-    const char* name;
-    int isa;         // kernels::Isa
-    int nb;          // output channels per packed weight block
-    int tile_group;  // most Winograd tiles per call
-    void (*conv3x3_direct)(const ConvArgs&, int64_t y0, int64_t y1);
-    // scratch: winograd_scratch_floats(tile_group, in_cp, out_cp) floats, private to the call
-    void (*conv3x3_winograd)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);
-    void (*conv3x3_winograd_bf16)(const ConvArgs&, int64_t t0, int64_t t1, float* scratch);  // null if absent
-    // Element-wise helpers for the engine's fused passes (n and cp multiples of 16):
-    void (*accumulate)(float* sum, const float* x, int64_t n, bool first);  // sum (first ? = : +=) x
-    void (*maxpool_row)(float* out, const float* row0, const float* row1, int64_t w_out, int64_t cp);  // 2x2 max
-    double (*fma_probe)(int64_t iters);  // for benchmarks: flops of a pure-FMA loop (the machine's peak)
-    // bf16 products (pack_direct_bf16 weights; input in16, or fp32 with in_cp even); null if absent
-    void (*conv3x3_direct_bf16)(const ConvArgs&, int64_t y0, int64_t y1);
-    void (*gemm)(const GemmArgs&, float* pack);  // pack: k * nb floats, private to the call
-    void (*to_bf16)(uint16_t* out, const float* in, int64_t n);  // rounded to nearest even; null if absent
-    void (*up_concat_row)(const UpConcatArgs&);
-};
-
-constexpr int64_t kWinogradTile = 4;         // F(4x4,3x3): 4x4 outputs from 6x6 inputs
-constexpr int64_t kWinogradPoints = 36;      // transformed tile
-constexpr float kSlope = 0.01f;              // LeakyReLU slope, float(kLeakySlope)
-
-// Scalar stand-in for an xsimd arch: the kernels then compile without xsimd.
-struct scalar_arch {};
-
-template <class Arch>
-struct Simd;
-
-#ifdef UNIVERSEG_HAS_XSIMD
-template <class Arch>
-struct Simd {
-    using V = xsimd::batch<float, Arch>;
-    static constexpr int width = int(V::size);
-    static V load(const float* p) { return V::load_unaligned(p); }
-    static void store(float* p, const V& v) { v.store_unaligned(p); }
-    static V set1(float x) { return V(x); }
-    static V fma(const V& a, const V& b, const V& c) { return xsimd::fma(a, b, c); }
-    static V max(const V& a, const V& b) { return xsimd::max(a, b); }
-};
-#endif
-
-template <>
-struct Simd<scalar_arch> {
-    using V = float;
+#else
+using V = float;
+struct S {
     static constexpr int width = 1;
     static V load(const float* p) { return *p; }
     static void store(float* p, V v) { *p = v; }
@@ -164,11 +81,9 @@ struct Simd<scalar_arch> {
     static V fma(V a, V b, V c) { return a * b + c; }
     static V max(V a, V b) { return a > b ? a : b; }
 };
+#endif
 
-template <class Arch>
 struct Kernels {
-    using S = Simd<Arch>;
-    using V = typename S::V;
     static constexpr int VW = S::width;
     // Accumulator block MR x NV vectors: 24 of AVX-512's 32 registers, 12 of AVX2's/SSE's 16.
     static constexpr int NV = VW >= 16 ? 4 : VW == 1 ? 4 : 2;
@@ -181,14 +96,15 @@ struct Kernels {
     // VW bf16 values <-> fp32: bf16 is the top half of an fp32, rounded to nearest even (as
     // vcvtneps2bf16). AVX-512F code, so that the bf16 kernels can inline it into any helper.
     static V load_bf16(const uint16_t* p) {
-#ifdef UNIVERSEG_HAS_BF16_KERNELS
-        if constexpr (VW == 16)
-            return V(_mm512_castsi512_ps(
-                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16)));
-#endif
+#if UNIVERSEG_SIMD_KIND == 4
+        // maskz forms throughout: GCC 12's unmasked ones pass _mm512_undefined_*() and warn.
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), _mm512_maskz_cvtepu16_epi32(__mmask16(0xFFFF), h), 16));
+#else
         float f[VW];
         for (int i = 0; i < VW; ++i) f[i] = scalar(p[i]);
         return S::load(f);
+#endif
     }
     template <class T>
     static V load_any(const T* p) {
@@ -208,13 +124,12 @@ struct Kernels {
     // store_tile or output_tile included, is inlined into them (flattening only the output
     // transform measured 4% slower). Without AVX-512, the same rounding in integer
     // arithmetic.
-    UNIVERSEG_TARGET_BF16_OR_NONE static void store_bf16(uint16_t* p, const V& v) {
-#ifdef UNIVERSEG_HAS_BF16_KERNELS
-        if constexpr (VW == 16) {
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(__m512(v)));
-            return;
-        }
-#endif
+#if UNIVERSEG_SIMD_KIND == 4
+    UNIVERSEG_TARGET_BF16 static void store_bf16(uint16_t* p, const V& v) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+#else
+    static void store_bf16(uint16_t* p, const V& v) {
         float f[VW];
         S::store(f, v);
         for (int i = 0; i < VW; ++i) {
@@ -223,6 +138,7 @@ struct Kernels {
             p[i] = uint16_t((b + 0x7fff + ((b >> 16) & 1)) >> 16);
         }
     }
+#endif
 
     // out pixels (y, x .. x+M-1), channels [c0, c0 + N*VW): acc + bias/addend, LeakyReLU;
     // into out16 (bf16) if kOut16. The fields of `a` are read once, before any store: a bf16
@@ -369,16 +285,21 @@ struct Kernels {
     // address is hidden from the optimiser: otherwise GCC hoists all 36 addresses out of the
     // callers' channel loop, keeps them on the stack and reloads one per load, which made the
     // input transform 1.2x slower.
+    // (A functor, not a lambda: clang's target pragma does not reach lambdas.)
     template <class T>
-    static auto window(const T* p, int64_t cp) {
-        return [p, cp](int64_t o, V (&d)[6]) {
+    struct Window {
+        const T* p;
+        int64_t cp;
+        void operator()(int64_t o, V (&d)[6]) const {
             const T* q = p + o;
-#ifdef __GNUC__
             __asm__("" : "+r"(q));
-#endif
 #pragma GCC unroll 6
             for (int k = 0; k < 6; ++k) d[k] = load_any(q + k * cp);
-        };
+        }
+    };
+    template <class T>
+    static Window<T> window(const T* p, int64_t cp) {
+        return {p, cp};
     }
 
     // M: [n][36][out_cp] transformed products -> 4x4 output tiles of tiles [t0, t0+n), into
@@ -618,7 +539,7 @@ struct Kernels {
         return double(iters) * 12 * 2 * VW + (sink[0] == 12345.0f ? 1 : 0);
     }
 
-#ifdef UNIVERSEG_HAS_BF16_KERNELS
+#if UNIVERSEG_SIMD_KIND == 4
     // bf16 products, fp32 sums (vdpbf16ps): U is stored as bf16 pairs of input channels,
     // the weights as [36][ci/2][NB][2] bf16 blocks (pack_winograd_bf16).
     template <int M, int N>
@@ -690,7 +611,7 @@ struct Kernels {
                 uint16_t* d = U + j * 36 * cp + c;
 #pragma GCC unroll 36
                 for (int p = 0; p < 36; ++p, d += cp)
-                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), (__m256i)_mm512_cvtneps_pbh(__m512(u[p])));
+                    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), (__m256i)_mm512_cvtneps_pbh(u[p]));
             }
         }
     }
@@ -833,7 +754,7 @@ struct Kernels {
                         v = _mm512_set1_epi32(pair);
                     } else {
                         const __m128 f = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(a.in + px + m * cp + 2 * k)));
-                        v = _mm512_broadcastd_epi32((__m128i)_mm_cvtneps_pbh(f));
+                        v = _mm512_maskz_broadcastd_epi32(__mmask16(0xFFFF), (__m128i)_mm_cvtneps_pbh(f));
                     }
 #pragma GCC unroll 4
                     for (int n = 0; n < N; ++n) acc[m][n] = _mm512_dpbf16_ps(acc[m][n], (__m512bh)v, (__m512bh)b[n]);
@@ -844,7 +765,7 @@ struct Kernels {
 #pragma GCC unroll 8
         for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-            for (int n = 0; n < N; ++n) out[m][n] = V(acc[m][n]);
+            for (int n = 0; n < N; ++n) out[m][n] = acc[m][n];
         store_tile<M, N, kOut16>(a, y, x, c0, out);
     }
 
@@ -885,30 +806,23 @@ struct Kernels {
 #endif
 };
 
-// Table::isa values; kernels.hpp gives them names.
-// neon (AArch64's 128-bit SIMD) ranks beside sse2; a build has one or the other.
-// amx: the avx512 kernels, with the bf16 Winograd products on AMX tiles (AMX-BF16).
-enum class Isa : int { scalar = 0, neon = 1, sse2 = 2, avx2 = 3, avx512 = 4, amx = 5 };
-
-template <class Arch>
-Table make_table(const char* name, Isa isa) {
-    using K = Kernels<Arch>;
+inline Table make_table(const char* name, Isa isa) {
+    using K = Kernels;
     Table t{name,    int(isa),        K::NB,           K::TG,        &K::conv3x3_direct, &K::conv3x3_winograd,
             nullptr, &K::accumulate, &K::maxpool_row, &K::fma_probe, nullptr,     &K::gemm,
             nullptr, &K::up_concat_row};
-#if defined(UNIVERSEG_HAS_BF16_KERNELS) && defined(UNIVERSEG_HAS_XSIMD)
-    if constexpr (K::VW == 16) {
-        t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
-        t.conv3x3_direct_bf16 = &K::conv3x3_direct_bf16;
-        t.to_bf16 = &K::to_bf16;
-        if (isa == Isa::amx) {
-            t.tile_group = K::kAmxTileGroup;
-            t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_amx;
-        }
+#if UNIVERSEG_SIMD_KIND == 4
+    t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_bf16;
+    t.conv3x3_direct_bf16 = &K::conv3x3_direct_bf16;
+    t.to_bf16 = &K::to_bf16;
+    if (isa == Isa::amx) {
+        t.tile_group = K::kAmxTileGroup;
+        t.conv3x3_winograd_bf16 = &K::conv3x3_winograd_amx;
     }
 #endif
     return t;
 }
 
+}  // namespace UNIVERSEG_SIMD_NS
 }  // namespace kernels
 }  // namespace universeg

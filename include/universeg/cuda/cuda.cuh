@@ -1,8 +1,8 @@
-// universeg/cuda.cuh - UniverSeg on an NVIDIA GPU: cuBLAS GEMMs for the convolutions, small
+// universeg/cuda/cuda.cuh - UniverSeg on an NVIDIA GPU: cuBLAS GEMMs for the convolutions, small
 // kernels of its own for the rest. Compiled by nvcc only; the CPU headers never include it.
 //
 //   #include <universeg/universeg.hpp>   // for universeg::Model (nvcc parses Eigen: slow, noisy),
-//   #include <universeg/cuda/cuda.cuh>        // or pass a cuda::Net made by cuda::describe(model) in a .cpp
+//   #include <universeg/cuda/cuda.cuh>     // or pass model.network() from a .cpp (core/network.hpp)
 //
 //   universeg::cuda::CudaModel gpu(model);                                   // weights to the current GPU
 //   gpu.forward(query, images, labels, B, S, H, W, logits);                  // host arrays, synchronous
@@ -295,9 +295,9 @@ class CudaModel {
 public:
     // The model on the current CUDA device. `stream` (default: the legacy default stream) is
     // where every call queues its work; see set_stream.
-    explicit CudaModel(Net net, Options options = {}, cudaStream_t stream = nullptr)
+    explicit CudaModel(Network net, Options options = {}, cudaStream_t stream = nullptr)
         : net_(std::move(net)), opt_(options), stream_(stream) {
-        validate(net_);
+        check_network(net_);
         int count = 0;
         check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
         if (count < 1) throw Error("no CUDA device is visible (cudaGetDeviceCount found none)");
@@ -317,10 +317,11 @@ public:
         check(cublasSetMathMode(blas_.h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode (CUBLAS_DEFAULT_MATH)");
     }
 
-    // From a universeg::Model (any type with its encoder()/decoder()/out_conv() accessors).
-    template <class ModelT, class = decltype(std::declval<const ModelT&>().encoder())>
+    // From a universeg::Model (any type with a network() accessor: this header needs neither
+    // core/model.hpp nor Eigen).
+    template <class ModelT, class = decltype(std::declval<const ModelT&>().network())>
     explicit CudaModel(const ModelT& model, Options options = {}, cudaStream_t stream = nullptr)
-        : CudaModel(describe(model), options, stream) {}
+        : CudaModel(model.network(), options, stream) {}
 
     CudaModel(const CudaModel&) = delete;
     CudaModel& operator=(const CudaModel&) = delete;
@@ -364,7 +365,7 @@ public:
     void set_stream(cudaStream_t stream) { stream_ = stream; }
     cudaStream_t stream() const { return stream_; }
     int device() const { return device_; }
-    const Net& net() const { return net_; }
+    const Network& net() const { return net_; }
     const Options& options() const { return opt_; }
     const Workspace& workspace() const { return ws_; }  // the last call's plan and the arena's capacity
     int64_t device_bytes() const { return weights_.bytes() + weights_bf16_.bytes() + arena_.bytes(); }
@@ -422,7 +423,7 @@ private:
         run_plan(be, p, layout_, query, support_images, support_labels, logits);
     }
 
-    Net net_;
+    Network net_;
     Options opt_;
     WeightLayout layout_;
     int device_ = 0;

@@ -1,15 +1,15 @@
-// universeg/cuda_plan.hpp - the CUDA backend's host side, in plain C++ (no CUDA, no Eigen):
-// the model description it runs, the weight layout on the device, and the shape plan of one
-// forward pass (buffers, support chunks, GEMM dimensions). cuda_ops.hpp sequences the pass on
-// a plan, cuda.cuh runs that sequence on the GPU, and tests/test_cuda_plan.cpp checks all of
-// it but the kernels' launches and cuBLAS on machines without a GPU.
+// universeg/cuda/plan.hpp - the CUDA backend's host side, in plain C++ (no CUDA, no Eigen):
+// the weight layout on the device and the shape plan of one forward pass (buffers, support
+// chunks, GEMM dimensions) for a Network (core/network.hpp). cuda/ops.hpp sequences the pass on
+// a plan, cuda/cuda.cuh runs that sequence on the GPU, and tests/test_cuda_plan.cpp checks all
+// of it but the kernels' launches and cuBLAS on machines without a GPU.
 //
-//   cuda::Net net = cuda::describe(model);              // weights of a universeg::Model
+//   const Network& net = model.network();
 //   cuda::Plan p = cuda::make_plan(net, {}, B, S, H, W); // throws Error on invalid shapes
 //   p.arena_bytes, p.region("col").bytes, p.encoder[0].support.k, ...
 //   cuda::Workspace ws; ws.prepare(net, opt, B, S, H, W); // re-plans on a new shape; says how far to grow
 //
-// The forward pass it plans is engine.hpp's exact algebra on NCHW images:
+// The forward pass it plans is cpu/engine.hpp's exact algebra on NCHW images:
 //   ZT   = conv(W_T, T) + b                  once per query (target half of the cross conv)
 //   ZM   = conv(W_V, mean_i V_i)             the new target's input is ZM + ZT
 //   Z_i  = conv(W_V, V_i)                    per support, in chunks; its consumer adds ZT
@@ -22,6 +22,7 @@
 // n = output channels, k = 9 x input channels (A: the col matrix; B: the weights).
 #pragma once
 
+#include "../core/network.hpp"
 #include "../core/tensor.hpp"
 
 #include <algorithm>
@@ -70,106 +71,6 @@ struct Options {
     int64_t cublas_workspace_bytes = int64_t(32) << 20;
 };
 
-// ---- The model description: a universeg::Model's architecture and weights, PyTorch layout.
-
-struct ConvWeights {
-    int64_t out = 0, in = 0, k = 0;
-    std::vector<float> weight, bias;  // (out, in, k, k), (out)
-};
-
-struct BlockWeights {
-    int64_t target_in = 0, support_in = 0;          // input channels
-    int64_t cross_features = 0, conv_features = 0;  // f, g
-    ConvWeights cross, target, support;             // (f, ti+si, 3, 3) target channels first; (g, f, 3, 3) twice
-};
-
-struct Net {
-    std::vector<BlockWeights> encoder, decoder;
-    ConvWeights out;  // (1, g_last, 1, 1)
-
-    int64_t levels() const { return int64_t(encoder.size()); }
-    int64_t size_multiple() const { return levels() > 0 ? int64_t(1) << (levels() - 1) : 1; }
-    int64_t parameter_count() const {
-        int64_t n = int64_t(out.weight.size() + out.bias.size());
-        for (const auto* blocks : {&encoder, &decoder})
-            for (const BlockWeights& b : *blocks)
-                for (const ConvWeights* c : {&b.cross, &b.target, &b.support}) n += int64_t(c->weight.size() + c->bias.size());
-        return n;
-    }
-};
-
-namespace detail {
-
-inline void expect_conv(const ConvWeights& c, int64_t out, int64_t in, int64_t k, const std::string& name) {
-    if (c.out != out || c.in != in || c.k != k)
-        throw Error("CUDA model: " + name + " has shape " + shape_string({c.out, c.in, c.k, c.k}) + ", expected " +
-                    shape_string({out, in, k, k}));
-    if (int64_t(c.weight.size()) != out * in * k * k || int64_t(c.bias.size()) != out)
-        throw Error("CUDA model: " + name + " holds " + std::to_string(c.weight.size()) + " weights and " +
-                    std::to_string(c.bias.size()) + " biases for shape " + shape_string({out, in, k, k}));
-    for (const std::vector<float>* v : {&c.weight, &c.bias})
-        for (float x : *v)
-            if (!std::isfinite(x)) throw Error("CUDA model: " + name + " holds a non-finite value");
-}
-
-inline void expect_block(const BlockWeights& b, int64_t target_in, int64_t support_in, const std::string& name) {
-    if (b.target_in != target_in || b.support_in != support_in)
-        throw Error("CUDA model: " + name + " takes (" + std::to_string(b.target_in) + ", " + std::to_string(b.support_in) +
-                    ") input channels, expected (" + std::to_string(target_in) + ", " + std::to_string(support_in) + ")");
-    const int64_t f = b.cross_features, g = b.conv_features;
-    if (f < 1 || g < 1) throw Error("CUDA model: " + name + " has no features");
-    expect_conv(b.cross, f, target_in + support_in, 3, name + ".cross");
-    expect_conv(b.target, g, f, 3, name + ".target");
-    expect_conv(b.support, g, f, 3, name + ".support");
-}
-
-}  // namespace detail
-
-// Throws Error unless `net` is a complete UniverSeg: the channel chain of the encoder, the
-// decoder (one block fewer, skips concatenated after the upsampled features) and the output conv.
-inline void validate(const Net& net) {
-    const int64_t L = net.levels();
-    if (L < 1) throw Error("CUDA model: no encoder blocks");
-    if (int64_t(net.decoder.size()) != L - 1)
-        throw Error("CUDA model: " + std::to_string(L) + " encoder blocks need " + std::to_string(L - 1) +
-                    " decoder blocks, got " + std::to_string(net.decoder.size()));
-    for (int64_t k = 0; k < L; ++k) {
-        const int64_t prev = k == 0 ? 0 : net.encoder[size_t(k - 1)].conv_features;
-        detail::expect_block(net.encoder[size_t(k)], k == 0 ? 1 : prev, k == 0 ? 2 : prev, "enc_blocks." + std::to_string(k));
-    }
-    int64_t g = net.encoder.back().conv_features;
-    for (int64_t d = 0; d + 1 < L; ++d) {
-        const int64_t in = g + net.encoder[size_t(L - 2 - d)].conv_features;
-        detail::expect_block(net.decoder[size_t(d)], in, in, "dec_blocks." + std::to_string(d));
-        g = net.decoder[size_t(d)].conv_features;
-    }
-    detail::expect_conv(net.out, 1, g, 1, "out_conv");
-}
-
-// The description of a universeg::Model (model.hpp), validated. A template so that this
-// header needs neither model.hpp nor Eigen: nvcc translation units stay free of both.
-template <class ModelT>
-Net describe(const ModelT& model) {
-    auto conv = [](const auto& c) { return ConvWeights{c.out, c.in, c.k, c.weight, c.bias}; };
-    auto block = [&conv](const auto& b) {
-        BlockWeights w;
-        w.target_in = b.target_in;
-        w.support_in = b.support_in;
-        w.cross_features = b.features.cross;
-        w.conv_features = b.features.conv;
-        w.cross = conv(b.cross);
-        w.target = conv(b.target);
-        w.support = conv(b.support);
-        return w;
-    };
-    Net net;
-    for (const auto& b : model.encoder()) net.encoder.push_back(block(b));
-    for (const auto& b : model.decoder()) net.decoder.push_back(block(b));
-    net.out = conv(model.out_conv());
-    validate(net);
-    return net;
-}
-
 // ---- Checked sizes: every byte count of a plan goes through these.
 
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
@@ -215,9 +116,9 @@ struct WeightLayout {
     int64_t floats = 0, halves = 0;
 };
 
-inline WeightLayout weight_layout(const Net& net, bool bf16) {
+inline WeightLayout weight_layout(const Network& net, bool bf16) {
     WeightLayout l;
-    auto slot = [&l](const ConvWeights& c, int64_t ci0, int64_t cin, bool bias, bool half) {
+    auto slot = [&l](const Conv& c, int64_t ci0, int64_t cin, bool bias, bool half) {
         ConvSlot s;
         s.rows = c.out;
         s.cols = cin * c.k * c.k;
@@ -235,7 +136,7 @@ inline WeightLayout weight_layout(const Net& net, bool bf16) {
         }
         return s;
     };
-    auto block = [&](const BlockWeights& b) {
+    auto block = [&](const CrossBlock& b) {
         BlockSlots s;
         s.cross_t = slot(b.cross, 0, b.target_in, true, false);
         s.cross_v = slot(b.cross, b.target_in, b.support_in, false, bf16);
@@ -243,18 +144,18 @@ inline WeightLayout weight_layout(const Net& net, bool bf16) {
         s.support = slot(b.support, 0, b.support.in, true, bf16);
         return s;
     };
-    for (const BlockWeights& b : net.encoder) l.encoder.push_back(block(b));
-    for (const BlockWeights& b : net.decoder) l.decoder.push_back(block(b));
+    for (const CrossBlock& b : net.encoder) l.encoder.push_back(block(b));
+    for (const CrossBlock& b : net.decoder) l.decoder.push_back(block(b));
     l.out = slot(net.out, 0, net.out.in, true, false);
     return l;
 }
 
 // The device buffers' contents for `layout` (halves: bf16 bits, rounded to nearest even).
-inline void pack_weights(const Net& net, const WeightLayout& layout, std::vector<float>& floats,
+inline void pack_weights(const Network& net, const WeightLayout& layout, std::vector<float>& floats,
                          std::vector<uint16_t>& halves) {
     floats.assign(size_t(layout.floats), 0.0f);
     halves.assign(size_t(layout.halves), 0);
-    auto put = [&](const ConvWeights& c, const ConvSlot& s) {
+    auto put = [&](const Conv& c, const ConvSlot& s) {
         for (int64_t o = 0; o < s.rows; ++o)
             for (int64_t j = 0; j < s.cols; ++j) {
                 const float v = c.weight[size_t(o * s.src_cols + s.col0 + j)];
@@ -263,7 +164,7 @@ inline void pack_weights(const Net& net, const WeightLayout& layout, std::vector
             }
         if (s.bias >= 0) std::copy(c.bias.begin(), c.bias.end(), floats.begin() + s.bias);
     };
-    auto block = [&](const BlockWeights& b, const BlockSlots& s) {
+    auto block = [&](const CrossBlock& b, const BlockSlots& s) {
         put(b.cross, s.cross_t);
         put(b.cross, s.cross_v);
         put(b.target, s.target);
@@ -352,15 +253,15 @@ struct Plan {
 
 // Throws Error unless (B, S, H, W) is a valid problem for `net` on the GPU. The messages
 // follow Model::check_inputs.
-inline void check_shape(const Net& net, int64_t B, int64_t S, int64_t H, int64_t W) {
-    const int64_t m = net.size_multiple();
+inline void check_shape(const Network& net, int64_t B, int64_t S, int64_t H, int64_t W) {
+    const int64_t m = net.config.size_multiple();
     if (B < 1) throw Error("batch size must be at least 1, got " + std::to_string(B));
     if (S < 1) throw Error("support size must be at least 1, got " + std::to_string(S));
     if (S > kMaxGrid)
         throw Error("support size " + std::to_string(S) + " exceeds the CUDA backend's limit of " + std::to_string(kMaxGrid));
     if (H < 1 || W < 1 || H % m || W % m)
         throw Error("image size " + std::to_string(H) + "x" + std::to_string(W) + " is not a positive multiple of " +
-                    std::to_string(m) + " (this model halves the resolution " + std::to_string(net.levels() - 1) +
+                    std::to_string(m) + " (this model halves the resolution " + std::to_string(net.config.levels() - 1) +
                     " times)");
 }
 
@@ -416,7 +317,7 @@ struct Planner {
         p.gemm_flops += double(p.B) * double(p.S) * (make_gemm(hw, f, cs, 1).flops() + make_gemm(hw, g, f, 1).flops());
     }
 
-    BlockPlan block(const BlockWeights& w, const std::string& name, int64_t level) {
+    BlockPlan block(const CrossBlock& w, const std::string& name, int64_t level) {
         BlockPlan b;
         b.name = name;
         b.level = level;
@@ -424,8 +325,8 @@ struct Planner {
         b.w = p.W >> level;
         b.target_in = w.target_in;
         b.support_in = w.support_in;
-        b.cross = w.cross_features;
-        b.conv = w.conv_features;
+        b.cross = w.features.cross;
+        b.conv = w.features.conv;
         return b;
     }
 };
@@ -441,8 +342,8 @@ struct Planner {
 //   skip0_mean, prev_mean, mean_v, mean_low, mean_skip   means over the supports
 //   t_enc<k>, t_pool, t_cat, t_dec0, t_dec1         the target
 //   zt, zm, col, chunk_z, chunk_in, chunk_out        per-block scratch
-inline Plan make_plan(const Net& net, const Options& opt, int64_t B, int64_t S, int64_t H, int64_t W) {
-    validate(net);
+inline Plan make_plan(const Network& net, const Options& opt, int64_t B, int64_t S, int64_t H, int64_t W) {
+    check_network(net);
     check_shape(net, B, S, H, W);
     if (opt.chunk_bytes < 0 || opt.cublas_workspace_bytes < 0) throw Error("CUDA options: negative buffer size");
     Plan p;
@@ -452,7 +353,7 @@ inline Plan make_plan(const Net& net, const Options& opt, int64_t B, int64_t S, 
     p.W = W;
     p.precision = opt.precision;
     detail::Planner pl{opt, p};
-    const int64_t L = net.levels(), D = int64_t(net.decoder.size());
+    const int64_t L = net.config.levels(), D = int64_t(net.decoder.size());
     const int64_t HW = checked_mul(H, W, "image size");
     checked_int(HW, "pixels per image");
     pl.need("query", checked_mul({B, HW, 4}, "query"));
@@ -467,8 +368,8 @@ inline Plan make_plan(const Net& net, const Options& opt, int64_t B, int64_t S, 
     std::vector<View> t_skip, v_skip = std::vector<View>(size_t(L));
     View skip0_mean, prev_mean, prev;
     for (int64_t k = 0; k < L; ++k) {
-        const BlockWeights& w = net.encoder[size_t(k)];
-        const int64_t g = w.conv_features;
+        const CrossBlock& w = net.encoder[size_t(k)];
+        const int64_t g = w.features.conv;
         BlockPlan b = pl.block(w, "enc_blocks." + std::to_string(k), k);
         b.t_in = T;
         b.v_in = V;
@@ -496,8 +397,8 @@ inline Plan make_plan(const Net& net, const Options& opt, int64_t B, int64_t S, 
     }
     for (int64_t d = 0; d < D; ++d) {
         const int64_t level = L - 2 - d;
-        const BlockWeights& w = net.decoder[size_t(d)];
-        const int64_t g = w.conv_features;
+        const CrossBlock& w = net.decoder[size_t(d)];
+        const int64_t g = w.features.conv;
         const bool last = d + 1 == D;
         BlockPlan b = pl.block(w, "dec_blocks." + std::to_string(d), level);
         b.t_low = T;
@@ -546,7 +447,7 @@ struct Workspace {
 
     // Returns the bytes the arena must grow to before running `plan`, or 0 when it fits. The
     // caller sets `capacity` once it has allocated them.
-    int64_t prepare(const Net& net, const Options& opt, int64_t B, int64_t S, int64_t H, int64_t W) {
+    int64_t prepare(const Network& net, const Options& opt, int64_t B, int64_t S, int64_t H, int64_t W) {
         const bool same_options = options.precision == opt.precision && options.chunk_bytes == opt.chunk_bytes &&
                                   options.cublas_workspace_bytes == opt.cublas_workspace_bytes;
         if (!planned || !same_options || plan.B != B || plan.S != S || plan.H != H || plan.W != W) {

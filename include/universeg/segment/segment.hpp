@@ -47,6 +47,7 @@
 #pragma once
 
 #include "../io/image.hpp"
+#include "metrics.hpp"
 #include "../core/model.hpp"
 #include "../core/random.hpp"
 
@@ -513,13 +514,6 @@ inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, c
                                                c.intensity_weights[l] * t.intensity[l][size_t(intensity_bin(query.pixels[p]))]));
 }
 
-// Pixel counts of one label value in a ground truth and a prediction.
-struct Overlap {
-    int64_t truth = 0, pred = 0, both = 0;
-    // NaN when the value is absent from both: nothing to score, rather than a perfect 1.
-    double dice() const { return truth + pred ? 2.0 * double(both) / double(truth + pred) : NAN; }
-    double iou() const { return truth + pred ? double(both) / double(truth + pred - both) : NAN; }
-};
 
 // Leave-one-out predictions of n images: per pixel and label (pixels, L) the network's logit
 // and the intensity evidence, and per pixel the true label index or -1. Image i holds the
@@ -700,16 +694,5 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
     return t;
 }
 
-// Every non-zero value of either map.
-inline std::map<int64_t, Overlap> label_overlaps(const float* truth, const float* pred, size_t n) {
-    std::map<int64_t, Overlap> o;
-    for (size_t i = 0; i < n; ++i) {
-        const int64_t t = int64_t(truth[i]), p = int64_t(pred[i]);
-        if (t) ++o[t].truth;
-        if (p) ++o[p].pred;
-        if (t && t == p) ++o[t].both;
-    }
-    return o;
-}
 
 }  // namespace universeg

@@ -24,7 +24,7 @@
 
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
-#include "train.hpp"
+#include "batch.hpp"
 
 #include <algorithm>
 #include <array>

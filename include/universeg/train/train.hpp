@@ -1,6 +1,5 @@
-// universeg/train.hpp - training UniverSeg: the whole-model forward that keeps what the
-// backward needs, the backward, losses, Adam/AdamW, the learning-rate schedule, gradient
-// clipping, and the evaluation helpers (Dice, the histogram baseline).
+// universeg/train/train.hpp - training UniverSeg: the backward of core/reference.hpp's forward,
+// losses, Adam/AdamW, the learning-rate schedule, gradient clipping, checkpoints.
 //
 //   TrainState st = init_train_state(parse_config("[32,32,32,32]"), seed);
 //   TrainWorkspace ws;
@@ -28,7 +27,10 @@
 #include "../core/model.hpp"
 #include "../core/ops.hpp"
 #include "../core/random.hpp"
+#include "../core/reference.hpp"
 #include "../core/tensor.hpp"
+#include "../segment/metrics.hpp"
+#include "batch.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -45,93 +47,6 @@ namespace universeg {
 
 // ---- configuration and parameters ----------------------------------------------------------
 
-// "[32,32,32,32]", "[[16,8],[24,16],32]" (entries n or [cross, conv]), or "v1".
-inline Config parse_config(const std::string& text) {
-    if (text == "v1") return Config::v1();
-    auto fail = [&text](const std::string& why) -> Error {
-        return Error("--config '" + text + "': " + why + " (expected e.g. [32,32,32,32] or [[16,8],[24,16],32])");
-    };
-    std::vector<BlockFeatures> enc;
-    size_t i = 0;
-    auto skip = [&] { while (i < text.size() && text[i] == ' ') ++i; };
-    auto number = [&]() -> int64_t {
-        skip();
-        size_t j = i;
-        while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
-        if (j == i || j - i > 6) throw fail("expected a feature count at position " + std::to_string(i));
-        const int64_t v = std::stoll(text.substr(i, j - i));
-        if (v < 1 || v > 4096) throw fail("feature counts must be in [1, 4096]");
-        i = j;
-        return v;
-    };
-    auto expect = [&](char c) {
-        skip();
-        if (i >= text.size() || text[i] != c) throw fail(std::string("expected '") + c + "' at position " + std::to_string(i));
-        ++i;
-    };
-    expect('[');
-    for (;;) {
-        skip();
-        if (i < text.size() && text[i] == '[') {
-            ++i;
-            const int64_t a = number();
-            expect(',');
-            const int64_t b = number();
-            expect(']');
-            enc.push_back({a, b});
-        } else {
-            const int64_t a = number();
-            enc.push_back({a, a});
-        }
-        skip();
-        if (i < text.size() && text[i] == ',') { ++i; continue; }
-        expect(']');
-        break;
-    }
-    skip();
-    if (i != text.size()) throw fail("trailing characters");
-    if (enc.size() > 8) throw fail("at most 8 encoder blocks");
-    return Config::from_encoder(enc);
-}
-
-struct ParamInfo {
-    std::string name;
-    std::vector<int64_t> shape;
-    int64_t offset = 0, numel = 0;
-};
-
-// Every parameter tensor of `c` in a fixed order: per CrossBlock (encoder, then decoder) the
-// cross conv, target conv and support conv (weight, bias each), then the output conv.
-inline std::vector<ParamInfo> param_layout(const Config& c) {
-    std::vector<ParamInfo> out;
-    int64_t offset = 0;
-    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-        int64_t n = 1;
-        for (int64_t d : shape) n *= d;
-        out.push_back({name, std::move(shape), offset, n});
-        offset += n;
-    };
-    auto block = [&](const std::string& p, int64_t ct, int64_t cs, BlockFeatures f) {
-        add(p + ".cross.cross_conv.weight", {f.cross, ct + cs, 3, 3});
-        add(p + ".cross.cross_conv.bias", {f.cross});
-        add(p + ".target.vmapped.conv.weight", {f.conv, f.cross, 3, 3});
-        add(p + ".target.vmapped.conv.bias", {f.conv});
-        add(p + ".support.vmapped.conv.weight", {f.conv, f.cross, 3, 3});
-        add(p + ".support.vmapped.conv.bias", {f.conv});
-    };
-    for (int64_t k = 0; k < c.levels(); ++k)
-        block("enc_blocks." + std::to_string(k), c.encoder_target_in(k), c.encoder_support_in(k), c.encoder[size_t(k)]);
-    for (size_t k = 0; k < c.decoder.size(); ++k)
-        block("dec_blocks." + std::to_string(k), c.decoder_in(int64_t(k)), c.decoder_in(int64_t(k)), c.decoder[k]);
-    add("out_conv.conv.weight", {1, c.output_in(), 1, 1});
-    add("out_conv.conv.bias", {1});
-    return out;
-}
-
-inline int64_t param_count(const std::vector<ParamInfo>& layout) {
-    return layout.empty() ? 0 : layout.back().offset + layout.back().numel;
-}
-
 // Kaiming-normal weights for LeakyReLU (std = sqrt(2 / (1 + slope^2) / fan_in)), zero biases.
 inline std::vector<float> init_params(const std::vector<ParamInfo>& layout, uint64_t seed) {
     std::vector<float> p(size_t(param_count(layout)), 0.0f);
@@ -146,102 +61,9 @@ inline std::vector<float> init_params(const std::vector<ParamInfo>& layout, uint
     return p;
 }
 
-// ---- the training forward and backward ------------------------------------------------------
-
-// A batch of B tasks, each one query and S supports; row-major, labels 0/1.
-struct Batch {
-    int64_t B = 0, S = 0, H = 0, W = 0;
-    std::vector<float> query, query_labels;              // (B, 1, H, W)
-    std::vector<float> support_images, support_labels;  // (B, S, 1, H, W)
-
-    static Batch zeros(int64_t B, int64_t S, int64_t H, int64_t W) {
-        Batch b;
-        b.B = B, b.S = S, b.H = H, b.W = W;
-        b.query.resize(size_t(B * H * W));
-        b.query_labels.resize(size_t(B * H * W));
-        b.support_images.resize(size_t(B * S * H * W));
-        b.support_labels.resize(size_t(B * S * H * W));
-        return b;
-    }
-};
-
-// What one CrossBlock keeps for its backward. Inputs tin (B, ct, h, w) and vin (B*S, cs, h, w);
-// z = CrossConv outputs (B*S, f), zm = their mean (B, f); outputs after LeakyReLU tout (B, g)
-// and vout (B*S, g), vout empty for the last block.
-template <class T>
-struct BlockActivations {
-    int64_t h = 0, w = 0, ct = 0, cs = 0, f = 0, g = 0;
-    bool support_out = true;
-    std::vector<T> tin, vin, z, zm, tout, vout;
-};
-
-template <class T>
-struct Activations {
-    int64_t B = 0, S = 0, H = 0, W = 0;
-    std::vector<BlockActivations<T>> blocks;  // encoder blocks, then decoder blocks
-    std::vector<T> logits;                     // (B, 1, H, W)
-};
+// ---- the backward ------------------------------------------------------------------------
 
 namespace detail {
-
-// The six tensors of CrossBlock k inside a flat buffer: weights (const T*) or gradients (T*).
-template <class P>
-struct BlockWeights {
-    P cw, cb, tw, tb, sw, sb;
-};
-
-template <class P>
-BlockWeights<P> block_weights(const std::vector<ParamInfo>& layout, P p, size_t k) {
-    return {p + layout[6 * k].offset,     p + layout[6 * k + 1].offset, p + layout[6 * k + 2].offset,
-            p + layout[6 * k + 3].offset, p + layout[6 * k + 4].offset, p + layout[6 * k + 5].offset};
-}
-
-template <class T>
-void resize_zero(std::vector<T>& v, int64_t n) {
-    v.assign(size_t(n), T(0));
-}
-
-// Columns [c0, c0 + c) of the cross weight (f, ct + cs, 3, 3) as a contiguous (f, c, 3, 3).
-template <class T>
-std::vector<T> weight_columns(const T* cw, int64_t f, int64_t cin, int64_t c0, int64_t c) {
-    std::vector<T> out(size_t(f * c * 9));
-    for (int64_t o = 0; o < f; ++o) std::copy(cw + (o * cin + c0) * 9, cw + (o * cin + c0 + c) * 9, out.begin() + o * c * 9);
-    return out;
-}
-
-template <class T>
-void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int64_t B, int64_t S, bool split,
-                   const kernels::Table* fast) {
-    const int64_t hw = a.h * a.w, f = a.f, g = a.g, cin = a.ct + a.cs;
-    resize_zero(a.z, B * S * f * hw);
-    resize_zero(a.zm, B * f * hw);
-    if (split) {
-        const std::vector<T> wT = weight_columns(wt.cw, f, cin, 0, a.ct), wV = weight_columns(wt.cw, f, cin, a.ct, a.cs);
-        const std::vector<T> no_bias(size_t(f), T(0));
-        std::vector<T> pt(size_t(B * f * hw));
-        conv2d_forward(pt.data(), a.tin.data(), wT.data(), wt.cb, B, a.ct, f, a.h, a.w, int64_t(3), fast);
-        conv2d_forward(a.z.data(), a.vin.data(), wV.data(), no_bias.data(), B * S, a.cs, f, a.h, a.w, int64_t(3), fast);
-        mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
-        const int64_t inner = f * hw;
-#pragma omp parallel for schedule(static)
-        for (int64_t n = 0; n < B * S; ++n)
-            for (int64_t j = 0; j < inner; ++j) a.z[size_t(n * inner + j)] += pt[size_t((n / S) * inner + j)];
-        for (int64_t j = 0; j < B * inner; ++j) a.zm[size_t(j)] += pt[size_t(j)];
-    } else {
-        cross_conv_forward(a.z.data(), a.tin.data(), a.vin.data(), wt.cw, wt.cb, B, S, a.ct, a.cs, f, a.h, a.w, int64_t(3));
-        mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
-    }
-    resize_zero(a.tout, B * g * hw);
-    conv2d_forward(a.tout.data(), a.zm.data(), wt.tw, wt.tb, B, f, g, a.h, a.w, int64_t(3), fast);
-    leaky_relu_forward(a.tout.data(), a.tout.data(), int64_t(a.tout.size()));
-    if (a.support_out) {
-        resize_zero(a.vout, B * S * g * hw);
-        conv2d_forward(a.vout.data(), a.z.data(), wt.sw, wt.sb, B * S, f, g, a.h, a.w, int64_t(3), fast);
-        leaky_relu_forward(a.vout.data(), a.vout.data(), int64_t(a.vout.size()));
-    } else {
-        a.vout.clear();
-    }
-}
 
 // Adds the block's parameter gradients into `grad` (same layout as the weights) and, when
 // dtin / dvin are non-null, the input gradients. dvout is ignored for the last block.
@@ -285,68 +107,8 @@ void block_backward(const BlockActivations<T>& a, const BlockWeights<const T*>& 
 
 }  // namespace detail
 
-// Forward pass over a batch, keeping activations in `act`; returns nothing, logits in act.logits.
-// `params` laid out by param_layout(config). The logits equal Model::forward's. `fast`: the
-// kernels whose GEMM the float convolutions use (see ops.hpp); null: Eigen's.
-template <class T>
-void train_forward(const Config& config, const std::vector<ParamInfo>& layout, const T* params, const float* query,
-                   const float* support_images, const float* support_labels, int64_t B, int64_t S, int64_t H, int64_t W,
-                   Activations<T>& act, bool split = true, const kernels::Table* fast = nullptr) {
-    const int64_t L = config.levels(), D = int64_t(config.decoder.size()), HW = H * W;
-    if (B < 1 || S < 1 || H < 1 || W < 1 || H % config.size_multiple() || W % config.size_multiple())
-        throw Error("train_forward: batch " + std::to_string(B) + " x " + std::to_string(S) + " supports of " +
-                    std::to_string(H) + "x" + std::to_string(W) + " does not fit " + config.to_string());
-    act.B = B, act.S = S, act.H = H, act.W = W;
-    act.blocks.resize(size_t(L + D));
-    int64_t h = H, w = W;
-    for (int64_t k = 0; k < L; ++k) {
-        BlockActivations<T>& a = act.blocks[size_t(k)];
-        a.h = h, a.w = w, a.ct = config.encoder_target_in(k), a.cs = config.encoder_support_in(k);
-        a.f = config.encoder[size_t(k)].cross, a.g = config.encoder[size_t(k)].conv;
-        a.support_out = !(k == L - 1 && D == 0);
-        if (k == 0) {
-            a.tin.assign(query, query + B * HW);
-            a.vin.resize(size_t(B * S * 2 * HW));
-            for (int64_t n = 0; n < B * S; ++n) {  // support pair = (image, label) on channels
-                std::copy(support_images + n * HW, support_images + (n + 1) * HW, a.vin.begin() + n * 2 * HW);
-                std::copy(support_labels + n * HW, support_labels + (n + 1) * HW, a.vin.begin() + (n * 2 + 1) * HW);
-            }
-        } else {
-            const BlockActivations<T>& p = act.blocks[size_t(k - 1)];
-            a.tin.resize(size_t(B * p.g * h * w));
-            a.vin.resize(size_t(B * S * p.g * h * w));
-            maxpool2x2_forward(a.tin.data(), p.tout.data(), B * p.g, 2 * h, 2 * w);
-            maxpool2x2_forward(a.vin.data(), p.vout.data(), B * S * p.g, 2 * h, 2 * w);
-        }
-        detail::block_forward(a, detail::block_weights(layout, params, size_t(k)), B, S, split, fast);
-        if (k + 1 < L) h /= 2, w /= 2;
-    }
-    for (int64_t j = 0; j < D; ++j) {
-        BlockActivations<T>& a = act.blocks[size_t(L + j)];
-        const BlockActivations<T>& prev = act.blocks[size_t(L + j - 1)];
-        const BlockActivations<T>& skip = act.blocks[size_t(L - 2 - j)];
-        h *= 2, w *= 2;
-        a.h = h, a.w = w, a.ct = a.cs = prev.g + skip.g;
-        a.f = config.decoder[size_t(j)].cross, a.g = config.decoder[size_t(j)].conv;
-        a.support_out = j + 1 < D;
-        std::vector<T> up(size_t(B * S * prev.g * h * w));
-        a.tin.resize(size_t(B * a.ct * h * w));
-        upsample2x_forward(up.data(), prev.tout.data(), B * prev.g, h / 2, w / 2);
-        concat_channels_forward(a.tin.data(), up.data(), skip.tout.data(), B, prev.g, skip.g, h * w);
-        a.vin.resize(size_t(B * S * a.cs * h * w));
-        upsample2x_forward(up.data(), prev.vout.data(), B * S * prev.g, h / 2, w / 2);
-        concat_channels_forward(a.vin.data(), up.data(), skip.vout.data(), B * S, prev.g, skip.g, h * w);
-        detail::block_forward(a, detail::block_weights(layout, params, size_t(L + j)), B, S, split, fast);
-    }
-    const BlockActivations<T>& last = act.blocks.back();
-    const size_t o = size_t(6 * (L + D));
-    act.logits.assign(size_t(B * HW), T(0));
-    conv2d_forward(act.logits.data(), last.tout.data(), params + layout[o].offset, params + layout[o + 1].offset, B,
-                   last.g, int64_t(1), H, W, int64_t(1), fast);
-}
-
 // Adds d loss / d params into `grad` (layout as params) given dlogits (B, 1, H, W); `fast` as
-// for train_forward.
+// for reference_forward.
 template <class T>
 void train_backward(const Config& config, const std::vector<ParamInfo>& layout, const T* params,
                     const Activations<T>& act, const T* dlogits, T* grad, bool split = true,
@@ -567,7 +329,7 @@ struct StepResult {
 // Forward, loss, backward, clipping and one Adam step on `batch`; advances s.step.
 inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptions& o, TrainWorkspace& ws) {
     const FlushSubnormals flush;
-    train_forward(s.config, s.layout, s.params.data(), batch.query.data(), batch.support_images.data(),
+    reference_forward(s.config, s.layout, s.params.data(), batch.query.data(), batch.support_images.data(),
                   batch.support_labels.data(), batch.B, batch.S, batch.H, batch.W, ws.act, true, ws.gemm_kernels);
     ws.dlogits.resize(ws.act.logits.size());
     StepResult r;
@@ -614,7 +376,7 @@ inline Tensor u64_tensor(uint64_t v) {
     return t;
 }
 inline uint64_t u64_from(const StateDict& sd, const std::string& key) {
-    const Tensor& t = require(sd, key);
+    const Tensor& t = require_tensor(sd, key);
     uint64_t v = 0;
     if (t.numel() != 4) throw Error("checkpoint tensor '" + key + "' must hold 4 values");
     for (int i = 0; i < 4; ++i) {
@@ -652,7 +414,7 @@ inline StateDict checkpoint_dict(const TrainState& s) {
 // fine-tuning; `seed` then seeds the data). The architecture is read off the shapes.
 inline TrainState train_state_from(const StateDict& sd, uint64_t seed = 0) {
     TrainState s;
-    s.config = Model(sd).config();  // validates every tensor
+    s.config = Network::from_state_dict(sd).config;  // validates every tensor
     s.layout = param_layout(s.config);
     const int64_t n = param_count(s.layout);
     s.params.resize(size_t(n));
@@ -661,13 +423,13 @@ inline TrainState train_state_from(const StateDict& sd, uint64_t seed = 0) {
     const bool resume = sd.count("train.step") > 0;
     if (resume && sd.count("ema." + s.layout[0].name)) s.ema.assign(size_t(n), 0.0f);
     for (const ParamInfo& info : s.layout) {
-        std::copy(detail::require(sd, info.name).data.begin(), detail::require(sd, info.name).data.end(),
+        std::copy(require_tensor(sd, info.name).data.begin(), require_tensor(sd, info.name).data.end(),
                   s.params.begin() + info.offset);
         if (!resume) continue;
         for (const char* part : {"adam.m.", "adam.v.", "ema."}) {
             std::vector<float>& dst = part[0] == 'e' ? s.ema : part[5] == 'm' ? s.m : s.v;
             if (dst.empty()) continue;
-            const Tensor& t = detail::require(sd, part + info.name);
+            const Tensor& t = require_tensor(sd, part + info.name);
             if (t.numel() != info.numel) throw Error("checkpoint tensor '" + std::string(part) + info.name + "' has the wrong size");
             std::copy(t.data.begin(), t.data.end(), dst.begin() + info.offset);
         }
@@ -678,47 +440,5 @@ inline TrainState train_state_from(const StateDict& sd, uint64_t seed = 0) {
 }
 
 // ---- evaluation ---------------------------------------------------------------------------------
-
-// Dice of the hard mask (logit > 0) against a 0/1 label; 1 when both are empty.
-inline double dice_score(const float* logits, const float* labels, int64_t n) {
-    int64_t inter = 0, pred = 0, truth = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        const bool p = logits[i] > 0, t = labels[i] > 0.5f;
-        inter += p && t, pred += p, truth += t;
-    }
-    return pred + truth == 0 ? 1.0 : 2.0 * double(inter) / double(pred + truth);
-}
-
-// The classical baseline a few-shot model must beat: a per-task intensity-histogram
-// classifier. From the S supports (images in [0,1], labels 0/1) it counts foreground and
-// background pixels per intensity bin; a query pixel is foreground where its bin's foreground
-// share reaches a threshold, and the threshold is the one that maximises the Dice of this
-// rule on the supports themselves (so small targets are not lost to the background prior).
-// Writes +1 / -1 "logits" so dice_score applies.
-inline void histogram_baseline(const float* support_images, const float* support_labels, int64_t S, int64_t n_pixels,
-                               const float* query, int64_t n_query, float* out, int bins = 32) {
-    std::vector<double> fg(size_t(bins), 0), bg(size_t(bins), 0);
-    auto bin = [bins](float v) { return std::min(bins - 1, std::max(0, int(v * float(bins)))); };
-    for (int64_t i = 0; i < S * n_pixels; ++i) (support_labels[i] > 0.5f ? fg : bg)[size_t(bin(support_images[i]))] += 1;
-    std::vector<int> order(static_cast<size_t>(bins));
-    std::vector<double> share(static_cast<size_t>(bins));
-    double total_fg = 0;
-    for (int b = 0; b < bins; ++b) {
-        order[size_t(b)] = b;
-        share[size_t(b)] = fg[size_t(b)] + bg[size_t(b)] > 0 ? fg[size_t(b)] / (fg[size_t(b)] + bg[size_t(b)]) : 0.0;
-        total_fg += fg[size_t(b)];
-    }
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return share[size_t(a)] > share[size_t(b)]; });
-    // Taking bins in decreasing foreground share, keep the prefix with the best support Dice.
-    double tp = 0, fp = 0, best = -1, threshold = 2;  // 2: nothing is foreground
-    for (size_t k = 0; k < order.size(); ++k) {
-        const int b = order[k];
-        if (fg[size_t(b)] == 0) break;
-        tp += fg[size_t(b)], fp += bg[size_t(b)];
-        const double dice = 2 * tp / (2 * tp + fp + (total_fg - tp));
-        if (dice > best) best = dice, threshold = share[size_t(b)];
-    }
-    for (int64_t i = 0; i < n_query; ++i) out[i] = share[size_t(bin(query[i]))] >= threshold ? 1.0f : -1.0f;
-}
 
 }  // namespace universeg
