@@ -23,6 +23,7 @@ if(OpenMP_CXX_FOUND)
   set(UNIVERSEG_PC_CFLAGS "${OpenMP_CXX_FLAGS}")
   set(UNIVERSEG_PC_LIBS "${OpenMP_CXX_FLAGS}")
 endif()
+file(RELATIVE_PATH UNIVERSEG_PC_PREFIX_FROM_PCDIR ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
 configure_file(cmake/universeg.pc.in ${PROJECT_BINARY_DIR}/universeg.pc @ONLY)
 configure_file(cmake/universeg-io.pc.in ${PROJECT_BINARY_DIR}/universeg-io.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/universeg.pc ${PROJECT_BINARY_DIR}/universeg-io.pc

@@ -189,7 +189,8 @@ TEST_CASE("safetensors write -> read is bit exact") {
     uint64_t header_len = detail::load_uint(bytes.data(), 8);
     CHECK((8 + header_len) % 8 == 0);
     std::string header(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(header_len));
-    CHECK_THAT(header, Contains("\"__metadata__\":{\"format\":\"pt\",\"quote\\\"d\":\"tab\\u0009here\"}"));
+    CHECK_THAT(header, Contains("\"__metadata__\":{\"format\":\"pt\",\"quote\\\"d\":\"tab\\u0009here\",\"universeg_version\":\"" +
+                               std::string(kVersion) + "\"}"));
 
     StateDict back = load_state_dict(path);
     REQUIRE(back.size() == sd.size());

@@ -2,6 +2,7 @@
 #include "cli.hpp"
 
 #include <universeg/io/bytes.hpp>
+#include <universeg/version.hpp>
 
 #include <Eigen/Core>
 
@@ -201,7 +202,8 @@ extern "C" void on_fatal_signal(int sig) {
 }
 
 void print_usage(std::FILE* out) {
-    std::fprintf(out, "usage: universeg <command> [options]   (universeg <command> --help for details)\n\ncommands:\n");
+    std::fprintf(out, "usage: universeg <command> [options]   (universeg <command> --help for details)\n"
+                      "       universeg --version\n\ncommands:\n");
     for (const Command& c : kCommands) std::fprintf(out, "  %-11s %s\n", c.name, c.summary);
 }
 
@@ -211,6 +213,10 @@ int main(int argc, char** argv) {
     if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
+    }
+    if (!std::strcmp(argv[1], "--version")) {
+        std::printf("universeg %s\n", universeg::kVersion);
+        return 0;
     }
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, on_fatal_signal);
     for (const Command& c : kCommands) {

@@ -11,6 +11,7 @@
 // functions in the two modes. UNIVERSEG_WITH_IMPLEMENTATION is 1 where their bodies are compiled.
 #pragma once
 
+#include "api.hpp"
 #if defined(UNIVERSEG_IMPLEMENTATION) && defined(UNIVERSEG_API_ONLY)
 #error "define UNIVERSEG_IMPLEMENTATION in one translation unit and UNIVERSEG_API_ONLY in the others, not both"
 #endif
@@ -19,6 +20,15 @@
 #define UNIVERSEG_API
 #else
 #define UNIVERSEG_API inline
+#endif
+
+// OpenMP pragmas that vanish without -fopenmp, so that GCC's -Wall has no unknown pragma to
+// report: UNIVERSEG_OMP(parallel for) is `#pragma omp parallel for` under OpenMP.
+#ifdef _OPENMP
+#define UNIVERSEG_PRAGMA(x) _Pragma(#x)
+#define UNIVERSEG_OMP(x) UNIVERSEG_PRAGMA(omp x)
+#else
+#define UNIVERSEG_OMP(x)
 #endif
 
 #ifdef UNIVERSEG_API_ONLY

@@ -25,6 +25,7 @@
 // compiled for the includer's baseline (SSE2 in a portable build), the table for the CPU.
 #pragma once
 
+#include "api.hpp"
 #include "../cpu/kernels.hpp"
 
 #include <Eigen/Core>
@@ -116,12 +117,12 @@ void conv2d_gemm(T* out, const T* in, const T* weight, const T* bias, int64_t N,
     const int64_t HW = H * W, rows = Cin * K * K;
     const int64_t chunks = (HW + kConvChunk - 1) / kConvChunk;
     Eigen::Map<const RowMat> Wm(weight, Cout, rows);
-#pragma omp parallel
+UNIVERSEG_OMP(parallel)
     {
         // Uninitialised on purpose: im2col writes every element before the GEMM reads it.
         std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, kConvChunk))]);
         const std::unique_ptr<float[]> pack = gemm_pack<T>(fast, rows);
-#pragma omp for schedule(static)
+UNIVERSEG_OMP(for schedule(static))
         for (int64_t item = 0; item < N * chunks; ++item) {
             const int64_t n = item / chunks, p0 = (item % chunks) * kConvChunk;
             const int64_t np = std::min(kConvChunk, HW - p0);
@@ -169,11 +170,11 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
     const int64_t groups = std::min(items, detail::kGradGroups), per_group = (items + groups - 1) / groups;
     const int64_t stride = Cout * rows + Cout;  // one group's partial: weight then bias
     std::vector<T> partial(size_t(groups * stride), T(0));
-#pragma omp parallel
+UNIVERSEG_OMP(parallel)
     {
         std::unique_ptr<T[]> cols(new T[size_t(rows * std::min(HW, detail::kConvChunk))]);
         const std::unique_ptr<float[]> pack = detail::gemm_pack<T>(fast, std::min(HW, detail::kConvChunk));
-#pragma omp for schedule(static)
+UNIVERSEG_OMP(for schedule(static))
         for (int64_t g = 0; g < groups; ++g) {
             Eigen::Map<RowMat> dW(partial.data() + g * stride, Cout, rows);
             T* db = partial.data() + g * stride + Cout * rows;
@@ -202,7 +203,7 @@ void conv2d_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, c
         }
     }
     // Groups are added in order; parallel over parameters, each a fixed sequential sum.
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t j = 0; j < stride; ++j) {
         T s = T(0);
         for (int64_t g = 0; g < groups; ++g) s += partial[size_t(g * stride + j)];
@@ -268,7 +269,7 @@ void leaky_relu_forward(T* out, const T* in, int64_t n, T slope = T(kLeakySlope)
 // positive slope both have the same sign (an in-place forward keeps only the output).
 template <class T>
 void leaky_relu_backward(T* din, const T* dout, const T* x, int64_t n, T slope = T(kLeakySlope)) {
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t i = 0; i < n; ++i) din[i] += x[i] > T(0) ? dout[i] : slope * dout[i];
 }
 
@@ -289,7 +290,7 @@ void maxpool2x2_forward(T* out, const T* in, int64_t N, int64_t H, int64_t W) {
 template <class T>
 void maxpool2x2_backward(T* din, const T* dout, const T* in, int64_t N, int64_t H, int64_t W) {
     const int64_t Ho = H / 2, Wo = W / 2;
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t n = 0; n < N; ++n)
         for (int64_t y = 0; y < Ho; ++y)
             for (int64_t x = 0; x < Wo; ++x) {
@@ -343,7 +344,7 @@ void upsample2x_backward(T* din, const T* dout, int64_t N, int64_t H, int64_t W)
     const int64_t Ho = 2 * H, Wo = 2 * W;
     std::vector<LinearTap<T>> xs(static_cast<size_t>(Wo));
     for (int64_t x = 0; x < Wo; ++x) xs[size_t(x)] = upsample2x_tap<T>(x, W);
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t n = 0; n < N; ++n)
         for (int64_t y = 0; y < Ho; ++y) {
             const LinearTap<T> ty = upsample2x_tap<T>(y, H);
@@ -372,7 +373,7 @@ void concat_channels_forward(T* out, const T* a, const T* b, int64_t N, int64_t 
 // da (N, Ca, HW) += dout[:, :Ca], db (N, Cb, HW) += dout[:, Ca:]; either may be null.
 template <class T>
 void concat_channels_backward(T* da, T* db, const T* dout, int64_t N, int64_t Ca, int64_t Cb, int64_t HW) {
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t n = 0; n < N; ++n) {
         const T* src = dout + n * (Ca + Cb) * HW;
         if (da)
@@ -399,7 +400,7 @@ void mean_supports_forward(T* out, const T* in, int64_t B, int64_t S, int64_t in
 // din (B, S, inner) += dout (B, inner) / S for every support.
 template <class T>
 void mean_supports_backward(T* din, const T* dout, int64_t B, int64_t S, int64_t inner) {
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
     for (int64_t n = 0; n < B * S; ++n) {
         const T* src = dout + (n / S) * inner;
         for (int64_t j = 0; j < inner; ++j) din[n * inner + j] += src[j] / T(S);

@@ -8,6 +8,7 @@
 //   act.logits, act.blocks[k].tout / .vout   // every CrossBlock's outputs
 #pragma once
 
+#include "api.hpp"
 #include "network.hpp"
 #include "ops.hpp"
 
@@ -75,7 +76,7 @@ void block_forward(BlockActivations<T>& a, const BlockWeights<const T*>& wt, int
         conv2d_forward(a.z.data(), a.vin.data(), wV.data(), no_bias.data(), B * S, a.cs, f, a.h, a.w, int64_t(3), fast);
         mean_supports_forward(a.zm.data(), a.z.data(), B, S, f * hw);
         const int64_t inner = f * hw;
-#pragma omp parallel for schedule(static)
+UNIVERSEG_OMP(parallel for schedule(static))
         for (int64_t n = 0; n < B * S; ++n)
             for (int64_t j = 0; j < inner; ++j) a.z[size_t(n * inner + j)] += pt[size_t((n / S) * inner + j)];
         for (int64_t j = 0; j < B * inner; ++j) a.zm[size_t(j)] += pt[size_t(j)];

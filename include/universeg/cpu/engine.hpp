@@ -264,7 +264,7 @@ inline int max_threads() {
 // f(item, thread) for item in [0, n): any thread may take any item.
 template <class F>
 void parallel_for(int64_t n, const F& f) {
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+UNIVERSEG_OMP(parallel for schedule(dynamic, 1) if (n > 1))
     for (int64_t i = 0; i < n; ++i) f(i, thread_id());
 }
 

@@ -12,11 +12,12 @@
 //   StateDict load_safetensors(const std::string& path);
 //   StateDict load_safetensors(const uint8_t* data, size_t size, const std::string& what);
 //   void save_safetensors(const std::string& path, const StateDict& sd,
-//                         const std::map<std::string, std::string>& metadata = {});
+//                         std::map<std::string, std::string> metadata = {});   // + universeg_version
 // The header's JSON parser (detail::parse_json) knows objects, arrays, strings and integers:
 // all a safetensors header holds.
 #pragma once
 
+#include "../version.hpp"
 #include "bytes.hpp"
 
 #include <algorithm>
@@ -273,16 +274,15 @@ inline StateDict load_safetensors(const std::string& path) {
     return load_safetensors(bytes.data(), bytes.size(), path);
 }
 
+// The metadata gains "universeg_version" (this library's version) unless it has one.
 inline void save_safetensors(const std::string& path, const StateDict& sd,
-                             const std::map<std::string, std::string>& metadata = {}) {
+                             std::map<std::string, std::string> metadata = {}) {
     using namespace detail;
-    std::string header = "{";
-    if (!metadata.empty()) {
-        header += "\"__metadata__\":{";
-        for (const auto& m : metadata) header += json_quote(m.first) + ":" + json_quote(m.second) + ",";
-        header.back() = '}';
-        header += ",";
-    }
+    metadata.emplace("universeg_version", kVersion);
+    std::string header = "{\"__metadata__\":{";
+    for (const auto& m : metadata) header += json_quote(m.first) + ":" + json_quote(m.second) + ",";
+    header.back() = '}';
+    header += ",";
     uint64_t offset = 0;
     for (const auto& entry : sd) {
         const std::string& key = entry.first;

@@ -22,6 +22,7 @@
 // on every machine and thread count.
 #pragma once
 
+#include "../core/api.hpp"
 #include "../core/random.hpp"
 #include "../core/tensor.hpp"
 #include "batch.hpp"
@@ -935,7 +936,7 @@ inline SynthTask synthetic_task(uint64_t seed, int64_t n, int64_t size) {
     task.n = n, task.size = size;
     task.images.resize(size_t(n * size * size));
     task.labels.resize(size_t(n * size * size));
-#pragma omp parallel for schedule(dynamic)
+UNIVERSEG_OMP(parallel for schedule(dynamic))
     for (int64_t i = 0; i < n; ++i) {
         Rng r(seed_from({seed, 0x1A6Eull, uint64_t(i)}));
         sample_image(task.params, r, task.images.data() + i * size * size, task.labels.data() + i * size * size);
@@ -953,7 +954,7 @@ inline Batch synthetic_batch(uint64_t seed, int64_t step, int64_t B, int64_t S, 
         Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), 0x7A5Cull}));
         tasks[size_t(t)] = sample_task(rng, size);
     }
-#pragma omp parallel for schedule(dynamic)
+UNIVERSEG_OMP(parallel for schedule(dynamic))
     for (int64_t k = 0; k < B * (S + 1); ++k) {
         const int64_t t = k / (S + 1), i = k % (S + 1);
         Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), uint64_t(i)}));

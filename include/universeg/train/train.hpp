@@ -24,6 +24,7 @@
 // is reproducible bit for bit, and a resumed run continues exactly.
 #pragma once
 
+#include "../core/api.hpp"
 #include "../core/model.hpp"
 #include "../core/ops.hpp"
 #include "../core/random.hpp"
@@ -307,7 +308,7 @@ private:
 #ifdef UNIVERSEG_HAS_MXCSR
     static constexpr unsigned kFlushBits = 0x8040;  // FTZ (bit 15) | DAZ (bit 6)
     static void set_everywhere(unsigned bits) {
-#pragma omp parallel
+UNIVERSEG_OMP(parallel)
         _mm_setcsr((_mm_getcsr() & ~kFlushBits) | bits);
         _mm_setcsr((_mm_getcsr() & ~kFlushBits) | bits);
     }
