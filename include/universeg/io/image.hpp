@@ -1,6 +1,6 @@
 // universeg/io/image.hpp - 2-D images for the segmentation tool: reading (PNG, JPEG, BMP, TGA,
-// PGM/PPM via stb_image; 8- and 16-bit; grey, grey+alpha, RGB, RGBA), grey conversion,
-// resizing, intensity normalisation, PNG writing (8/16-bit), overlays and labelled folders.
+// PGM/PPM; 8- and 16-bit; grey, grey+alpha, RGB, RGBA), grey conversion, resizing, intensity
+// normalisation, PNG writing (8/16-bit), overlays and labelled folders.
 //
 //   struct Image { int64_t height, width; std::vector<float> pixels; };     // row-major grey
 //   Image load_image(path);              // grey in [0,1]; colour -> ITU-R BT.601 luma
@@ -17,10 +17,12 @@
 //   std::vector<LabelledPair> list_labelled_folder(dir);  // DIR/images/NAME.* + DIR/labels/NAME.*
 //
 // Reading is hardened against hostile files: the header's size is checked against limits()
-// (io/limits.hpp: max_image_side, max_image_pixels) before anything is decoded, only the formats
-// above are compiled in, and the malformed JPEG, PGM and PNG headers that make Debian's
-// stb_image 2.27 write out of bounds or hit undefined behaviour are refused first
-// (detail::check_jpeg_huffman_tables, check_pnm_header, check_png_chunks; found by fuzz/).
+// (io/limits.hpp: max_image_side, max_image_pixels) and against the file's bytes before anything
+// is decoded, and no decoded sample is ever memory the file did not set. PGM/PPM, BMP and TGA
+// are read by the project's own decoders (io/image_formats.hpp); PNG and JPEG by stb_image,
+// with the malformed files that make Debian's stb_image 2.27 write out of bounds, hit undefined
+// behaviour or return uninitialised pixels refused or repaired first (detail::check_jpeg_markers,
+// check_png_chunks, png_with_full_palette; found by fuzz/ and the valgrind stage of CI).
 //
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
 // .cpp file before including this header (as with stb itself; cmake/universeg_stb.cpp is that
@@ -31,6 +33,7 @@
 #pragma once
 
 #include "bytes.hpp"
+#include "image_formats.hpp"
 #include "zip.hpp"
 
 #include <algorithm>
@@ -44,14 +47,12 @@
 
 #ifdef UNIVERSEG_STB_IMPLEMENTATION
 #define STB_IMAGE_IMPLEMENTATION
-// Only the formats the tool documents: stb's GIF, PSD, HDR and PIC decoders are attack surface
-// that no medical image needs. stb's own cap on a side (default 2^24) is lowered to 2^16 as a
+// Only the formats stb decodes here: its GIF, PSD, HDR and PIC decoders are attack surface that
+// no medical image needs, and BMP, TGA and PGM/PPM have readers of their own
+// (io/image_formats.hpp). stb's own cap on a side (default 2^24) is lowered to 2^16 as a
 // second line behind limits().max_image_side.
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_ONLY_TGA
-#define STBI_ONLY_PNM
 #define STBI_MAX_DIMENSIONS (1 << 16)
 #endif
 #if __has_include(<stb/stb_image.h>)
@@ -77,44 +78,55 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 
 namespace detail {
 
-// An image as stored: interleaved samples, 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)
-// channels of `bits` (8 or 16) each.
-struct DecodedImage {
-    int64_t height = 0, width = 0;
-    int channels = 0, bits = 8;
-    std::vector<uint16_t> samples;
-};
-
 inline std::string stb_reason() {
     const char* r = stbi_failure_reason();
     return r ? r : "unknown error";
 }
 
-// stb_image (Debian's 2.27) trusts a JPEG's Huffman tables in two ways that hostile files break:
-// a DHT segment declaring more than 256 codes for one table makes it write past the table while
-// reading the header (stbi_info), and a scan that uses a table no earlier DHT segment defined
-// makes it decode with uninitialised memory (symbol indices anywhere, out-of-bounds reads).
-// This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart
-// markers skipped, every other marker followed by a big-endian length) and refuses both first.
-inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& path) {
+inline bool is_jpeg(const uint8_t* d, size_t n) {
     size_t start = 1;  // the start-of-image marker, after any fill bytes (as stb accepts it)
     while (start < n && d[start] == 0xFF) ++start;
-    if (n < 2 || d[0] != 0xFF || start >= n || d[start] != 0xD8) return;
+    return n >= 2 && d[0] == 0xFF && start < n && d[start] == 0xD8;
+}
+
+// stb_image (Debian's 2.27) trusts a JPEG's markers in three ways that hostile files break:
+// a DHT segment declaring more than 256 codes for one table makes it write past the table while
+// reading the header (stbi_info); a scan that uses a table no earlier DHT segment defined makes
+// it decode with uninitialised memory (symbol indices anywhere, out-of-bounds reads); and a
+// component that no scan decodes (a file with no scan at all, or a progressive one without a
+// first DC scan for it) comes back as the uninitialised memory its pixels were allocated in.
+// This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart
+// markers skipped, every other marker followed by a big-endian length; up to the first EOI)
+// and refuses all three first.
+inline void check_jpeg_markers(const uint8_t* d, size_t n, const std::string& path) {
+    if (!is_jpeg(d, n)) return;
+    size_t start = 1;
+    while (d[start] == 0xFF) ++start;
     auto byte = [&](size_t at) -> size_t { return at < n ? d[at] : 0; };  // stb reads 0 past the end
     bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
     bool progressive = false;
+    std::vector<std::pair<size_t, bool>> components;  // the frame's: id, whether a scan sets it
     for (size_t p = start + 1; p + 1 < n;) {
         const uint8_t m = d[p + 1];
         if (d[p] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
             ++p;
             continue;
         }
-        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) {  // no length follows
+        if (m == 0xD9) {  // end of image: stb stops here
+            for (const auto& c : components)
+                if (!c.second)
+                    throw Error(path + ": corrupt JPEG: no scan holds the data of component " + std::to_string(c.first) +
+                                " (its pixels would be uninitialised memory)");
+            return;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // no length follows
             p += 2;
             continue;
         }
         const size_t end = p + 2 + (byte(p + 2) << 8 | byte(p + 3));
         if (m == 0xC2) progressive = true;
+        if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && components.empty())  // the frame (stb reads the first)
+            for (size_t c = 0, count = byte(p + 9); c < count; ++c) components.emplace_back(byte(p + 10 + 3 * c), false);
         if (m == 0xC4)
             for (size_t q = p + 4; q < end;) {  // tables: class/id, 16 counts, the codes' values
                 size_t codes = 0;
@@ -126,52 +138,55 @@ inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::str
                 q += 17 + codes;
             }
         if (m == 0xDA) {  // a scan: which tables its components decode with (stb refuses ids > 3)
-            const size_t components = byte(p + 4);
-            const size_t spectral_start = byte(p + 5 + 2 * components);
-            const size_t approx_high = byte(p + 7 + 2 * components) >> 4;
+            const size_t count = byte(p + 4);
+            const size_t spectral_start = byte(p + 5 + 2 * count);
+            const size_t approx_high = byte(p + 7 + 2 * count) >> 4;
             // Sequential scans use both tables; progressive DC scans the DC table on their first
-            // pass only, progressive AC scans the AC table.
+            // pass only, progressive AC scans the AC table. A sequential scan or a first DC pass
+            // sets every coefficient of its components' blocks.
             const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
             const bool uses_ac = !progressive || spectral_start > 0;
-            for (size_t c = 0; c < components; ++c) {
-                const size_t dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
+            for (size_t c = 0; c < count; ++c) {
+                const size_t id = byte(p + 5 + 2 * c), dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
                 if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
                     throw Error(path + ": corrupt JPEG: a scan uses a Huffman table that no DHT segment defines");
+                for (auto& f : components) f.second = f.second || (f.first == id && uses_dc);
             }
         }
         p = std::max(end, p + 2);
     }
 }
 
-// stb_image's PGM/PPM reader parses the header's numbers into an int without an overflow
-// check (undefined behaviour on "P5 99999999999 ..."): numbers no image has are refused first,
-// read as stb reads them (whitespace and # comments between width, height and maximum).
-inline void check_pnm_header(const uint8_t* d, size_t n, const std::string& path) {
-    if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return;
-    size_t p = 2;
-    for (int field = 0; field < 3; ++field) {
-        for (;;) {
-            while (p < n && (d[p] == ' ' || (d[p] >= '\t' && d[p] <= '\r'))) ++p;
-            if (p >= n || d[p] != '#') break;
-            while (p < n && d[p] != '\n' && d[p] != '\r') ++p;
-        }
-        uint64_t v = 0;
-        for (; p < n && d[p] >= '0' && d[p] <= '9'; ++p) v = std::min<uint64_t>(v * 10 + uint64_t(d[p] - '0'), UINT32_MAX);
-        if (v > 100000000)
-            throw Error(path + ": corrupt PGM/PPM header: " + (field == 2 ? "maximum value " : "size ") +
-                        std::to_string(v) + " out of range");
-    }
+inline bool is_png(const uint8_t* d, size_t n) {
+    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    return n >= 8 && std::memcmp(d, kSignature, 8) == 0;
+}
+
+inline void png_chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
+    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(body.size() >> (8 * k)));
+    const size_t start = out.size();
+    out.insert(out.end(), type, type + 4);
+    out.insert(out.end(), body.begin(), body.end());
+    const uint32_t crc = crc32(out.data() + start, out.size() - start);
+    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(crc >> (8 * k)));
+}
+
+// A PLTE chunk that stb_image 2.27 takes (whole entries, at most 256) but that holds fewer
+// entries than a palette image of `depth` bits can index: stb looks pixels up without checking
+// the index against the entries read, and its palette lives in uninitialised stack memory.
+inline bool png_palette_short(uint64_t len, uint64_t colour_type, uint64_t depth) {
+    return colour_type == 3 && depth <= 8 && len % 3 == 0 && len / 3 < (uint64_t(1) << depth);
 }
 
 // stb_image trusts a PNG's chunk lengths: it copies an empty first IDAT chunk into a buffer it
 // has not allocated yet (memcpy to null: undefined behaviour, even for 0 bytes), and grows its
 // IDAT buffer to a chunk's declared length before reading it (gigabytes from a file of a few
 // bytes). Chunks are walked as stb walks them (8-byte signature, then length, type, data, CRC,
-// up to IEND) and such files refused.
-inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
-    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (n < 8 || std::memcmp(d, kSignature, 8) != 0) return;
-    bool first_idat = true;
+// up to IEND) and such files refused. True when a PLTE chunk is short (png_palette_short).
+inline bool check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
+    if (!is_png(d, n)) return false;
+    bool first_idat = true, short_palette = false;
+    uint64_t colour_type = 0, depth = 0;
     for (uint64_t p = 8; p + 8 <= n;) {
         const uint64_t len = load_uint(d + p, 4, true);
         const bool idat = std::memcmp(d + p + 4, "IDAT", 4) == 0;
@@ -179,45 +194,74 @@ inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path
         if (p + 8 + len > n)
             throw Error(path + ": corrupt PNG: a chunk declares " + std::to_string(len) + " bytes, more than the " +
                         std::to_string(n - p - 8) + " left in the file");
-        if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
+        if (std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) depth = d[p + 16], colour_type = d[p + 17];
+        if (std::memcmp(d + p + 4, "PLTE", 4) == 0) short_palette |= png_palette_short(len, colour_type, depth);
+        if (std::memcmp(d + p + 4, "IEND", 4) == 0) break;
         first_idat = first_idat && !idat;
         p += 12 + len;
     }
+    return short_palette;
 }
 
-// `path` only names the image in errors. The header's size is checked against the limits
-// before stb allocates anything for the pixels.
-inline DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& path) {
-    if (size == 0) throw Error(path + ": not a readable image: the file is empty");
+// The file with each short PLTE chunk (png_palette_short) padded to 256 black entries, so that
+// a pixel whose index is past the palette the file wrote decodes as black instead of as stack
+// garbage. `d` has passed check_png_chunks.
+inline std::vector<uint8_t> png_with_full_palette(const uint8_t* d, size_t n) {
+    std::vector<uint8_t> out(d, d + 8);
+    uint64_t colour_type = 0, depth = 0, p = 8;
+    for (; p + 8 <= n && std::memcmp(d + p + 4, "IEND", 4) != 0; p += 12 + load_uint(d + p, 4, true)) {
+        const uint64_t len = load_uint(d + p, 4, true);
+        if (std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) depth = d[p + 16], colour_type = d[p + 17];
+        if (std::memcmp(d + p + 4, "PLTE", 4) == 0 && png_palette_short(len, colour_type, depth)) {
+            std::vector<uint8_t> entries(d + p + 8, d + p + 8 + len);
+            entries.resize(3 * 256, 0);
+            png_chunk(out, "PLTE", entries);
+        } else {
+            out.insert(out.end(), d + p, d + std::min<uint64_t>(p + 12 + len, n));
+        }
+    }
+    if (p < n) out.insert(out.end(), d + p, d + n);  // IEND and anything after it, as stb sees it
+    return out;
+}
+
+// PNG and JPEG, through stb_image once the checks above have passed.
+inline DecodedImage decode_with_stb(const uint8_t* data, size_t size, const std::string& path) {
     if (size > size_t(INT_MAX)) throw Error(path + ": image file of " + std::to_string(size) + " bytes is too large");
+    check_jpeg_markers(data, size, path);
+    std::vector<uint8_t> padded;
+    if (check_png_chunks(data, size, path)) {
+        padded = png_with_full_palette(data, size);
+        data = padded.data(), size = padded.size();
+    }
     const int len = int(size);
-    check_jpeg_huffman_tables(data, size, path);
-    check_pnm_header(data, size, path);
-    check_png_chunks(data, size, path);
     int w = 0, h = 0, c = 0;
     if (!stbi_info_from_memory(data, len, &w, &h, &c))
         throw Error(path + ": not a readable image (PNG, JPEG, BMP, TGA, PGM/PPM): " + stb_reason());
-    const Limits& lim = limits();
-    if (w < 1 || h < 1 || w > lim.max_image_side || h > lim.max_image_side || int64_t(w) * h > lim.max_image_pixels)
-        throw Error(path + ": image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limits of " +
-                    std::to_string(lim.max_image_side) + " per side and " + std::to_string(lim.max_image_pixels) +
-                    " pixels (universeg::limits())");
-    DecodedImage img;
-    if (stbi_is_16_bit_from_memory(data, len)) {
-        std::unique_ptr<stbi_us, void (*)(void*)> p(stbi_load_16_from_memory(data, len, &w, &h, &c, 0), &stbi_image_free);
-        if (!p) throw Error(path + ": cannot decode 16-bit image: " + stb_reason());
-        img.bits = 16;
-        img.samples.assign(p.get(), p.get() + size_t(w) * size_t(h) * size_t(c));
-    } else {
-        std::unique_ptr<stbi_uc, void (*)(void*)> p(stbi_load_from_memory(data, len, &w, &h, &c, 0), &stbi_image_free);
-        if (!p) throw Error(path + ": cannot decode image: " + stb_reason());
-        img.samples.assign(p.get(), p.get() + size_t(w) * size_t(h) * size_t(c));
-    }
+    check_image_size(w, h, path);
+    const bool deep = stbi_is_16_bit_from_memory(data, len);
+    std::unique_ptr<void, void (*)(void*)> p(deep ? static_cast<void*>(stbi_load_16_from_memory(data, len, &w, &h, &c, 0))
+                                                  : static_cast<void*>(stbi_load_from_memory(data, len, &w, &h, &c, 0)),
+                                             &stbi_image_free);
+    if (!p) throw Error(path + ": cannot decode " + (deep ? "16-bit " : "") + "image: " + stb_reason());
     if (c < 1 || c > 4) throw Error(path + ": image with " + std::to_string(c) + " channels");
-    img.height = h;
-    img.width = w;
-    img.channels = c;
+    DecodedImage img = new_image(w, h, c, deep ? 16 : 8, path);
+    if (deep)
+        std::copy_n(static_cast<const stbi_us*>(p.get()), img.samples.size(), img.samples.begin());
+    else
+        std::copy_n(static_cast<const stbi_uc*>(p.get()), img.samples.size(), img.samples.begin());
     return img;
+}
+
+// `path` only names the image in errors. The format is told by its signature (TGA, which has
+// none, by a plausible header); each decoder checks the header's size against the limits and
+// the bytes before allocating anything for the pixels.
+inline DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& path) {
+    if (size == 0) throw Error(path + ": not a readable image: the file is empty");
+    if (is_png(data, size) || is_jpeg(data, size)) return decode_with_stb(data, size, path);
+    if (is_bmp(data, size)) return decode_bmp(data, size, path);
+    if (is_pnm(data, size)) return decode_pnm(data, size, path);
+    if (is_tga(data, size)) return decode_tga(data, size, path);
+    throw Error(path + ": not a readable image (PNG, JPEG, BMP, TGA, PGM/PPM): unknown format");
 }
 
 inline DecodedImage decode_image(const std::string& path) {
@@ -229,15 +273,6 @@ inline DecodedImage decode_image(const std::string& path) {
 inline uint8_t png_paeth(int a, int b, int c) {
     const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
     return uint8_t(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
-}
-
-inline void png_chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
-    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(body.size() >> (8 * k)));
-    const size_t start = out.size();
-    out.insert(out.end(), type, type + 4);
-    out.insert(out.end(), body.begin(), body.end());
-    const uint32_t crc = crc32(out.data() + start, out.size() - start);
-    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(crc >> (8 * k)));
 }
 
 }  // namespace detail
@@ -339,7 +374,7 @@ inline void save_label_png(const std::string& path, const Image& labels) {
 inline Image load_image(const std::string& path) {
     const detail::DecodedImage d = detail::decode_image(path);
     const double scale = 1.0 / (d.bits == 16 ? 65535.0 : 255.0);
-    Image img{d.height, d.width, std::vector<float>(size_t(d.height * d.width))};
+    Image img{d.height, d.width, detail::allocate<float>(uint64_t(d.height * d.width), path)};
     for (size_t i = 0; i < img.pixels.size(); ++i) {
         const uint16_t* p = &d.samples[i * size_t(d.channels)];
         const double v = d.channels < 3 ? double(p[0]) : 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
@@ -356,7 +391,7 @@ inline Image load_label_map(const std::string& path) {
     if (ext == ".jpg" || ext == ".jpeg")
         throw Error(path + ": label maps must be stored losslessly (PNG, BMP, TGA, PGM), not as JPEG");
     const detail::DecodedImage d = detail::decode_image(path);
-    Image img{d.height, d.width, std::vector<float>(size_t(d.height * d.width))};
+    Image img{d.height, d.width, detail::allocate<float>(uint64_t(d.height * d.width), path)};
     for (size_t i = 0; i < img.pixels.size(); ++i) {
         const uint16_t* p = &d.samples[i * size_t(d.channels)];
         if (d.channels >= 3 && (p[1] != p[0] || p[2] != p[0]))
