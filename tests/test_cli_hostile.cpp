@@ -361,7 +361,7 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
     // image), colour tables indexed past, sizes below 1, slices the 2-D pipeline cannot take.
     for (const char* name : {"pgm_no_pixels.pgm", "ppm_short_pixels.ppm", "ppm_8192_in_17_bytes.ppm", "tga_header_only.tga",
                              "tga_rle_truncated.tga", "bmp_1000x1000_300_bytes.bmp", "bmp_palette_index.bmp",
-                             "jpeg_no_scan.jpg", "pgm_zero_width.pgm", "nii_slice_16400.nii.gz", "nii_declares_16mb.nii.gz",
+                             "jpeg_no_scan.jpg", "jpeg_no_dqt.jpg", "png_invalid_distance.png", "pgm_zero_width.pgm", "nii_slice_16400.nii.gz", "nii_declares_16mb.nii.gz",
                              "nii_gz_20_bytes.nii.gz"})
         images.emplace_back(name, read_file(kData + "hostile/" + name));
     const std::string seg = "--weights " + quote(kWeights) + " --size 24x20 --quiet --support " + quote(dir / "support") +

@@ -285,8 +285,8 @@ TEST_CASE("images: pixels checked against the bytes before decoding; sizes below
           "[hardening]") {
     // Each decoded with exit 0 before: stb_image 2.27 ignored its short reads and returned the
     // uninitialised memory its pixels were allocated in (or zeros for pixels the file never
-    // held), allocated what the header claimed (1.4 GB for the 17-byte PPM), or read a colour
-    // from an uninitialised table.
+    // held), allocated what the header claimed (1.4 GB for the 17-byte PPM, 2 MB for a 1x1
+    // PNG), or computed pixels from tables, coefficients or inflated bytes nothing had set.
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"pgm_no_pixels.pgm", "truncated PGM/PPM: 64x64 pixels need 4096 bytes of pixel data, the file has 0"},
         {"ppm_short_pixels.ppm", "truncated PGM/PPM: 8x8 pixels need 192 bytes of pixel data, the file has 100"},
@@ -298,6 +298,10 @@ TEST_CASE("images: pixels checked against the bytes before decoding; sizes below
         {"bmp_palette_index.bmp", "corrupt BMP: pixel value 200 is past its colour table of 2 entries"},
         {"jpeg_no_scan.jpg", "corrupt JPEG: no scan holds the data of component 1"},
         {"jpeg_progressive_no_scan.jpg", "corrupt JPEG: no scan holds the data of component 1"},
+        {"jpeg_no_dqt.jpg", "corrupt JPEG: component 1 uses quantisation table 0, which no DQT segment before its scan defines"},
+        {"jpeg_refine_before_dc.jpg", "corrupt JPEG: a progressive scan refines component 1 before its first DC scan"},
+        {"png_invalid_distance.png", "corrupt PNG: its image data is not a valid deflate stream (invalid distance code)"},
+        {"png_inflates_2mb.png", "corrupt PNG: its image data inflates to more than the 2 bytes its size needs"},
         {"pgm_width_2e64.pgm", "corrupt PGM/PPM header: width larger than 2147483647"},
     };
     for (const auto& c : cases) {

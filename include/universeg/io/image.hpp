@@ -21,8 +21,9 @@
 // is decoded, and no decoded sample is ever memory the file did not set. PGM/PPM, BMP and TGA
 // are read by the project's own decoders (io/image_formats.hpp); PNG and JPEG by stb_image,
 // with the malformed files that make Debian's stb_image 2.27 write out of bounds, hit undefined
-// behaviour or return uninitialised pixels refused or repaired first (detail::check_jpeg_markers,
-// check_png_chunks, png_with_full_palette; found by fuzz/ and the valgrind stage of CI).
+// behaviour or compute pixels from memory nothing set refused or repaired first
+// (detail::check_jpeg_markers, check_png_chunks, check_png_image_data, png_with_full_palette;
+// found by fuzz/, and by its corpora replayed under valgrind as .ci/memcheck does).
 //
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
 // .cpp file before including this header (as with stb itself; cmake/universeg_stb.cpp is that
@@ -89,35 +90,39 @@ inline bool is_jpeg(const uint8_t* d, size_t n) {
     return n >= 2 && d[0] == 0xFF && start < n && d[start] == 0xD8;
 }
 
-// stb_image (Debian's 2.27) trusts a JPEG's markers in three ways that hostile files break:
-// a DHT segment declaring more than 256 codes for one table makes it write past the table while
-// reading the header (stbi_info); a scan that uses a table no earlier DHT segment defined makes
-// it decode with uninitialised memory (symbol indices anywhere, out-of-bounds reads); and a
-// component that no scan decodes (a file with no scan at all, or a progressive one without a
-// first DC scan for it) comes back as the uninitialised memory its pixels were allocated in.
-// This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart
-// markers skipped, every other marker followed by a big-endian length; up to the first EOI)
-// and refuses all three first.
+// stb_image (Debian's 2.27) trusts a JPEG's markers in ways that hostile files break: a DHT
+// segment declaring more than 256 codes for one table makes it write past the table while
+// reading the header (stbi_info); and it decodes with uninitialised memory, which then becomes
+// pixels, when a scan uses a Huffman table or a component a quantisation table that no earlier
+// DHT or DQT segment defined, when no scan decodes a component (a file with no scan at all),
+// and when a progressive scan refines a component before its first DC scan has set its
+// coefficients. This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and
+// restart markers skipped, every other marker followed by a big-endian length; up to the first
+// EOI) and refuses all of these first.
 inline void check_jpeg_markers(const uint8_t* d, size_t n, const std::string& path) {
     if (!is_jpeg(d, n)) return;
     size_t start = 1;
     while (d[start] == 0xFF) ++start;
     auto byte = [&](size_t at) -> size_t { return at < n ? d[at] : 0; };  // stb reads 0 past the end
-    bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
+    auto corrupt = [&](const std::string& why) { return Error(path + ": corrupt JPEG: " + why); };
+    bool huffman[2][4] = {}, quantisation[4] = {};  // tables defined so far: [DC = 0, AC = 1][id], [id]
     bool progressive = false;
-    std::vector<std::pair<size_t, bool>> components;  // the frame's: id, whether a scan sets it
-    for (size_t p = start + 1; p + 1 < n;) {
+    struct Component {
+        size_t id, table;
+        bool set;  // whether a scan has set all its coefficients: a sequential scan or a first DC pass
+    };
+    std::vector<Component> frame;
+    std::string problem;  // the first of a scan's problems, refused once the tables have all been checked
+    bool ended = false;
+    for (size_t p = start + 1; p + 1 < n && !ended;) {
         const uint8_t m = d[p + 1];
         if (d[p] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
             ++p;
             continue;
         }
         if (m == 0xD9) {  // end of image: stb stops here
-            for (const auto& c : components)
-                if (!c.second)
-                    throw Error(path + ": corrupt JPEG: no scan holds the data of component " + std::to_string(c.first) +
-                                " (its pixels would be uninitialised memory)");
-            return;
+            ended = true;
+            continue;
         }
         if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // no length follows
             p += 2;
@@ -125,16 +130,19 @@ inline void check_jpeg_markers(const uint8_t* d, size_t n, const std::string& pa
         }
         const size_t end = p + 2 + (byte(p + 2) << 8 | byte(p + 3));
         if (m == 0xC2) progressive = true;
-        if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && components.empty())  // the frame (stb reads the first)
-            for (size_t c = 0, count = byte(p + 9); c < count; ++c) components.emplace_back(byte(p + 10 + 3 * c), false);
+        if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && frame.empty())  // the frame (stb reads the first)
+            for (size_t c = 0, count = byte(p + 9); c < count; ++c)
+                frame.push_back({byte(p + 10 + 3 * c), byte(p + 12 + 3 * c) & 3, false});
+        if (m == 0xDB)
+            for (size_t q = p + 4; q < end; q += (byte(q) >> 4) ? 129 : 65)  // precision/id, 64 entries
+                quantisation[byte(q) & 3] = true;
         if (m == 0xC4)
             for (size_t q = p + 4; q < end;) {  // tables: class/id, 16 counts, the codes' values
                 size_t codes = 0;
                 for (size_t k = 1; k <= 16; ++k) codes += byte(q + k);
                 if (codes > 256)
-                    throw Error(path + ": corrupt JPEG: a Huffman table declares " + std::to_string(codes) +
-                                " codes, more than the 256 possible");
-                if ((byte(q) >> 4) <= 1 && (byte(q) & 15) <= 3) defined[byte(q) >> 4][byte(q) & 15] = true;
+                    throw corrupt("a Huffman table declares " + std::to_string(codes) + " codes, more than the 256 possible");
+                if ((byte(q) >> 4) <= 1 && (byte(q) & 15) <= 3) huffman[byte(q) >> 4][byte(q) & 15] = true;
                 q += 17 + codes;
             }
         if (m == 0xDA) {  // a scan: which tables its components decode with (stb refuses ids > 3)
@@ -142,19 +150,32 @@ inline void check_jpeg_markers(const uint8_t* d, size_t n, const std::string& pa
             const size_t spectral_start = byte(p + 5 + 2 * count);
             const size_t approx_high = byte(p + 7 + 2 * count) >> 4;
             // Sequential scans use both tables; progressive DC scans the DC table on their first
-            // pass only, progressive AC scans the AC table. A sequential scan or a first DC pass
-            // sets every coefficient of its components' blocks.
-            const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+            // pass only, progressive AC scans the AC table.
+            const bool first_pass = !progressive || (spectral_start == 0 && approx_high == 0);
             const bool uses_ac = !progressive || spectral_start > 0;
             for (size_t c = 0; c < count; ++c) {
-                const size_t id = byte(p + 5 + 2 * c), dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
-                if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
-                    throw Error(path + ": corrupt JPEG: a scan uses a Huffman table that no DHT segment defines");
-                for (auto& f : components) f.second = f.second || (f.first == id && uses_dc);
+                const size_t dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
+                if ((first_pass && dc <= 3 && !huffman[0][dc]) || (uses_ac && ac <= 3 && !huffman[1][ac]))
+                    throw corrupt("a scan uses a Huffman table that no DHT segment defines");
+            }
+            for (size_t c = 0; c < count; ++c) {
+                const size_t id = byte(p + 5 + 2 * c);
+                for (Component& f : frame) {
+                    if (f.id != id) continue;
+                    if (problem.empty() && !quantisation[f.table])
+                        problem = "component " + std::to_string(id) + " uses quantisation table " +
+                                  std::to_string(f.table) + ", which no DQT segment before its scan defines";
+                    if (problem.empty() && !f.set && !first_pass)
+                        problem = "a progressive scan refines component " + std::to_string(id) + " before its first DC scan";
+                    f.set = f.set || first_pass;
+                }
             }
         }
         p = std::max(end, p + 2);
     }
+    if (!problem.empty()) throw corrupt(problem);
+    for (const Component& c : frame)
+        if (ended && !c.set) throw corrupt("no scan holds the data of component " + std::to_string(c.id));
 }
 
 inline bool is_png(const uint8_t* d, size_t n) {
@@ -178,15 +199,71 @@ inline bool png_palette_short(uint64_t len, uint64_t colour_type, uint64_t depth
     return colour_type == 3 && depth <= 8 && len % 3 == 0 && len / 3 < (uint64_t(1) << depth);
 }
 
+// The bytes of filtered scanlines that a PNG with this header inflates to (PNG spec 7.2, 8.2:
+// a filter byte per row, and each of the seven Adam7 passes has its own rows); 0 for a colour
+// type or depth that stb refuses anyway.
+inline uint64_t png_raw_size(uint64_t w, uint64_t h, uint64_t depth, uint64_t colour_type, bool interlaced) {
+    static const uint64_t kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type
+    if (colour_type > 6 || kChannels[colour_type] == 0 || depth == 0 || depth > 16) return 0;
+    const uint64_t bits = kChannels[colour_type] * depth;
+    auto rows = [&](uint64_t pw, uint64_t ph) { return pw && ph ? ph * (1 + (pw * bits + 7) / 8) : 0; };
+    if (!interlaced) return rows(w, h);
+    static const uint64_t kAdam7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                          {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};  // x0, y0, dx, dy
+    uint64_t total = 0;
+    for (const auto& a : kAdam7)
+        total += rows(w > a[0] ? (w - a[0] + a[2] - 1) / a[2] : 0, h > a[1] ? (h - a[1] + a[3] - 1) / a[3] : 0);
+    return total;
+}
+
+// stb_image's own inflater copies from before the start of its output when a stream uses one of
+// deflate's two invalid distance codes, so such a PNG decodes to uninitialised memory; and it
+// grows its output to whatever the stream inflates to, however small the image. The IDAT data
+// (after the 2-byte zlib header, which stb checks) is inflated here first by zlib into a scratch
+// buffer, never past the `need` bytes the image's size calls for: a stream that zlib finds
+// invalid, or that holds more than that, is refused. One that ends early is left to stb.
+inline void check_png_image_data(const uint8_t* d, size_t n, uint64_t need, const std::string& path) {
+    z_stream z{};
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw Error(path + ": zlib initialisation failed");
+    struct End {
+        z_stream& z;
+        ~End() { inflateEnd(&z); }
+    } end{z};
+    uint8_t scratch[1 << 15];
+    uint64_t inflated = 0, header = 2;
+    int rc = Z_OK;
+    for (uint64_t p = 8; rc != Z_STREAM_END && p + 8 <= n && std::memcmp(d + p + 4, "IEND", 4) != 0;
+         p += 12 + load_uint(d + p, 4, true)) {
+        if (std::memcmp(d + p + 4, "IDAT", 4) != 0) continue;
+        const uint64_t len = load_uint(d + p, 4, true), skip = std::min(header, len);
+        header -= skip;
+        z.next_in = const_cast<Bytef*>(d + p + 8 + skip);
+        z.avail_in = uInt(len - skip);
+        while (z.avail_in > 0 && rc != Z_STREAM_END) {
+            z.next_out = scratch;
+            z.avail_out = sizeof scratch;
+            rc = inflate(&z, Z_NO_FLUSH);
+            inflated += sizeof scratch - z.avail_out;
+            if (rc != Z_OK && rc != Z_STREAM_END)
+                throw Error(path + ": corrupt PNG: its image data is not a valid deflate stream (" +
+                            (z.msg ? z.msg : "zlib error " + std::to_string(rc)) + ")");
+            if (inflated > need)
+                throw Error(path + ": corrupt PNG: its image data inflates to more than the " + std::to_string(need) +
+                            " bytes its size needs");
+        }
+    }
+}
+
 // stb_image trusts a PNG's chunk lengths: it copies an empty first IDAT chunk into a buffer it
 // has not allocated yet (memcpy to null: undefined behaviour, even for 0 bytes), and grows its
 // IDAT buffer to a chunk's declared length before reading it (gigabytes from a file of a few
 // bytes). Chunks are walked as stb walks them (8-byte signature, then length, type, data, CRC,
-// up to IEND) and such files refused. True when a PLTE chunk is short (png_palette_short).
+// up to IEND) and such files refused; then the header's size is checked against the limits and
+// the image data (check_png_image_data). True when a PLTE chunk is short (png_palette_short).
 inline bool check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
     if (!is_png(d, n)) return false;
-    bool first_idat = true, short_palette = false;
-    uint64_t colour_type = 0, depth = 0;
+    bool first_idat = true, short_palette = false, header = false;
+    uint64_t w = 0, h = 0, colour_type = 0, depth = 0, interlaced = 0;
     for (uint64_t p = 8; p + 8 <= n;) {
         const uint64_t len = load_uint(d + p, 4, true);
         const bool idat = std::memcmp(d + p + 4, "IDAT", 4) == 0;
@@ -194,11 +271,20 @@ inline bool check_png_chunks(const uint8_t* d, size_t n, const std::string& path
         if (p + 8 + len > n)
             throw Error(path + ": corrupt PNG: a chunk declares " + std::to_string(len) + " bytes, more than the " +
                         std::to_string(n - p - 8) + " left in the file");
-        if (std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) depth = d[p + 16], colour_type = d[p + 17];
+        if (p == 8 && std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) {
+            header = true;
+            w = load_uint(d + p + 8, 4, true), h = load_uint(d + p + 12, 4, true);
+            depth = d[p + 16], colour_type = d[p + 17], interlaced = d[p + 20];
+        }
         if (std::memcmp(d + p + 4, "PLTE", 4) == 0) short_palette |= png_palette_short(len, colour_type, depth);
         if (std::memcmp(d + p + 4, "IEND", 4) == 0) break;
         first_idat = first_idat && !idat;
         p += 12 + len;
+    }
+    if (header) {
+        check_image_size(int64_t(w), int64_t(h), path);
+        if (const uint64_t need = png_raw_size(w, h, depth, colour_type, interlaced != 0))
+            check_png_image_data(d, n, need, path);
     }
     return short_palette;
 }

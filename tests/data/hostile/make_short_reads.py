@@ -80,6 +80,10 @@ def png(w, h, colour_type, rows, extra=b""):
 
 
 write("bmp_twin.png", png(W, H, 2, [b"".join(bytes(p) for p in pixel[y]) for y in range(H)]))
+# A 1x1 grey PNG whose image data inflates to 2 MB instead of its 2 bytes (stb grew its buffer to
+# whatever the stream held).
+write("png_inflates_2mb.png", png(1, 1, 0, [bytes(1)]).replace(
+    png_chunk(b"IDAT", zlib.compress(b"\x00\x00")), png_chunk(b"IDAT", zlib.compress(bytes(2 << 20), 9))))
 # A palette PNG whose PLTE chunk holds 2 entries while pixels use index 200 (stb looked it up in
 # uninitialised stack memory); it now decodes as black.
 write("png_short_palette.png", png(4, 2, 3, [bytes([0, 1, 200, 1]), bytes([1, 0, 0, 200])],
@@ -111,6 +115,20 @@ with open(os.path.join(images, "progressive_rgb.jpg"), "rb") as f:
 
 
 write("jpeg_progressive_no_scan.jpg", b"\xff\xd8" + b"".join(b for m, b in progressive if m != 0xDA) + b"\xff\xd9")
+
+
+def first_dc_scan(part):  # Ss = 0 and Ah = 0: the scan that sets every coefficient of its components
+    marker, segment = part
+    n = segment[4] if marker == 0xDA else 0
+    return marker == 0xDA and segment[5 + 2 * n] == 0 and segment[7 + 2 * n] >> 4 == 0
+
+
+# The progressive scans with the first DC scans moved last: the AC scans refine coefficients that
+# nothing has set yet.
+write("jpeg_refine_before_dc.jpg", b"\xff\xd8" + b"".join(b for m, b in progressive if not first_dc_scan((m, b))) +
+      b"".join(b for m, b in progressive if first_dc_scan((m, b))) + b"\xff\xd9")
+# grey100.jpg without its quantisation table (DQT): stb dequantised with uninitialised memory.
+write("jpeg_no_dqt.jpg", b"\xff\xd8" + b"".join(b for m, b in baseline if m != 0xDB) + b"\xff\xd9")
 
 
 # --- NIfTI -------------------------------------------------------------------------------
