@@ -1,5 +1,5 @@
-// libFuzzer target: image decoding (stb_image behind the header and size checks of
-// io/image.hpp: PNG, JPEG, BMP, TGA, PGM/PPM), then the grey conversion's sample layout.
+// libFuzzer target: image decoding (io/image.hpp: the project's own BMP, TGA and PGM/PPM
+// decoders, and stb_image behind its checks for PNG and JPEG), then the samples' layout.
 // The pixel cap is lowered from its default so that inputs declaring large images do not
 // slow the search down; the check that enforces it is the same.
 #include <universeg/io/image.hpp>
