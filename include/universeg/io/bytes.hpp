@@ -275,7 +275,7 @@ inline bool append_digit(uint64_t& n, char c, uint64_t max) {
 }
 
 // A vector of n value-initialised elements for reading `what`; out of memory is an Error
-// (out_of_memory). n * sizeof(T) saturates: a count past size_t's range is also refused here.
+// (out_of_memory), and so is a count beyond what a vector can hold.
 template <class T>
 std::vector<T> allocate(uint64_t n, const std::string& what) {
     try {
