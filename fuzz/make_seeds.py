@@ -111,6 +111,23 @@ out("image", "palette.png", pil(Image.fromarray(rgb).convert("P"), "PNG"))
 out("image", "progressive.jpg", pil(Image.fromarray(rgb), "JPEG", progressive=True, quality=50))
 for name in ["grey16.png", "rgba16.png", "grey_alpha8.png", "labels16.png", "grey100.jpg"]:
     copy("image", "images/" + name)
+# Layouts of the project's own BMP, TGA and PGM/PPM decoders (io/image_formats.hpp) beyond the
+# ones above, and the short reads, oversized headers and colour tables indexed past of issue 38.
+rng38 = np.random.default_rng(38)
+small = Image.fromarray(rng38.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+out("image", "bw.bmp", pil(small.convert("1"), "BMP"))
+out("image", "palette.bmp", pil(small.convert("P"), "BMP"))
+out("image", "rgba.bmp", pil(small.convert("RGBA"), "BMP"))
+out("image", "palette_rle.tga", pil(small.convert("P"), "TGA", compression="tga_rle"))
+out("image", "grey_alpha_top_down.tga", pil(small.convert("LA"), "TGA", orientation=1))
+out("image", "grey16.pgm", pil(Image.fromarray(rng38.integers(0, 65536, (5, 7), dtype=np.int32)), "PPM"))
+for name in ["pgm_no_pixels.pgm", "ppm_short_pixels.ppm", "pgm16_short_pixels.pgm", "tga_header_only.tga",
+             "tga_rle_truncated.tga", "bmp_1000x1000_300_bytes.bmp", "bmp_palette_index.bmp", "bmp_top_down.bmp",
+             "png_short_palette.png", "jpeg_no_scan.jpg", "jpeg_progressive_no_scan.jpg", "jpeg_no_dqt.jpg",
+             "jpeg_refine_before_dc.jpg", "png_invalid_distance.png", "png_inflates_2mb.png"]:
+    copy("image", "hostile/" + name)
 
 for name in ["vol_le_i16.nii", "vol_be_f32.nii.gz", "labels_u8.nii.gz"]:
     copy("nifti", "images/" + name)
+for name in ["nii_slice_16400.nii.gz", "nii_declares_16mb.nii.gz", "nii_gz_20_bytes.nii.gz"]:
+    copy("nifti", "hostile/" + name)

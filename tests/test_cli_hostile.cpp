@@ -338,7 +338,7 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
     bad_magic[345] = 'X';
     bad_type[70] = 32;  // complex64
     auto gz = [&](const std::vector<uint8_t>& b) { return detail::gzip(b, "gz"); };
-    const std::vector<std::pair<std::string, std::vector<uint8_t>>> images = {
+    std::vector<std::pair<std::string, std::vector<uint8_t>>> images = {
         {"empty.png", {}},
         {"truncated.png", std::vector<uint8_t>(good_png.begin(), good_png.begin() + long(good_png.size() / 2))},
         {"text.png", std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o', '\n'}},
@@ -357,6 +357,13 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         {"complex.nii", bad_type},
         {"not_gzip.nii.gz", std::vector<uint8_t>{0x1F, 0x8B, 0x08, 0x00, 1, 2, 3, 4, 5, 6, 7, 8}},
     };
+    // Issue 38: pixel data missing or short (stb returned uninitialised memory or zeros as the
+    // image), colour tables indexed past, sizes below 1, slices the 2-D pipeline cannot take.
+    for (const char* name : {"pgm_no_pixels.pgm", "ppm_short_pixels.ppm", "ppm_8192_in_17_bytes.ppm", "tga_header_only.tga",
+                             "tga_rle_truncated.tga", "bmp_1000x1000_300_bytes.bmp", "bmp_palette_index.bmp",
+                             "jpeg_no_scan.jpg", "jpeg_no_dqt.jpg", "png_invalid_distance.png", "pgm_zero_width.pgm", "nii_slice_16400.nii.gz", "nii_declares_16mb.nii.gz",
+                             "nii_gz_20_bytes.nii.gz"})
+        images.emplace_back(name, read_file(kData + "hostile/" + name));
     const std::string seg = "--weights " + quote(kWeights) + " --size 24x20 --quiet --support " + quote(dir / "support") +
                             " --out " + quote(out_dir) + " ";
     for (const auto& im : images) {
@@ -378,6 +385,8 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         const std::vector<std::pair<std::string, std::vector<uint8_t>>> supports = {
             {"support/images/s3.png", read_file(kData + "hostile/jpeg_dht_overflow.jpg")},
             {"support/labels/s3.png", png_declaring(100000, 100000)},
+            // A label map whose samples are missing: stb made dozens of garbage labels of it.
+            {"support/labels/s3.png", read_file(kData + "hostile/pgm_no_pixels.pgm")},
         };
         save_png(dir / "support/images/s3.png", img, 20, 24, 1, 8);
         save_png(dir / "support/labels/s3.png", std::vector<uint16_t>(10 * 10, 1), 10, 10, 1, 8);  // size differs
@@ -406,6 +415,25 @@ TEST_CASE("run, convert and segment refuse hostile files: exit 1, one line namin
         std::sort(written.begin(), written.end());
         CHECK(written == std::vector<std::string>{out_dir + "/good1.png", out_dir + "/good2.png"});
         CHECK(load_label_map(out_dir + "/good2.png").width == 24);
+    }
+    {  // a valid top-down BMP (stb refused it) is segmented exactly as its PNG twin
+        for (const char* name : {"bmp_top_down.bmp", "bmp_twin.png"}) write(dir / name, read_file(kData + "hostile/" + name));
+        const Run r = cli(dir, "segment", seg + quote(dir / "bmp_top_down.bmp") + " " + quote(dir / "bmp_twin.png"));
+        INFO("stderr: " << r.err);
+        REQUIRE(r.rc == 0);
+        const Image a = load_label_map(out_dir + "/bmp_top_down.png"), b = load_label_map(out_dir + "/bmp_twin.png");
+        CHECK((a.width == 7 && a.height == 5 && a.pixels == b.pixels));
+        for (const std::string& f : files_in(out_dir)) fs::remove(f);
+    }
+    // Number options: digits only, refused before they overflow (2^64 + 32 once wrapped in the
+    // readers' parsers), no hex, spaces, "inf" or "nan".
+    for (const std::string& option : {"--threads 18446744073709551648", "--threads 0x10", "--threads ' 2'",
+                                      "--max-memory 0x1p10", "--max-memory 1e999", "--max-memory nan"}) {
+        const Run r = cli(dir, "run", option + " " + run_args(kWeights, dir / "q.npy", dir / "si.npy", dir / "sl.npy"));
+        INFO(option << "\nstderr: " << r.err);
+        CHECK(r.rc == 1);
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        CHECK(r.err.find(option.substr(0, option.find(' ')) + " must be") != std::string::npos);
     }
     INFO(kinds << " kinds of hostile files");
     CHECK(kinds > 20);

@@ -1,7 +1,7 @@
-// Hardening (issue 7): the caps of io/limits.hpp and the checks that keep hostile files from
-// allocating more than they justify, one regression test per finding of the audit and of the
-// fuzzers (fuzz/), atomic writes, and the model's edge cases: empty support masks, constant
-// images, S = 1, batches, and the largest supported size.
+// Hardening (issues 7 and 38): the caps of io/limits.hpp and the checks that keep hostile files
+// from allocating more than they justify or decoding to uninitialised memory, one regression
+// test per finding of the audits and of the fuzzers (fuzz/), atomic writes, and the model's edge
+// cases: empty support masks, constant images, S = 1, batches, and the largest supported size.
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment/segment.hpp>
 #include <universeg/universeg.hpp>
@@ -13,6 +13,10 @@
 #include <filesystem>
 #include <random>
 
+#include <csignal>
+
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 using namespace universeg;
@@ -275,6 +279,144 @@ TEST_CASE("images: size caps checked on the header; stb's JPEG and PGM header bu
     const std::string empty = dir / "empty.png";
     write_file_atomic(empty, {});
     CHECK_THAT(error_of([&] { load_image(empty); }), Contains(empty) && Contains("empty"));
+}
+
+TEST_CASE("images: pixels checked against the bytes before decoding; sizes below 1 named as such (issue 38)",
+          "[hardening]") {
+    // Each decoded with exit 0 before: stb_image 2.27 ignored its short reads and returned the
+    // uninitialised memory its pixels were allocated in (or zeros for pixels the file never
+    // held), allocated what the header claimed (1.4 GB for the 17-byte PPM, 2 MB for a 1x1
+    // PNG), or computed pixels from tables, coefficients or inflated bytes nothing had set.
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"pgm_no_pixels.pgm", "truncated PGM/PPM: 64x64 pixels need 4096 bytes of pixel data, the file has 0"},
+        {"ppm_short_pixels.ppm", "truncated PGM/PPM: 8x8 pixels need 192 bytes of pixel data, the file has 100"},
+        {"pgm16_short_pixels.pgm", "truncated PGM/PPM: 4x4 pixels need 32 bytes of pixel data, the file has 31"},
+        {"ppm_8192_in_17_bytes.ppm", "truncated PGM/PPM: 8192x8192 pixels need 201326592 bytes of pixel data"},
+        {"tga_header_only.tga", "truncated TGA: 64x64 pixels need 4096 bytes of pixel data, the file has 0"},
+        {"tga_rle_truncated.tga", "truncated TGA: the run-length data ends after 40 of 4096 pixels"},
+        {"bmp_1000x1000_300_bytes.bmp", "truncated BMP: 1000x1000 pixels need 3000000 bytes of pixel data, the file has 300"},
+        {"bmp_palette_index.bmp", "corrupt BMP: pixel value 200 is past its colour table of 2 entries"},
+        {"jpeg_no_scan.jpg", "corrupt JPEG: no scan holds the data of component 1"},
+        {"jpeg_progressive_no_scan.jpg", "corrupt JPEG: no scan holds the data of component 1"},
+        {"jpeg_no_dqt.jpg", "corrupt JPEG: component 1 uses quantisation table 0, which no DQT segment before its scan defines"},
+        {"jpeg_refine_before_dc.jpg", "corrupt JPEG: a progressive scan refines component 1 before its first DC scan"},
+        {"png_invalid_distance.png", "corrupt PNG: its image data is not a valid deflate stream (invalid distance code)"},
+        {"png_inflates_2mb.png", "corrupt PNG: its image data inflates to more than the 2 bytes its size needs"},
+        {"pgm_width_2e64.pgm", "corrupt PGM/PPM header: width larger than 2147483647"},
+    };
+    for (const auto& c : cases) {
+        const std::string path = kHostile + c.first;
+        CHECK_THAT(error_of([&] { load_image(path); }), Contains(path + ": " + c.second));
+        if (image_extension(path) != ".jpg")  // (a JPEG label map is refused for being lossy first)
+            CHECK_THAT(error_of([&] { load_label_map(path); }), Contains(path + ": " + c.second));
+    }
+    // Zero and negative sizes were reported as exceeding the limits.
+    for (const std::string name : {"pgm_zero_width.pgm", "tga_zero_width.tga", "bmp_negative_width.bmp"}) {
+        const std::string e = error_of([&] { load_image(kHostile + name); });
+        CHECK_THAT(e, Contains(kHostile + name + ": corrupt image: its header declares ") &&
+                          Contains("pixels (width and height must be at least 1)") && !Contains("limits"));
+    }
+}
+
+TEST_CASE("images: a PNG palette indexed past its end reads black, a top-down BMP as its twins (issue 38)",
+          "[hardening]") {
+    // Entries (10, 20, 30) and (200, 100, 50); pixels 0 1 200 1 / 1 0 0 200, where stb looked
+    // index 200 up in uninitialised stack memory.
+    const Image p = load_image(kHostile + "png_short_palette.png");
+    const float a = float((0.299 * 10 + 0.587 * 20 + 0.114 * 30) / 255), b = float((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255);
+    REQUIRE((p.width == 4 && p.height == 2));
+    CHECK_THAT(p.pixels, Catch::Matchers::Approx(std::vector<float>{a, b, 0, b, b, a, a, 0}).margin(1e-6));
+    // One 7x5 image as a top-down BMP (stb refused it: "7x-5 pixels exceeds the limits"), a
+    // bottom-up BMP and a PNG (decoded by stb): the same samples, pixel (x, y) being
+    // ((37x + 11y) % 256, (200 - 23x + 5y) % 256, (53y + x) % 256) (make_short_reads.py).
+    const detail::DecodedImage top = detail::decode_image(kHostile + "bmp_top_down.bmp");
+    REQUIRE((top.width == 7 && top.height == 5 && top.channels == 3));
+    CHECK(detail::decode_image(kHostile + "bmp_bottom_up.bmp").samples == top.samples);
+    CHECK(detail::decode_image(kHostile + "bmp_twin.png").samples == top.samples);
+    auto rgb = [&](int x, int y) {
+        const uint16_t* s = &top.samples[size_t((y * 7 + x) * 3)];
+        return std::vector<int>{s[0], s[1], s[2]};
+    };
+    CHECK(rgb(0, 0) == std::vector<int>{0, 200, 0});
+    CHECK(rgb(3, 1) == std::vector<int>{122, 136, 56});
+    CHECK(rgb(6, 4) == std::vector<int>{10, 82, 218});
+}
+
+TEST_CASE("NIfTI: slices under the image limits, gzip sizes checked before inflating, true messages (issue 38)",
+          "[hardening]") {
+    // The header of one 16400x16400 slice: the issue's 0.3 MB file inflated 269 MB and peaked at
+    // 4.3 GB before the 2-D pipeline failed; the header alone is refused now.
+    const std::string slice = kHostile + "nii_slice_16400.nii.gz";
+    CHECK_THAT(error_of([&] { load_nifti(slice); }),
+               Contains(slice + ": a volume of 16400x16400x1 voxels, whose slices along axis 2 (16400x16400 pixels) "
+                                "exceed the image limits"));
+    const std::string declares = kHostile + "nii_declares_16mb.nii.gz";
+    CHECK_THAT(error_of([&] { load_nifti(declares); }),
+               Contains(declares + ": truncated: the header declares 16777568 bytes, more than its 54 bytes of gzip "
+                                   "data can hold"));
+    const std::string twenty = kHostile + "nii_gz_20_bytes.nii.gz";
+    CHECK_THAT(error_of([&] { load_nifti(twenty); }),
+               Contains(twenty + ": too short for a NIfTI-1 header of 348 bytes: its 20 bytes of gzip data inflate to 0"));
+    // Slices along every axis, since the pipeline may take any: 20x30x5 voxels have slices of
+    // 30x5 (axis 0), 20x5 (axis 1) and 20x30 (axis 2) pixels.
+    TempDir dir("slices");
+    Volume v;
+    v.nx = 20, v.ny = 30, v.nz = 5;
+    v.voxels.assign(3000, 1.0f);
+    save_nifti(dir / "v.nii", v, kNiftiUint8);
+    LimitsGuard guard;
+    limits().max_image_pixels = 600;
+    CHECK(load_nifti(dir / "v.nii").voxels.size() == 3000);
+    limits().max_image_pixels = 599;
+    CHECK_THAT(error_of([&] { load_nifti(dir / "v.nii"); }), Contains("slices along axis 2 (20x30 pixels)"));
+    limits().max_image_pixels = 149;
+    CHECK_THAT(error_of([&] { load_nifti(dir / "v.nii"); }), Contains(dir / "v.nii") && Contains("axis 0 (30x5 pixels)"));
+}
+
+TEST_CASE("readers report running out of memory with the file and the size asked (issue 38)", "[hardening]") {
+    // More elements than std::vector can hold: refused by its length check.
+    CHECK_THAT(error_of([] { detail::allocate<float>(uint64_t(1) << 61, "huge.nii"); }),
+               Contains("huge.nii: out of memory: cannot allocate 9223372036854775808 bytes"));
+#if defined(__SANITIZE_ADDRESS__)
+    WARN("AddressSanitizer aborts on allocations beyond its maximum instead of failing them: skipped");
+#else
+    // 128 TiB, more than a 47-bit address space holds: operator new throws std::bad_alloc.
+    CHECK_THAT(error_of([] { detail::allocate<float>(uint64_t(1) << 45, "big.png"); }),
+               Contains("big.png: out of memory: cannot allocate 140737488355328 bytes"));
+#endif
+}
+
+TEST_CASE("atomic writes: a writer killed mid-write leaves no temporary and the old file whole (issue 38)",
+          "[hardening]") {
+    TempDir dir("killed");
+    const int probe = ::open(dir.path.c_str(), O_TMPFILE | O_WRONLY, 0600);
+    if (probe < 0) {
+        WARN("no O_TMPFILE in " << dir.path << ": skipped (named temporaries are removed on signals only)");
+        return;
+    }
+    ::close(probe);
+    write_file_atomic(dir / "kept.bin", bytes_of("old"));
+    for (const std::string name : {"new.bin", "kept.bin"}) {
+        const pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            // SIGXFSZ kills the writer once the file passes 64 KB: a kill mid-write at a point set
+            // by the file's size, not by a timer. No core dump.
+            const rlimit no_core{0, 0}, small{1 << 16, 1 << 16};
+            setrlimit(RLIMIT_CORE, &no_core);
+            setrlimit(RLIMIT_FSIZE, &small);
+            std::signal(SIGXFSZ, SIG_DFL);
+            write_file_atomic(dir / name, std::vector<uint8_t>(1 << 20, 7));
+            _exit(0);
+        }
+        int status = 0;
+        REQUIRE(waitpid(pid, &status, 0) == pid);
+        CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ));
+    }
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir.path)) names.push_back(e.path().filename().string());
+    CHECK(names == std::vector<std::string>{"kept.bin"});
+    CHECK(read_file(dir / "kept.bin") == bytes_of("old"));
 }
 
 TEST_CASE("model: more encoder blocks than any image could pass, non-finite weights", "[hardening]") {

@@ -17,6 +17,7 @@
 
 using namespace universeg;
 using namespace test;
+using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -68,6 +69,105 @@ TEST_CASE("8-bit PNG, BMP and TGA in every channel layout, odd sizes", "[image]"
                     REQUIRE(img.pixels[size_t(y * W + x)] == Approx(expect).margin(1e-6));
                 }
         }
+    }
+}
+
+namespace {
+
+// Little-endian fields, as BMP and TGA store them.
+std::vector<uint8_t> le(std::initializer_list<std::pair<uint64_t, int>> fields) {
+    std::vector<uint8_t> out;
+    for (const auto& f : fields) detail::append_uint(out, f.first, f.second);
+    return out;
+}
+
+std::vector<uint8_t> cat(std::vector<uint8_t> a, const std::vector<uint8_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+
+// A BMP with a 40-byte info header; `extra` (masks, colour table) sits between it and `rows`.
+std::vector<uint8_t> bmp(int32_t w, int32_t h, int bpp, uint32_t compression, const std::vector<uint8_t>& extra,
+                         const std::vector<uint8_t>& rows) {
+    const uint64_t offset = 14 + 40 + extra.size();
+    return cat(cat(le({{'B' | 'M' << 8, 2}, {offset + rows.size(), 4}, {0, 4}, {offset, 4}, {40, 4}, {uint32_t(w), 4},
+                       {uint32_t(h), 4}, {1, 2}, {uint64_t(bpp), 2}, {compression, 4}, {rows.size(), 4}, {0, 16}}),
+                   extra),
+               rows);
+}
+
+std::vector<uint8_t> tga(int type, int w, int h, int depth, int descriptor, const std::vector<uint8_t>& body,
+                         int map_first = 0, int map_length = 0, int map_bits = 0) {
+    return cat(le({{0, 1}, {map_length ? 1u : 0u, 1}, {uint64_t(type), 1}, {uint64_t(map_first), 2},
+                   {uint64_t(map_length), 2}, {uint64_t(map_bits), 1}, {0, 4}, {uint64_t(w), 2}, {uint64_t(h), 2},
+                   {uint64_t(depth), 1}, {uint64_t(descriptor), 1}}),
+               body);
+}
+
+std::vector<uint8_t> text(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+detail::DecodedImage decode(const std::vector<uint8_t>& b) { return detail::decode_image(b.data(), b.size(), "t.img"); }
+
+std::string decode_error(const std::vector<uint8_t>& b) { return error_of([&] { decode(b); }); }
+
+}  // namespace
+
+// Expected samples worked out by hand from the specifications (Netpbm pgm(5), Microsoft's
+// BITMAPINFOHEADER, Truevision TGA 2.0), for the layouts stb_image_write does not produce.
+TEST_CASE("the project's own PGM/PPM and BMP and TGA decoders: layouts stb_image_write does not write", "[image]") {
+    using V = std::vector<uint16_t>;
+    SECTION("PGM/PPM: 16-bit big-endian, maximum below 255 kept raw, comments") {
+        // stb_image 2.27 read 16-bit samples in the host's byte order: 0x3412 here.
+        detail::DecodedImage d = decode(cat(text("P5\n# a comment\n2 1\n65535\n"), {0x12, 0x34, 0xAB, 0xCD}));
+        CHECK((d.bits == 16 && d.channels == 1 && d.samples == V{0x1234, 0xABCD}));
+        d = decode(cat(text("P5 2\t1 15 "), {3, 15}));
+        CHECK((d.bits == 8 && d.samples == V{3, 15}));
+        d = decode(cat(text("P6\n1 1\n255\n"), {10, 20, 30}));
+        CHECK((d.channels == 3 && d.samples == V{10, 20, 30}));
+        CHECK_THAT(decode_error(text("P2\n1 1\n255\n7\n")), Contains("t.img") && Contains("P2 is not supported"));
+    }
+    SECTION("BMP: 1- and 4-bit colour tables, 16-bit 5-5-5 and 5-6-5, 32-bit, core header") {
+        const std::vector<uint8_t> black_white = {0, 0, 0, 0, 255, 255, 255, 0};
+        detail::DecodedImage d = decode(bmp(10, 1, 1, 0, black_white, {0xAA, 0x80, 0, 0}));  // 1010101010
+        REQUIRE((d.width == 10 && d.channels == 3));
+        for (int x = 0; x < 10; ++x) CHECK(d.samples[size_t(3 * x)] == (x % 2 ? 0 : 255));
+        // 4-bit: entries stored B, G, R, 0; pixels 1, 2, 0 in the high then low nibbles.
+        d = decode(bmp(3, 1, 4, 0, {0, 0, 0, 0, 10, 20, 30, 0, 1, 2, 3, 0}, {0x12, 0x00, 0, 0}));
+        CHECK(d.samples == V{30, 20, 10, 3, 2, 1, 0, 0, 0});
+        // 16-bit without masks: 5-5-5; 16 of 31 becomes round(16 * 255 / 31) = 132.
+        d = decode(bmp(3, 1, 16, 0, {}, le({{0x7C00, 2}, {0x03E0, 2}, {0x0010, 2}, {0, 2}})));
+        CHECK(d.samples == V{255, 0, 0, 0, 255, 0, 0, 0, 132});
+        // BITFIELDS 5-6-5 (masks after the 40-byte header); 1 of 31 is round(255 / 31) = 8.
+        d = decode(bmp(3, 1, 16, 3, le({{0xF800, 4}, {0x07E0, 4}, {0x001F, 4}}),
+                       le({{0xF800, 2}, {0x07E0, 2}, {0x0001, 2}, {0, 2}})));
+        CHECK(d.samples == V{255, 0, 0, 0, 255, 0, 0, 0, 8});
+        // 32-bit without masks: B, G, R and an unused byte; two rows, bottom-up.
+        d = decode(bmp(1, 2, 32, 0, {}, {1, 2, 3, 4, 5, 6, 7, 8}));
+        CHECK(d.samples == V{7, 6, 5, 3, 2, 1});
+        // OS/2 core header: 16-bit sizes, 24-bit pixels, rows padded to 4 bytes.
+        const std::vector<uint8_t> core = cat(le({{'B' | 'M' << 8, 2}, {34, 4}, {0, 4}, {26, 4}, {12, 4}, {1, 2}, {2, 2},
+                                                  {1, 2}, {24, 2}}),
+                                              {1, 2, 3, 0, 4, 5, 6, 0});
+        CHECK(decode(core).samples == V{6, 5, 4, 3, 2, 1});
+        CHECK_THAT(decode_error(bmp(2, 1, 8, 1, {0, 0, 0, 0}, {0, 2, 0, 0})), Contains("t.img") && Contains("run-length"));
+        CHECK_THAT(decode_error(bmp(2, 1, 16, 3, le({{0xF0F0, 4}, {0x0F00, 4}, {0x000F, 4}}), {0, 0, 0, 0})),
+                   Contains("one run of bits"));
+    }
+    SECTION("TGA: colour-mapped, 16-bit, grey+alpha, orientation, run-length packets across rows") {
+        // Entries 2 and 3 of a colour map of B, G, R; the top-down and right-to-left bits set,
+        // so file order is top row first, each row from its right end.
+        detail::DecodedImage d = decode(tga(1, 2, 1, 8, 0x30, {10, 20, 30, 40, 50, 60, 2, 3}, 2, 2, 24));
+        CHECK(d.samples == V{60, 50, 40, 30, 20, 10});
+        CHECK_THAT(decode_error(tga(1, 2, 1, 8, 0, {10, 20, 30, 40, 50, 60, 2, 4}, 2, 2, 24)),
+                   Contains("t.img") && Contains("pixel value 4 is outside its colour map"));
+        d = decode(tga(2, 2, 1, 16, 0, le({{0x7C00, 2}, {0x001F, 2}})));
+        CHECK((d.channels == 3 && d.samples == V{255, 0, 0, 0, 0, 255}));
+        d = decode(tga(3, 1, 1, 16, 0, {77, 200}));
+        CHECK((d.channels == 2 && d.samples == V{77, 200}));
+        // 3x2 grey, bottom-up: a run of 4 x 9 (the bottom row and one pixel above), then a raw
+        // packet of 1 and 2.
+        d = decode(tga(11, 3, 2, 8, 0, {0x83, 9, 0x01, 1, 2}));
+        CHECK(d.samples == V{9, 1, 2, 9, 9, 9});
     }
 }
 

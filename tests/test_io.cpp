@@ -334,6 +334,14 @@ TEST_CASE("damaged safetensors fail with errors naming the file") {
     CHECK_THAT(error(file(std::string(100, '[') + std::string(100, ']'), 0)), Contains("nesting"));
     CHECK_THAT(error(file(R"({"__metadata__":{"a":1}})", 0)), Contains("__metadata__"));
     CHECK_THAT(error(file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4.5]}})", 8)), Contains("non-integer"));
+    // Issue 38: 2^64 + 32 wrapped to 32 (the check ran after n * 10 + d) and this file loaded.
+    CHECK_THAT(error(file(R"({"x":{"dtype":"F32","shape":[18446744073709551648],"data_offsets":[0,128]}})", 128)),
+               Contains("bad.safetensors") && Contains("integer out of range"));
+    CHECK_THAT(error(file(R"({"x":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,128]}})", 128)),
+               Contains("integer out of range"));
+    // INT64_MAX itself parses (and is then refused by the element cap, not as an overflow).
+    CHECK_THAT(error(file(R"({"x":{"dtype":"F32","shape":[9223372036854775807],"data_offsets":[0,128]}})", 128)),
+               !Contains("out of range") && Contains("limit"));
     std::filesystem::remove(absurd_path);
 }
 
@@ -355,6 +363,12 @@ TEST_CASE("damaged .npy files fail with errors naming the file") {
     CHECK_THAT(error(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 99999999999), }", 0)),
                Contains("bad.npy") && Contains("limit"));
     CHECK_THAT(error(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", 12)), Contains("needs 8 bytes"));
+    // Issue 38: dimensions are refused before they overflow, however many digits they have.
+    for (const char* dim : {"18446744073709551648", "9223372036854775808", "99999999999999999999999999999"})
+        CHECK_THAT(error(npy(std::string("{'descr': '<f4', 'fortran_order': False, 'shape': (") + dim + ",), }", 4)),
+                   Contains("bad.npy") && Contains("dimension out of range"));
+    CHECK_THAT(error(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807,), }", 4)),
+               !Contains("out of range") && Contains("limit"));
     CHECK_THAT(error(npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", 8)), Contains("'|O'"));
     CHECK_THAT(error(npy("{'descr': '|f4', 'fortran_order': False, 'shape': (1,), }", 4)), Contains("not supported"));
     CHECK_THAT(error(npy("{'descr': '<f4', 'shape': (1,), }", 4)), Contains("fortran_order"));

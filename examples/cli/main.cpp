@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 
+#include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -64,27 +66,52 @@ std::string Args::get(const std::string& name, const std::string& fallback) cons
     return it == values_.end() ? fallback : it->second;
 }
 
+// Decimal digits only, with an optional sign: no leading spaces, hex or octal as strtoll would
+// take. Each digit is checked before it is added (detail::append_digit), so no value wraps.
 int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) const {
     auto it = values_.find(name);
     if (it == values_.end()) return fallback;
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(it->second.c_str(), &end, 10);
-    if (it->second.empty() || *end || errno || v < min || v > max)
-        throw Error(name + " must be an integer in [" + std::to_string(min) + ", " +
-                    std::to_string(max) + "], got '" + it->second + "'");
+    const std::string& s = it->second;
+    const bool negative = !s.empty() && s[0] == '-';
+    const size_t first = !s.empty() && (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    uint64_t magnitude = 0;
+    bool ok = s.size() > first;
+    for (size_t i = first; ok && i < s.size(); ++i)
+        ok = s[i] >= '0' && s[i] <= '9' && universeg::detail::append_digit(magnitude, s[i], uint64_t(INT64_MAX));
+    const int64_t v = negative ? -int64_t(magnitude) : int64_t(magnitude);
+    if (!ok || v < min || v > max)
+        throw Error(name + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got '" +
+                    s + "'");
     return v;
 }
 
+// A decimal number: [sign] digits [. digits] [e [sign] digits], checked before strtod reads it,
+// which would also take leading spaces, hex, "inf" and "nan"; one beyond double's range is refused.
 double Args::get_double(const std::string& name, double fallback, double min, double max) const {
     auto it = values_.find(name);
     if (it == values_.end()) return fallback;
-    char* end = nullptr;
-    const double v = std::strtod(it->second.c_str(), &end);
-    if (it->second.empty() || *end || !(v >= min && v <= max)) {
+    const std::string& s = it->second;
+    size_t i = 0;
+    auto digits = [&] {
+        const size_t start = i;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+        return i - start;
+    };
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    size_t mantissa = digits();
+    if (i < s.size() && s[i] == '.') ++i, mantissa += digits();
+    bool ok = mantissa > 0;
+    if (ok && i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+        ++i;
+        if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+        ok = digits() > 0;
+    }
+    errno = 0;
+    const double v = ok && i == s.size() ? std::strtod(s.c_str(), nullptr) : NAN;
+    if (errno == ERANGE || !(v >= min && v <= max)) {
         char range[64];
         std::snprintf(range, sizeof range, "[%g, %g]", min, max);
-        throw Error(name + " must be a number in " + range + ", got '" + it->second + "'");
+        throw Error(name + " must be a number in " + range + ", got '" + s + "'");
     }
     return v;
 }

@@ -6,13 +6,14 @@
 //   std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes = limits().max_file_bytes);
 //   void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 //   void remove_pending_temporaries();   // for signal handlers: see write_file_atomic
-// Internals (universeg::detail): ByteSpan, fits, load_uint, append_uint, DType, dtype_size,
-// load_float, gather_floats, check_rank.
+// Internals (universeg::detail): ByteSpan, fits, append_digit, allocate, load_uint, append_uint,
+// DType, dtype_size, load_float, gather_floats, check_rank.
 #pragma once
 
 #include "../core/tensor.hpp"
 #include "limits.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -21,13 +22,25 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <system_error>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <unistd.h>
 #endif
 
 namespace universeg {
+namespace detail {
+
+// What a reader reports when memory runs out (the caps of io/limits.hpp allow more than a small
+// machine has): the file and the size asked, not a bare std::bad_alloc.
+inline Error out_of_memory(const std::string& what, uint64_t bytes) {
+    return Error(what + ": out of memory: cannot allocate " + std::to_string(bytes) + " bytes");
+}
+
+}  // namespace detail
 
 // The whole file as bytes. Errors name the path and the system's reason. Only regular files
 // are read: a device (/dev/zero) never ends, and opening a FIFO or socket without a writer
@@ -47,7 +60,11 @@ inline std::vector<uint8_t> read_file(const std::string& path, uint64_t max_byte
     if (!ec && hint > max_bytes)
         throw Error(path + ": file of " + std::to_string(hint) + " bytes is larger than the limit of " +
                     std::to_string(max_bytes) + " bytes (universeg::limits().max_file_bytes)");
-    if (!ec) out.reserve(size_t(hint));
+    try {
+        if (!ec) out.reserve(size_t(hint));
+    } catch (const std::bad_alloc&) {
+        throw detail::out_of_memory(path, hint);
+    }
     uint8_t buf[1 << 16];
     size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
@@ -111,40 +128,129 @@ inline void remove_pending_temporaries() {
     }
 }
 
-// Writes to a fresh temporary file next to `path`, then renames it over `path`, so readers
-// never see a half-written file and a failed write leaves any old file intact. The temporary
-// is hidden (".NAME.tmp...") so that folder listings never take it for an output.
-inline void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
+namespace detail {
+
+// A hidden name next to `path` for its temporary (".NAME.tmpCLOCK-COUNT"), so that folder
+// listings never take it for an output.
+inline std::string temporary_name(const std::string& path) {
     static std::atomic<uint64_t> counter{0};
     const std::filesystem::path target(path);
-    const std::string tmp =
-        (target.parent_path() / ("." + target.filename().string() + ".tmp" +
-                                 std::to_string(uint64_t(std::chrono::steady_clock::now().time_since_epoch().count())) +
-                                 "-" + std::to_string(counter++)))
-            .string();
-    const int slot = detail::register_temporary(tmp);
-    struct Release {
-        int slot;
-        ~Release() { detail::release_temporary(slot); }
-    } release{slot};
-    std::FILE* f = std::fopen(tmp.c_str(), "wbx");
-    if (!f) throw Error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-    errno = 0;
-    bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-    ok = std::fflush(f) == 0 && ok;
-    int err = errno;
-    ok = std::fclose(f) == 0 && ok;
+    return (target.parent_path() /
+            ("." + target.filename().string() + ".tmp" +
+             std::to_string(uint64_t(std::chrono::steady_clock::now().time_since_epoch().count())) + "-" +
+             std::to_string(counter++)))
+        .string();
+}
+
+// A named temporary registered for remove_pending_temporaries while it exists.
+struct PendingName {
+    std::string path;
+    int slot;
+    explicit PendingName(std::string p) : path(std::move(p)), slot(register_temporary(path)) {}
+    PendingName(const PendingName&) = delete;
+    PendingName& operator=(const PendingName&) = delete;
+    ~PendingName() { release_temporary(slot); }
+};
+
+// Renames the complete temporary over `path`; on failure removes it and throws.
+inline void rename_over(const std::string& tmp, const std::string& path) {
     std::error_code ec;
-    if (!ok) {
-        std::filesystem::remove(tmp, ec);
-        throw Error(path + ": write failed: " + std::strerror(err ? err : errno));
-    }
     std::filesystem::rename(tmp, path, ec);
     if (ec) {
         std::error_code ignored;
         std::filesystem::remove(tmp, ignored);
         throw Error(path + ": cannot replace the file: " + ec.message());
     }
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+// Every byte to `fd` (write(2) may take fewer than asked), then fsync(2), so that the data is on
+// disk before the file gets its name. 0, or the errno of the failure.
+inline int write_and_sync(int fd, const std::vector<uint8_t>& bytes) {
+    for (size_t done = 0; done < bytes.size();) {
+        const ssize_t n = ::write(fd, bytes.data() + done, std::min<size_t>(bytes.size() - done, size_t(1) << 30));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? errno : EIO;
+        done += size_t(n);
+    }
+    return ::fsync(fd) == 0 ? 0 : errno;
+}
+
+// Makes a new name in the folder of `path` durable. Best effort: some file systems refuse
+// fsync on a folder, and by then the file itself is complete, synced and in place.
+inline void sync_parent_folder(const std::string& path) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    ::fsync(fd);
+    ::close(fd);
+}
+#endif
+
+#ifdef O_TMPFILE
+// Linux: the data goes to an unnamed file (O_TMPFILE) that vanishes with the process however it
+// dies, and gets a name only once complete and synced. Linux cannot link over an existing name,
+// so a replaced file is linked to a temporary name first and renamed over it at once: a kill
+// between those two calls is the only way a (complete) temporary can be left behind.
+// False when the folder's file system has no O_TMPFILE (or /proc is not mounted): nothing was
+// written, and the caller writes a named temporary instead.
+inline bool write_unnamed_then_link(const std::string& path, const std::vector<uint8_t>& bytes) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+    if (fd < 0) return false;
+    struct Close {
+        int fd;
+        ~Close() { ::close(fd); }
+    } close_fd{fd};
+    if (const int err = write_and_sync(fd, bytes)) throw Error(path + ": write failed: " + std::strerror(err));
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+        if (errno != EEXIST) return false;
+        const PendingName tmp(temporary_name(path));
+        if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.path.c_str(), AT_SYMLINK_FOLLOW) != 0)
+            throw Error(path + ": cannot create " + tmp.path + ": " + std::strerror(errno));
+        rename_over(tmp.path, path);
+    }
+    sync_parent_folder(path);
+    return true;
+}
+#endif
+
+}  // namespace detail
+
+// Replaces `path` atomically: readers see the old file or the complete new one, never part of
+// it, and a failed write leaves any old file intact. The data is written to a temporary next to
+// `path` (unnamed on Linux, see detail::write_unnamed_then_link; else a hidden ".NAME.tmp..."
+// file that remove_pending_temporaries removes when a signal interrupts the write), synced to
+// disk, renamed over `path`, and the folder synced.
+inline void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
+#ifdef O_TMPFILE
+    if (detail::write_unnamed_then_link(path, bytes)) return;
+#endif
+    const detail::PendingName tmp(detail::temporary_name(path));
+#if defined(__unix__) || defined(__APPLE__)
+    const int fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) throw Error(path + ": cannot create " + tmp.path + ": " + std::strerror(errno));
+    int err = detail::write_and_sync(fd, bytes);
+    if (::close(fd) != 0 && !err) err = errno;
+#else
+    std::FILE* f = std::fopen(tmp.path.c_str(), "wbx");
+    if (!f) throw Error(path + ": cannot create " + tmp.path + ": " + std::strerror(errno));
+    errno = 0;
+    bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+    ok = std::fflush(f) == 0 && ok;
+    int err = ok ? 0 : errno ? errno : EIO;
+    if (std::fclose(f) != 0 && !err) err = errno ? errno : EIO;
+#endif
+    if (err) {
+        std::error_code ignored;
+        std::filesystem::remove(tmp.path, ignored);
+        throw Error(path + ": write failed: " + std::strerror(err));
+    }
+    detail::rename_over(tmp.path, path);
+#if defined(__unix__) || defined(__APPLE__)
+    detail::sync_parent_folder(path);
+#endif
 }
 
 namespace detail {
@@ -157,6 +263,27 @@ struct ByteSpan {
 // True when [offset, offset + length) lies inside [0, size), without overflowing.
 inline bool fits(uint64_t offset, uint64_t length, uint64_t size) {
     return offset <= size && length <= size - offset;
+}
+
+// n * 10 + the decimal digit c, unless that would exceed `max`: then false, n unchanged. The
+// check comes before the multiplication, so no number wraps around (2^64 + 32 is never 32).
+inline bool append_digit(uint64_t& n, char c, uint64_t max) {
+    const uint64_t d = uint64_t(c - '0');
+    if (d > max || n > (max - d) / 10) return false;
+    n = n * 10 + d;
+    return true;
+}
+
+// A vector of n value-initialised elements for reading `what`; out of memory is an Error
+// (out_of_memory), and so is a count beyond what a vector can hold.
+template <class T>
+std::vector<T> allocate(uint64_t n, const std::string& what) {
+    try {
+        if (n <= SIZE_MAX / sizeof(T)) return std::vector<T>(size_t(n));
+    } catch (const std::bad_alloc&) {
+    } catch (const std::length_error&) {
+    }
+    throw out_of_memory(what, n <= UINT64_MAX / sizeof(T) ? n * sizeof(T) : UINT64_MAX);
 }
 
 // Refuses tensors of more than limits().max_rank dimensions (a header of thousands of 1s

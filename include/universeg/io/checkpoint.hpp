@@ -73,7 +73,7 @@ inline Tensor checkpoint_tensor(const PyTensor& t, ByteSpan storage, bool big_en
     Tensor out;
     out.shape = t.size;
     out.stored_dtype = dtype_name(t.dtype);
-    out.data.resize(size_t(numel));
+    out.data = allocate<float>(uint64_t(numel), what);
     gather_floats(storage.data, t.dtype, big_endian, t.offset, numel, t.size, t.stride, out.data.data());
     return out;
 }

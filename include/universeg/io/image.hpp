@@ -1,6 +1,6 @@
 // universeg/io/image.hpp - 2-D images for the segmentation tool: reading (PNG, JPEG, BMP, TGA,
-// PGM/PPM via stb_image; 8- and 16-bit; grey, grey+alpha, RGB, RGBA), grey conversion,
-// resizing, intensity normalisation, PNG writing (8/16-bit), overlays and labelled folders.
+// PGM/PPM; 8- and 16-bit; grey, grey+alpha, RGB, RGBA), grey conversion, resizing, intensity
+// normalisation, PNG writing (8/16-bit), overlays and labelled folders.
 //
 //   struct Image { int64_t height, width; std::vector<float> pixels; };     // row-major grey
 //   Image load_image(path);              // grey in [0,1]; colour -> ITU-R BT.601 luma
@@ -17,10 +17,13 @@
 //   std::vector<LabelledPair> list_labelled_folder(dir);  // DIR/images/NAME.* + DIR/labels/NAME.*
 //
 // Reading is hardened against hostile files: the header's size is checked against limits()
-// (io/limits.hpp: max_image_side, max_image_pixels) before anything is decoded, only the formats
-// above are compiled in, and the malformed JPEG, PGM and PNG headers that make Debian's
-// stb_image 2.27 write out of bounds or hit undefined behaviour are refused first
-// (detail::check_jpeg_huffman_tables, check_pnm_header, check_png_chunks; found by fuzz/).
+// (io/limits.hpp: max_image_side, max_image_pixels) and against the file's bytes before anything
+// is decoded, and no decoded sample is ever memory the file did not set. PGM/PPM, BMP and TGA
+// are read by the project's own decoders (io/image_formats.hpp); PNG and JPEG by stb_image,
+// with the malformed files that make Debian's stb_image 2.27 write out of bounds, hit undefined
+// behaviour or compute pixels from memory nothing set refused or repaired first
+// (detail::check_jpeg_markers, check_png_chunks, check_png_image_data, png_with_full_palette;
+// found by fuzz/, and by its corpora replayed under valgrind as .ci/memcheck does).
 //
 // stb_image is compiled once per program: define UNIVERSEG_STB_IMPLEMENTATION in exactly one
 // .cpp file before including this header (as with stb itself; cmake/universeg_stb.cpp is that
@@ -31,6 +34,7 @@
 #pragma once
 
 #include "bytes.hpp"
+#include "image_formats.hpp"
 #include "zip.hpp"
 
 #include <algorithm>
@@ -44,14 +48,12 @@
 
 #ifdef UNIVERSEG_STB_IMPLEMENTATION
 #define STB_IMAGE_IMPLEMENTATION
-// Only the formats the tool documents: stb's GIF, PSD, HDR and PIC decoders are attack surface
-// that no medical image needs. stb's own cap on a side (default 2^24) is lowered to 2^16 as a
+// Only the formats stb decodes here: its GIF, PSD, HDR and PIC decoders are attack surface that
+// no medical image needs, and BMP, TGA and PGM/PPM have readers of their own
+// (io/image_formats.hpp). stb's own cap on a side (default 2^24) is lowered to 2^16 as a
 // second line behind limits().max_image_side.
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
-#define STBI_ONLY_BMP
-#define STBI_ONLY_TGA
-#define STBI_ONLY_PNM
 #define STBI_MAX_DIMENSIONS (1 << 16)
 #endif
 #if __has_include(<stb/stb_image.h>)
@@ -77,89 +79,178 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 
 namespace detail {
 
-// An image as stored: interleaved samples, 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)
-// channels of `bits` (8 or 16) each.
-struct DecodedImage {
-    int64_t height = 0, width = 0;
-    int channels = 0, bits = 8;
-    std::vector<uint16_t> samples;
-};
-
 inline std::string stb_reason() {
     const char* r = stbi_failure_reason();
     return r ? r : "unknown error";
 }
 
-// stb_image (Debian's 2.27) trusts a JPEG's Huffman tables in two ways that hostile files break:
-// a DHT segment declaring more than 256 codes for one table makes it write past the table while
-// reading the header (stbi_info), and a scan that uses a table no earlier DHT segment defined
-// makes it decode with uninitialised memory (symbol indices anywhere, out-of-bounds reads).
-// This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and restart
-// markers skipped, every other marker followed by a big-endian length) and refuses both first.
-inline void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& path) {
+inline bool is_jpeg(const uint8_t* d, size_t n) {
     size_t start = 1;  // the start-of-image marker, after any fill bytes (as stb accepts it)
     while (start < n && d[start] == 0xFF) ++start;
-    if (n < 2 || d[0] != 0xFF || start >= n || d[start] != 0xD8) return;
+    return n >= 2 && d[0] == 0xFF && start < n && d[start] == 0xD8;
+}
+
+// stb_image (Debian's 2.27) trusts a JPEG's markers in ways that hostile files break: a DHT
+// segment declaring more than 256 codes for one table makes it write past the table while
+// reading the header (stbi_info); and it decodes with uninitialised memory, which then becomes
+// pixels, when a scan uses a Huffman table or a component a quantisation table that no earlier
+// DHT or DQT segment defined, when no scan decodes a component (a file with no scan at all),
+// and when a progressive scan refines a component before its first DC scan has set its
+// coefficients. This walks the JPEG's markers the way stb does (fill bytes, stuffed 0xFF00 and
+// restart markers skipped, every other marker followed by a big-endian length; up to the first
+// EOI) and refuses all of these first.
+inline void check_jpeg_markers(const uint8_t* d, size_t n, const std::string& path) {
+    if (!is_jpeg(d, n)) return;
+    size_t start = 1;
+    while (d[start] == 0xFF) ++start;
     auto byte = [&](size_t at) -> size_t { return at < n ? d[at] : 0; };  // stb reads 0 past the end
-    bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
+    auto corrupt = [&](const std::string& why) { return Error(path + ": corrupt JPEG: " + why); };
+    bool huffman[2][4] = {}, quantisation[4] = {};  // tables defined so far: [DC = 0, AC = 1][id], [id]
     bool progressive = false;
-    for (size_t p = start + 1; p + 1 < n;) {
+    struct Component {
+        size_t id, table;
+        bool set;  // whether a scan has set all its coefficients: a sequential scan or a first DC pass
+    };
+    std::vector<Component> frame;
+    std::string problem;  // the first of a scan's problems, refused once the tables have all been checked
+    bool ended = false;
+    for (size_t p = start + 1; p + 1 < n && !ended;) {
         const uint8_t m = d[p + 1];
         if (d[p] != 0xFF || m == 0xFF) {  // entropy-coded data, or a fill byte before a marker
             ++p;
             continue;
         }
-        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) {  // no length follows
+        if (m == 0xD9) {  // end of image: stb stops here
+            ended = true;
+            continue;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // no length follows
             p += 2;
             continue;
         }
         const size_t end = p + 2 + (byte(p + 2) << 8 | byte(p + 3));
         if (m == 0xC2) progressive = true;
+        if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && frame.empty())  // the frame (stb reads the first)
+            for (size_t c = 0, count = byte(p + 9); c < count; ++c)
+                frame.push_back({byte(p + 10 + 3 * c), byte(p + 12 + 3 * c) & 3, false});
+        if (m == 0xDB)
+            for (size_t q = p + 4; q < end; q += (byte(q) >> 4) ? 129 : 65)  // precision/id, 64 entries
+                quantisation[byte(q) & 3] = true;
         if (m == 0xC4)
             for (size_t q = p + 4; q < end;) {  // tables: class/id, 16 counts, the codes' values
                 size_t codes = 0;
                 for (size_t k = 1; k <= 16; ++k) codes += byte(q + k);
                 if (codes > 256)
-                    throw Error(path + ": corrupt JPEG: a Huffman table declares " + std::to_string(codes) +
-                                " codes, more than the 256 possible");
-                if ((byte(q) >> 4) <= 1 && (byte(q) & 15) <= 3) defined[byte(q) >> 4][byte(q) & 15] = true;
+                    throw corrupt("a Huffman table declares " + std::to_string(codes) + " codes, more than the 256 possible");
+                if ((byte(q) >> 4) <= 1 && (byte(q) & 15) <= 3) huffman[byte(q) >> 4][byte(q) & 15] = true;
                 q += 17 + codes;
             }
         if (m == 0xDA) {  // a scan: which tables its components decode with (stb refuses ids > 3)
-            const size_t components = byte(p + 4);
-            const size_t spectral_start = byte(p + 5 + 2 * components);
-            const size_t approx_high = byte(p + 7 + 2 * components) >> 4;
+            const size_t count = byte(p + 4);
+            const size_t spectral_start = byte(p + 5 + 2 * count);
+            const size_t approx_high = byte(p + 7 + 2 * count) >> 4;
             // Sequential scans use both tables; progressive DC scans the DC table on their first
             // pass only, progressive AC scans the AC table.
-            const bool uses_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+            const bool first_pass = !progressive || (spectral_start == 0 && approx_high == 0);
             const bool uses_ac = !progressive || spectral_start > 0;
-            for (size_t c = 0; c < components; ++c) {
+            for (size_t c = 0; c < count; ++c) {
                 const size_t dc = byte(p + 6 + 2 * c) >> 4, ac = byte(p + 6 + 2 * c) & 15;
-                if ((uses_dc && dc <= 3 && !defined[0][dc]) || (uses_ac && ac <= 3 && !defined[1][ac]))
-                    throw Error(path + ": corrupt JPEG: a scan uses a Huffman table that no DHT segment defines");
+                if ((first_pass && dc <= 3 && !huffman[0][dc]) || (uses_ac && ac <= 3 && !huffman[1][ac]))
+                    throw corrupt("a scan uses a Huffman table that no DHT segment defines");
+            }
+            for (size_t c = 0; c < count; ++c) {
+                const size_t id = byte(p + 5 + 2 * c);
+                for (Component& f : frame) {
+                    if (f.id != id) continue;
+                    if (problem.empty() && !quantisation[f.table])
+                        problem = "component " + std::to_string(id) + " uses quantisation table " +
+                                  std::to_string(f.table) + ", which no DQT segment before its scan defines";
+                    if (problem.empty() && !f.set && !first_pass)
+                        problem = "a progressive scan refines component " + std::to_string(id) + " before its first DC scan";
+                    f.set = f.set || first_pass;
+                }
             }
         }
         p = std::max(end, p + 2);
     }
+    if (!problem.empty()) throw corrupt(problem);
+    for (const Component& c : frame)
+        if (ended && !c.set) throw corrupt("no scan holds the data of component " + std::to_string(c.id));
 }
 
-// stb_image's PGM/PPM reader parses the header's numbers into an int without an overflow
-// check (undefined behaviour on "P5 99999999999 ..."): numbers no image has are refused first,
-// read as stb reads them (whitespace and # comments between width, height and maximum).
-inline void check_pnm_header(const uint8_t* d, size_t n, const std::string& path) {
-    if (n < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) return;
-    size_t p = 2;
-    for (int field = 0; field < 3; ++field) {
-        for (;;) {
-            while (p < n && (d[p] == ' ' || (d[p] >= '\t' && d[p] <= '\r'))) ++p;
-            if (p >= n || d[p] != '#') break;
-            while (p < n && d[p] != '\n' && d[p] != '\r') ++p;
+inline bool is_png(const uint8_t* d, size_t n) {
+    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    return n >= 8 && std::memcmp(d, kSignature, 8) == 0;
+}
+
+inline void png_chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
+    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(body.size() >> (8 * k)));
+    const size_t start = out.size();
+    out.insert(out.end(), type, type + 4);
+    out.insert(out.end(), body.begin(), body.end());
+    const uint32_t crc = crc32(out.data() + start, out.size() - start);
+    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(crc >> (8 * k)));
+}
+
+// A PLTE chunk that stb_image 2.27 takes (whole entries, at most 256) but that holds fewer
+// entries than a palette image of `depth` bits can index: stb looks pixels up without checking
+// the index against the entries read, and its palette lives in uninitialised stack memory.
+inline bool png_palette_short(uint64_t len, uint64_t colour_type, uint64_t depth) {
+    return colour_type == 3 && depth <= 8 && len % 3 == 0 && len / 3 < (uint64_t(1) << depth);
+}
+
+// The bytes of filtered scanlines that a PNG with this header inflates to (PNG spec 7.2, 8.2:
+// a filter byte per row, and each of the seven Adam7 passes has its own rows); 0 for a colour
+// type or depth that stb refuses anyway.
+inline uint64_t png_raw_size(uint64_t w, uint64_t h, uint64_t depth, uint64_t colour_type, bool interlaced) {
+    static const uint64_t kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type
+    if (colour_type > 6 || kChannels[colour_type] == 0 || depth == 0 || depth > 16) return 0;
+    const uint64_t bits = kChannels[colour_type] * depth;
+    auto rows = [&](uint64_t pw, uint64_t ph) { return pw && ph ? ph * (1 + (pw * bits + 7) / 8) : 0; };
+    if (!interlaced) return rows(w, h);
+    static const uint64_t kAdam7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                          {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};  // x0, y0, dx, dy
+    uint64_t total = 0;
+    for (const auto& a : kAdam7)
+        total += rows(w > a[0] ? (w - a[0] + a[2] - 1) / a[2] : 0, h > a[1] ? (h - a[1] + a[3] - 1) / a[3] : 0);
+    return total;
+}
+
+// stb_image's own inflater copies from before the start of its output when a stream uses one of
+// deflate's two invalid distance codes, so such a PNG decodes to uninitialised memory; and it
+// grows its output to whatever the stream inflates to, however small the image. The IDAT data
+// (after the 2-byte zlib header, which stb checks) is inflated here first by zlib into a scratch
+// buffer, never past the `need` bytes the image's size calls for: a stream that zlib finds
+// invalid, or that holds more than that, is refused. One that ends early is left to stb.
+inline void check_png_image_data(const uint8_t* d, size_t n, uint64_t need, const std::string& path) {
+    z_stream z{};
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw Error(path + ": zlib initialisation failed");
+    struct End {
+        z_stream& z;
+        ~End() { inflateEnd(&z); }
+    } end{z};
+    uint8_t scratch[1 << 15];
+    uint64_t inflated = 0, header = 2;
+    int rc = Z_OK;
+    for (uint64_t p = 8; rc != Z_STREAM_END && p + 8 <= n && std::memcmp(d + p + 4, "IEND", 4) != 0;
+         p += 12 + load_uint(d + p, 4, true)) {
+        if (std::memcmp(d + p + 4, "IDAT", 4) != 0) continue;
+        const uint64_t len = load_uint(d + p, 4, true), skip = std::min(header, len);
+        header -= skip;
+        z.next_in = const_cast<Bytef*>(d + p + 8 + skip);
+        z.avail_in = uInt(len - skip);
+        while (z.avail_in > 0 && rc != Z_STREAM_END) {
+            z.next_out = scratch;
+            z.avail_out = sizeof scratch;
+            rc = inflate(&z, Z_NO_FLUSH);
+            inflated += sizeof scratch - z.avail_out;
+            if (rc != Z_OK && rc != Z_STREAM_END)
+                throw Error(path + ": corrupt PNG: its image data is not a valid deflate stream (" +
+                            (z.msg ? z.msg : "zlib error " + std::to_string(rc)) + ")");
+            if (inflated > need)
+                throw Error(path + ": corrupt PNG: its image data inflates to more than the " + std::to_string(need) +
+                            " bytes its size needs");
         }
-        uint64_t v = 0;
-        for (; p < n && d[p] >= '0' && d[p] <= '9'; ++p) v = std::min<uint64_t>(v * 10 + uint64_t(d[p] - '0'), UINT32_MAX);
-        if (v > 100000000)
-            throw Error(path + ": corrupt PGM/PPM header: " + (field == 2 ? "maximum value " : "size ") +
-                        std::to_string(v) + " out of range");
     }
 }
 
@@ -167,11 +258,12 @@ inline void check_pnm_header(const uint8_t* d, size_t n, const std::string& path
 // has not allocated yet (memcpy to null: undefined behaviour, even for 0 bytes), and grows its
 // IDAT buffer to a chunk's declared length before reading it (gigabytes from a file of a few
 // bytes). Chunks are walked as stb walks them (8-byte signature, then length, type, data, CRC,
-// up to IEND) and such files refused.
-inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
-    static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (n < 8 || std::memcmp(d, kSignature, 8) != 0) return;
-    bool first_idat = true;
+// up to IEND) and such files refused; then the header's size is checked against the limits and
+// the image data (check_png_image_data). True when a PLTE chunk is short (png_palette_short).
+inline bool check_png_chunks(const uint8_t* d, size_t n, const std::string& path) {
+    if (!is_png(d, n)) return false;
+    bool first_idat = true, short_palette = false, header = false;
+    uint64_t w = 0, h = 0, colour_type = 0, depth = 0, interlaced = 0;
     for (uint64_t p = 8; p + 8 <= n;) {
         const uint64_t len = load_uint(d + p, 4, true);
         const bool idat = std::memcmp(d + p + 4, "IDAT", 4) == 0;
@@ -179,45 +271,83 @@ inline void check_png_chunks(const uint8_t* d, size_t n, const std::string& path
         if (p + 8 + len > n)
             throw Error(path + ": corrupt PNG: a chunk declares " + std::to_string(len) + " bytes, more than the " +
                         std::to_string(n - p - 8) + " left in the file");
-        if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
+        if (p == 8 && std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) {
+            header = true;
+            w = load_uint(d + p + 8, 4, true), h = load_uint(d + p + 12, 4, true);
+            depth = d[p + 16], colour_type = d[p + 17], interlaced = d[p + 20];
+        }
+        if (std::memcmp(d + p + 4, "PLTE", 4) == 0) short_palette |= png_palette_short(len, colour_type, depth);
+        if (std::memcmp(d + p + 4, "IEND", 4) == 0) break;
         first_idat = first_idat && !idat;
         p += 12 + len;
     }
+    if (header) {
+        check_image_size(int64_t(w), int64_t(h), path);
+        if (const uint64_t need = png_raw_size(w, h, depth, colour_type, interlaced != 0))
+            check_png_image_data(d, n, need, path);
+    }
+    return short_palette;
 }
 
-// `path` only names the image in errors. The header's size is checked against the limits
-// before stb allocates anything for the pixels.
-inline DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& path) {
-    if (size == 0) throw Error(path + ": not a readable image: the file is empty");
+// The file with each short PLTE chunk (png_palette_short) padded to 256 black entries, so that
+// a pixel whose index is past the palette the file wrote decodes as black instead of as stack
+// garbage. `d` has passed check_png_chunks.
+inline std::vector<uint8_t> png_with_full_palette(const uint8_t* d, size_t n) {
+    std::vector<uint8_t> out(d, d + 8);
+    uint64_t colour_type = 0, depth = 0, p = 8;
+    for (; p + 8 <= n && std::memcmp(d + p + 4, "IEND", 4) != 0; p += 12 + load_uint(d + p, 4, true)) {
+        const uint64_t len = load_uint(d + p, 4, true);
+        if (std::memcmp(d + p + 4, "IHDR", 4) == 0 && len >= 13) depth = d[p + 16], colour_type = d[p + 17];
+        if (std::memcmp(d + p + 4, "PLTE", 4) == 0 && png_palette_short(len, colour_type, depth)) {
+            std::vector<uint8_t> entries(d + p + 8, d + p + 8 + len);
+            entries.resize(3 * 256, 0);
+            png_chunk(out, "PLTE", entries);
+        } else {
+            out.insert(out.end(), d + p, d + std::min<uint64_t>(p + 12 + len, n));
+        }
+    }
+    if (p < n) out.insert(out.end(), d + p, d + n);  // IEND and anything after it, as stb sees it
+    return out;
+}
+
+// PNG and JPEG, through stb_image once the checks above have passed.
+inline DecodedImage decode_with_stb(const uint8_t* data, size_t size, const std::string& path) {
     if (size > size_t(INT_MAX)) throw Error(path + ": image file of " + std::to_string(size) + " bytes is too large");
+    check_jpeg_markers(data, size, path);
+    std::vector<uint8_t> padded;
+    if (check_png_chunks(data, size, path)) {
+        padded = png_with_full_palette(data, size);
+        data = padded.data(), size = padded.size();
+    }
     const int len = int(size);
-    check_jpeg_huffman_tables(data, size, path);
-    check_pnm_header(data, size, path);
-    check_png_chunks(data, size, path);
     int w = 0, h = 0, c = 0;
     if (!stbi_info_from_memory(data, len, &w, &h, &c))
         throw Error(path + ": not a readable image (PNG, JPEG, BMP, TGA, PGM/PPM): " + stb_reason());
-    const Limits& lim = limits();
-    if (w < 1 || h < 1 || w > lim.max_image_side || h > lim.max_image_side || int64_t(w) * h > lim.max_image_pixels)
-        throw Error(path + ": image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels exceeds the limits of " +
-                    std::to_string(lim.max_image_side) + " per side and " + std::to_string(lim.max_image_pixels) +
-                    " pixels (universeg::limits())");
-    DecodedImage img;
-    if (stbi_is_16_bit_from_memory(data, len)) {
-        std::unique_ptr<stbi_us, void (*)(void*)> p(stbi_load_16_from_memory(data, len, &w, &h, &c, 0), &stbi_image_free);
-        if (!p) throw Error(path + ": cannot decode 16-bit image: " + stb_reason());
-        img.bits = 16;
-        img.samples.assign(p.get(), p.get() + size_t(w) * size_t(h) * size_t(c));
-    } else {
-        std::unique_ptr<stbi_uc, void (*)(void*)> p(stbi_load_from_memory(data, len, &w, &h, &c, 0), &stbi_image_free);
-        if (!p) throw Error(path + ": cannot decode image: " + stb_reason());
-        img.samples.assign(p.get(), p.get() + size_t(w) * size_t(h) * size_t(c));
-    }
+    check_image_size(w, h, path);
+    const bool deep = stbi_is_16_bit_from_memory(data, len);
+    std::unique_ptr<void, void (*)(void*)> p(deep ? static_cast<void*>(stbi_load_16_from_memory(data, len, &w, &h, &c, 0))
+                                                  : static_cast<void*>(stbi_load_from_memory(data, len, &w, &h, &c, 0)),
+                                             &stbi_image_free);
+    if (!p) throw Error(path + ": cannot decode " + (deep ? "16-bit " : "") + "image: " + stb_reason());
     if (c < 1 || c > 4) throw Error(path + ": image with " + std::to_string(c) + " channels");
-    img.height = h;
-    img.width = w;
-    img.channels = c;
+    DecodedImage img = new_image(w, h, c, deep ? 16 : 8, path);
+    if (deep)
+        std::copy_n(static_cast<const stbi_us*>(p.get()), img.samples.size(), img.samples.begin());
+    else
+        std::copy_n(static_cast<const stbi_uc*>(p.get()), img.samples.size(), img.samples.begin());
     return img;
+}
+
+// `path` only names the image in errors. The format is told by its signature (TGA, which has
+// none, by a plausible header); each decoder checks the header's size against the limits and
+// the bytes before allocating anything for the pixels.
+inline DecodedImage decode_image(const uint8_t* data, size_t size, const std::string& path) {
+    if (size == 0) throw Error(path + ": not a readable image: the file is empty");
+    if (is_png(data, size) || is_jpeg(data, size)) return decode_with_stb(data, size, path);
+    if (is_bmp(data, size)) return decode_bmp(data, size, path);
+    if (is_pnm(data, size)) return decode_pnm(data, size, path);
+    if (is_tga(data, size)) return decode_tga(data, size, path);
+    throw Error(path + ": not a readable image (PNG, JPEG, BMP, TGA, PGM/PPM): unknown format");
 }
 
 inline DecodedImage decode_image(const std::string& path) {
@@ -229,15 +359,6 @@ inline DecodedImage decode_image(const std::string& path) {
 inline uint8_t png_paeth(int a, int b, int c) {
     const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
     return uint8_t(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
-}
-
-inline void png_chunk(std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
-    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(body.size() >> (8 * k)));
-    const size_t start = out.size();
-    out.insert(out.end(), type, type + 4);
-    out.insert(out.end(), body.begin(), body.end());
-    const uint32_t crc = crc32(out.data() + start, out.size() - start);
-    for (int k = 3; k >= 0; --k) out.push_back(uint8_t(crc >> (8 * k)));
 }
 
 }  // namespace detail
@@ -339,7 +460,7 @@ inline void save_label_png(const std::string& path, const Image& labels) {
 inline Image load_image(const std::string& path) {
     const detail::DecodedImage d = detail::decode_image(path);
     const double scale = 1.0 / (d.bits == 16 ? 65535.0 : 255.0);
-    Image img{d.height, d.width, std::vector<float>(size_t(d.height * d.width))};
+    Image img{d.height, d.width, detail::allocate<float>(uint64_t(d.height * d.width), path)};
     for (size_t i = 0; i < img.pixels.size(); ++i) {
         const uint16_t* p = &d.samples[i * size_t(d.channels)];
         const double v = d.channels < 3 ? double(p[0]) : 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
@@ -356,7 +477,7 @@ inline Image load_label_map(const std::string& path) {
     if (ext == ".jpg" || ext == ".jpeg")
         throw Error(path + ": label maps must be stored losslessly (PNG, BMP, TGA, PGM), not as JPEG");
     const detail::DecodedImage d = detail::decode_image(path);
-    Image img{d.height, d.width, std::vector<float>(size_t(d.height * d.width))};
+    Image img{d.height, d.width, detail::allocate<float>(uint64_t(d.height * d.width), path)};
     for (size_t i = 0; i < img.pixels.size(); ++i) {
         const uint16_t* p = &d.samples[i * size_t(d.channels)];
         if (d.channels >= 3 && (p[1] != p[0] || p[2] != p[0]))

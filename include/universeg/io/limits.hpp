@@ -14,8 +14,9 @@
 //   max_rank              32                  dimensions of one tensor (numpy's own limit)
 //   max_pickle_values     2^22                objects, memo entries and stack slots of a data.pkl
 //   max_header_values     2^20                JSON values in a safetensors header
-//   max_image_side        32768               width and height of a 2-D image (PNG, JPEG, ...)
-//   max_image_pixels      2^26                width * height of a 2-D image (8192 x 8192)
+//   max_image_side        32768               width and height of a 2-D image (PNG, JPEG, ...),
+//                                             and of a NIfTI volume's slices along every axis
+//   max_image_pixels      2^26                width * height of the same (8192 x 8192)
 //   max_volume_voxels     2^30                voxels of a NIfTI volume (1024^3)
 //
 // The defaults take any real UniverSeg checkpoint, medical image or CT volume; raise them for

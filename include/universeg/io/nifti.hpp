@@ -13,7 +13,9 @@
 // Slices: of the two axes left, the lower one is the image's width (x before y before z), so
 // a slice is contiguous in the file for the last axis. Needs zlib (link ZLIB::ZLIB / -lz).
 // Extensions in the header are skipped on reading and not written. Reading refuses volumes of
-// more than limits().max_volume_voxels voxels (io/limits.hpp) before allocating them.
+// more than limits().max_volume_voxels voxels, and volumes whose slices along any axis exceed
+// the limits on images (max_image_side, max_image_pixels; io/limits.hpp), on the header, before
+// inflating or allocating anything.
 #pragma once
 
 #include "bytes.hpp"
@@ -59,14 +61,24 @@ namespace detail {
 
 inline bool is_gzip(const uint8_t* data, size_t size) { return size >= 2 && data[0] == 0x1F && data[1] == 0x8B; }
 
+// Deflate expands data at most 1032-fold (a 258-byte match coded in 2 bits), so `n` bytes of
+// gzip inflate to at most n * kMaxInflation: more than that is not in the file.
+constexpr uint64_t kMaxInflation = 1032;
+
 // Up to `max_out` bytes of a gzip file (concatenated members too). Stops early, so a header
 // can be read without inflating the whole volume and a gzip bomb cannot fill memory. A
 // truncated stream returns what it holds (the caller checks the size it needs); corrupt data
-// is an error.
+// is an error. The output is allocated once, for what the stream can hold.
 inline std::vector<uint8_t> gunzip(const uint8_t* in, size_t in_size, size_t max_out, const std::string& what) {
+    std::vector<uint8_t> out;
+    const uint64_t most = std::min<uint64_t>(max_out, uint64_t(in_size) * kMaxInflation);
+    try {
+        out.reserve(size_t(most));
+    } catch (const std::bad_alloc&) {
+        throw out_of_memory(what, most);
+    }
     z_stream s{};
     if (inflateInit2(&s, 16 + MAX_WBITS) != Z_OK) throw Error(what + ": zlib initialisation failed");
-    std::vector<uint8_t> out;
     size_t pos = 0;
     uint8_t buf[1 << 16];
     while (out.size() < max_out) {
@@ -144,6 +156,23 @@ inline std::string header_string(const uint8_t* h, size_t off, size_t n) {
     return std::string(p, std::find(p, p + n, '\0'));
 }
 
+// The 2-D pipeline takes a volume slice by slice, along any axis (volume_slice): each slice is
+// an image, under the same limits as one read from a file (limits().max_image_side and
+// max_image_pixels), checked on the header before anything is inflated or allocated.
+inline void check_volume_slices(const Volume& v, const std::string& path) {
+    const Limits& lim = limits();
+    const int64_t n[3] = {v.nx, v.ny, v.nz};
+    for (int axis = 0; axis < 3; ++axis) {
+        const int64_t a = n[axis == 0 ? 1 : 0], b = n[axis == 2 ? 1 : 2];  // the two other axes
+        if (a > lim.max_image_side || b > lim.max_image_side || a * b > lim.max_image_pixels)
+            throw Error(path + ": a volume of " + std::to_string(v.nx) + "x" + std::to_string(v.ny) + "x" +
+                        std::to_string(v.nz) + " voxels, whose slices along axis " + std::to_string(axis) + " (" +
+                        std::to_string(a) + "x" + std::to_string(b) + " pixels) exceed the image limits of " +
+                        std::to_string(lim.max_image_side) + " per side and " + std::to_string(lim.max_image_pixels) +
+                        " pixels (universeg::limits())");
+    }
+}
+
 }  // namespace detail
 
 // `path` only names the file in errors.
@@ -151,7 +180,10 @@ inline Volume load_nifti(const uint8_t* data, size_t size, const std::string& pa
     const bool gz = detail::is_gzip(data, size);
     const std::vector<uint8_t> head = gz ? detail::gunzip(data, size, 352, path) : std::vector<uint8_t>();
     const size_t head_size = gz ? head.size() : size;
-    if (head_size < 348) throw Error(path + ": too short for a NIfTI-1 header (" + std::to_string(head_size) + " bytes)");
+    if (head_size < 348)
+        throw Error(path + ": too short for a NIfTI-1 header of 348 bytes: " +
+                    (gz ? "its " + std::to_string(size) + " bytes of gzip data inflate to " + std::to_string(head_size)
+                        : "the file has " + std::to_string(size)));
     const uint8_t* h = gz ? head.data() : data;
     bool big = false;
     const uint64_t size_le = detail::load_uint(h, 4, false);
@@ -220,24 +252,30 @@ inline Volume load_nifti(const uint8_t* data, size_t size, const std::string& pa
     v.ny = rank >= 2 ? hd.dim[2] : 1;
     v.nz = rank >= 3 ? hd.dim[3] : 1;
     const int64_t numel = checked_numel({v.nx, v.ny, v.nz}, limits().max_volume_voxels, path);
+    detail::check_volume_slices(v, path);
     if (!(hd.vox_offset >= 348 && hd.vox_offset < 1e15f) || hd.vox_offset != std::floor(hd.vox_offset))
         throw Error(path + ": invalid vox_offset " + std::to_string(hd.vox_offset));
     const uint64_t offset = uint64_t(hd.vox_offset), need = offset + uint64_t(numel) * uint64_t(es);
-    // A compressed file is inflated only as far as the header says, and never past the cap
-    // on files, so a gzip bomb costs no more than an uncompressed file would.
+    // A compressed file is inflated only as far as the header says, never past the cap on files
+    // (a gzip bomb costs no more than an uncompressed file would), and not at all when its
+    // compressed bytes could not hold that much.
     if (gz && need > limits().max_file_bytes)
         throw Error(path + ": the header declares " + std::to_string(need) + " bytes, more than the limit of " +
                     std::to_string(limits().max_file_bytes) + " (universeg::limits().max_file_bytes)");
+    if (gz && need > uint64_t(size) * detail::kMaxInflation)
+        throw Error(path + ": truncated: the header declares " + std::to_string(need) + " bytes, more than its " +
+                    std::to_string(size) + " bytes of gzip data can hold (deflate inflates at most " +
+                    std::to_string(detail::kMaxInflation) + "-fold)");
     const std::vector<uint8_t> inflated = gz ? detail::gunzip(data, size, size_t(need), path) : std::vector<uint8_t>();
     const uint8_t* bytes = gz ? inflated.data() : data;
     const size_t bytes_size = gz ? inflated.size() : size;
     if (bytes_size < need)
-        throw Error(path + ": truncated: the header declares " + std::to_string(need) + " bytes of data, the file has " +
-                    std::to_string(bytes_size));
+        throw Error(path + ": truncated: the header declares " + std::to_string(need) + " bytes of data, the file " +
+                    (gz ? "inflates to " : "has ") + std::to_string(bytes_size));
     // scl_slope 0 means "no scaling" (nifti1.h); otherwise value = slope * stored + inter.
     const bool scale = hd.scl_slope != 0 && std::isfinite(hd.scl_slope) && std::isfinite(hd.scl_inter) &&
                        !(hd.scl_slope == 1 && hd.scl_inter == 0);
-    v.voxels.resize(size_t(numel));
+    v.voxels = detail::allocate<float>(uint64_t(numel), path);
     for (int64_t i = 0; i < numel; ++i) {
         const float x = detail::nifti_load_voxel(bytes + offset + uint64_t(i) * uint64_t(es), hd.datatype, big);
         v.voxels[size_t(i)] = scale ? float(double(hd.scl_slope) * x + hd.scl_inter) : x;

@@ -67,15 +67,13 @@ inline NpyHeader parse_npy_header(const std::string& h, const std::string& what)
             expect('(');
             while (!at(')')) {
                 ws();
-                int64_t d = 0;
+                uint64_t d = 0;
                 size_t digits = 0;
-                for (; pos < h.size() && h[pos] >= '0' && h[pos] <= '9'; ++pos, ++digits) {
-                    if (d > (INT64_MAX - 9) / 10) throw fail("dimension out of range");
-                    d = d * 10 + (h[pos] - '0');
-                }
+                for (; pos < h.size() && h[pos] >= '0' && h[pos] <= '9'; ++pos, ++digits)
+                    if (!append_digit(d, h[pos], uint64_t(INT64_MAX))) throw fail("dimension out of range");
                 if (!digits) throw fail("shape holds a non-integer");
                 if (pos < h.size() && h[pos] == 'L') ++pos;  // Python 2 longs
-                out.shape.push_back(d);
+                out.shape.push_back(int64_t(d));
                 if (!at(',')) break;
                 ++pos;
             }
@@ -141,7 +139,7 @@ inline Tensor load_npy(const uint8_t* data, size_t size, const std::string& what
     // Row-major strides, or column-major ones for fortran_order, read in row-major order.
     Tensor out;
     out.shape = h.shape;
-    out.data.resize(size_t(numel));
+    out.data = allocate<float>(uint64_t(numel), what);
     if (numel == 0) return out;  // (and the stride products below could overflow)
     std::vector<int64_t> stride(h.shape.size());
     int64_t step = 1;

@@ -155,10 +155,8 @@ inline Json parse_json(const char* text, size_t size, const std::string& what) {
             if (neg) ++pos;
             if (pos >= size || text[pos] < '0' || text[pos] > '9') throw fail("bad number");
             uint64_t n = 0;
-            while (pos < size && text[pos] >= '0' && text[pos] <= '9') {
-                n = n * 10 + uint64_t(text[pos++] - '0');
-                if (n > uint64_t(INT64_MAX)) throw fail("integer out of range");
-            }
+            while (pos < size && text[pos] >= '0' && text[pos] <= '9')
+                if (!append_digit(n, text[pos++], uint64_t(INT64_MAX))) throw fail("integer out of range");
             if (pos < size && (text[pos] == '.' || text[pos] == 'e' || text[pos] == 'E')) throw fail("unexpected non-integer number");
             v.num = neg ? -int64_t(n) : int64_t(n);
         } else {
@@ -257,7 +255,7 @@ inline StateDict load_safetensors(const uint8_t* data, size_t size, const std::s
         Tensor tensor;
         tensor.shape = dims;
         tensor.stored_dtype = dtype_name(t);
-        tensor.data.resize(size_t(numel));
+        tensor.data = allocate<float>(uint64_t(numel), where);
         for (int64_t n = 0; n < numel; ++n) tensor.data[size_t(n)] = load_float(body + begin + n * dtype_size(t), t, false);
         out.emplace(key, std::move(tensor));
         ranges.push_back({uint64_t(begin), uint64_t(end), &key});
