@@ -1,10 +1,10 @@
-# Cross-compiling for 64-bit ARM Linux (AArch64, NEON kernels through xsimd) with Debian's
+# Cross-compiling for 64-bit ARM Linux (AArch64, NEON kernels) with Debian's
 # g++-aarch64-linux-gnu; ctest runs the programs under qemu-user:
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake
 #   cmake --build build-arm64 && ctest --test-dir build-arm64
 # Packages: g++-aarch64-linux-gnu (brings the AArch64 libc, libstdc++ and libgomp under
 # /usr/aarch64-linux-gnu), qemu-user, and zlib1g-dev:arm64 (multiarch: dpkg --add-architecture
-# arm64) for the image tool. The header-only dependencies (Eigen, xsimd, stb, Catch2) do not
+# arm64) for the image tool. The header-only dependencies (Eigen, stb, Catch2) do not
 # depend on the architecture and are found in the host's /usr.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
