@@ -364,3 +364,11 @@ TEST_CASE("float convolutions and their gradients agree with Eigen's GEMM and th
         CHECK(db == db_ref);             // the bias gradient does not use the GEMM
     }
 }
+
+#if defined(__aarch64__)
+TEST_CASE("on AArch64 the NEON kernels are chosen") {
+    CHECK(std::string(kernels::select().name) == "neon");
+    CHECK(kernels::select().isa == int(kernels::Isa::neon));
+    CHECK(std::string(engine::table_for({}).name) == "neon");
+}
+#endif

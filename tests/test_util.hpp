@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -58,6 +59,12 @@ inline std::string slurp(const std::string& path) {
 }
 
 inline std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+// The same floats, bit for bit.
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    // Empty vectors may have null data, which memcmp must not be given.
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
 
 struct Run {
     int rc;

@@ -446,3 +446,153 @@ TEST_CASE("hostile files through the CLI (skipped: the universeg program is not 
 }
 
 #endif
+
+// ---- the CLI ----
+
+#ifdef UNIVERSEG_CLI
+namespace {
+
+// Runs `universeg ARGS`; returns the exit code, stdout + stderr in `output`.
+int cli(const std::string& args, std::string& output) {
+    TempDir t("oracle_cli");
+    const Run r = run_shell(quote(UNIVERSEG_CLI) + " " + args, t);
+    output = r.out + r.err;
+    return r.rc;
+}
+
+std::string golden_args(const std::string& name) {
+    const std::string d = kGolden + name + "/";
+    return "--weights '" + d + "weights.pt' --query '" + d + "query.npy' --support-images '" + d +
+           "support_images.npy' --support-labels '" + d + "support_labels.npy' --threads 2";
+}
+
+void write_f64(const std::string& path, std::vector<int64_t> shape, std::vector<double> v) { save_npy_f64(path, shape, v.data()); }
+
+}  // namespace
+
+TEST_CASE("universeg run --dump writes every block's outputs under the reference module names") {
+    TempDir t("oracle");
+    std::string out;
+    const std::string dump = t / "dump";
+    REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --out '" + (t / "l.npy") + "' --dump '" + dump + "'", out) == 0);
+    const std::string act = kGolden + "custom_b1_s3_48x80/activations/";
+    int files = 0;
+    for (const char* part : {"enc", "dec"})
+        for (int k = 0; k < 3; ++k)
+            for (const char* which : {"target", "support"}) {
+                const std::string golden = act + part + "_" + std::to_string(k) + "_" + which + ".npy";
+                const std::string ours = dump + "/" + part + "_blocks." + std::to_string(k) + "." + which + ".npy";
+                if (!std::filesystem::exists(golden)) continue;
+                INFO(ours);
+                REQUIRE(std::filesystem::exists(ours));
+                const Tensor a = load_npy(ours), b = load_npy(golden);
+                CHECK(a.shape == b.shape);
+                CHECK(max_diff(a.data, b.data) <= 1e-4 * std::max(1.0, max_abs(b.data)));
+                ++files;
+            }
+    CHECK(files == 10);
+    CHECK(std::filesystem::exists(dump + "/dec_blocks.1.target.npy"));  // the last block: its support output too
+    const Tensor logits = load_npy(dump + "/out_conv.npy"), golden = load_npy(kGolden + "custom_b1_s3_48x80/logits.npy");
+    CHECK(logits.shape == golden.shape);
+    CHECK(max_diff(logits.data, golden.data) <= 1e-4 * std::max(1.0, max_abs(golden.data)));
+}
+
+TEST_CASE("universeg run --precision fp64 writes the oracle's float64 logits") {
+    TempDir t("oracle");
+    std::string out;
+    const std::string golden = kGolden + "custom_b1_s3_48x80/logits.npy";
+    REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --precision fp64 --out '" + (t / "l.npy") +
+                    "' --reference '" + golden + "'",
+                out) == 0);
+    CHECK_THAT(out, Catch::Contains("PASS"));
+    std::ifstream f(t / "l.npy", std::ios::binary);
+    std::string head(64, '\0');
+    f.read(&head[0], 64);
+    CHECK_THAT(head, Catch::Contains("'descr': '<f8'"));
+    const GoldenCase c = load_golden("custom_b1_s3_48x80");
+    const std::vector<double> oracle =
+        c.model.forward_reference<double>(c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W);
+    CHECK(cli("compare '" + (t / "l.npy") + "' '" + golden + "' --atol 1e-4", out) == 0);
+    const Tensor back = load_npy(t / "l.npy");  // as float32
+    CHECK(max_diff(back.data, oracle) <= 1e-6 * std::max(1.0, max_abs(oracle)));
+    CHECK(cli("run " + golden_args("custom_b1_s3_48x80") + " --precision fp64 --max-memory 64 --out '" + (t / "m.npy") + "'",
+              out) == 1);
+    CHECK_THAT(out, Catch::Contains("--max-memory"));
+}
+
+TEST_CASE("universeg run --max-memory writes the same logits file") {
+    TempDir t("oracle");
+    std::string out;
+    REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --out '" + (t / "a.npy") + "'", out) == 0);
+    REQUIRE(cli("run " + golden_args("custom_b1_s3_48x80") + " --max-memory 6 --out '" + (t / "b.npy") + "'", out) == 0);
+    CHECK_THAT(out, Catch::Contains("memory bound"));
+    CHECK(read_file(t / "a.npy") == read_file(t / "b.npy"));
+    CHECK(cli("run " + golden_args("custom_b1_s3_48x80") + " --max-memory 1 --out '" + (t / "c.npy") + "'", out) == 1);
+    CHECK_THAT(out, Catch::Contains("is below the"));
+}
+
+TEST_CASE("universeg compare: errors, mask agreement, the first index beyond tolerance, exit codes") {
+    TempDir t("oracle");
+    std::string out;
+    // Hand-computed: |A-B| = 0, 5e-5, 0.5, 0 and 2 (at (1,1)); masks differ at (1,1) only.
+    write_f64(t / "a.npy", {2, 3}, {0, 1, 2, -3, 1, 4});
+    write_f64(t / "b.npy", {2, 3}, {0, 1.00005, 2.5, -3, -1, 4});
+    CHECK(cli("compare '" + (t / "a.npy") + "' '" + (t / "b.npy") + "'", out) == 1);
+    CHECK_THAT(out, Catch::Contains("max |A-B|  = 2 at (1, 1)"));
+    CHECK_THAT(out, Catch::Contains("mean |A-B| = 0.41667"));
+    CHECK_THAT(out, Catch::Contains("max |A-B|/|B| = 2,"));
+    CHECK_THAT(out, Catch::Contains("(1 of 6 elements differ)"));
+    CHECK_THAT(out, Catch::Contains("2 of 6 elements, the first at (0, 2) (A = 2, B = 2.5): FAIL"));
+    CHECK(cli("compare '" + (t / "a.npy") + "' '" + (t / "b.npy") + "' --atol 2", out) == 0);
+    CHECK_THAT(out, Catch::Contains("PASS"));
+    // At (1,1) |A-B| = 2 against atol + rtol*|B| = 0.6 + rtol: beyond with rtol 1, within with 1.5.
+    CHECK(cli("compare '" + (t / "a.npy") + "' '" + (t / "b.npy") + "' --atol 0.6 --rtol 1", out) == 1);
+    CHECK_THAT(out, Catch::Contains("1 of 6 elements, the first at (1, 1)"));
+    CHECK(cli("compare '" + (t / "a.npy") + "' '" + (t / "b.npy") + "' --atol 0.6 --rtol 1.5", out) == 0);
+    // Shapes: equal up to axes of size 1; otherwise an error (exit 1).
+    write_f64(t / "c.npy", {1, 6}, {0, 1, 2, -3, 1, 4});
+    CHECK(cli("compare '" + (t / "a.npy") + "' '" + (t / "c.npy") + "'", out) == 1);
+    CHECK_THAT(out, Catch::Contains("shapes differ"));
+    write_f64(t / "d.npy", {6, 1}, {0, 1, 2, -3, 1, 4});
+    CHECK(cli("compare '" + (t / "c.npy") + "' '" + (t / "d.npy") + "' --atol 0", out) == 0);
+    // NaN is beyond any tolerance.
+    write_f64(t / "e.npy", {1, 6}, {0, 1, 2, -3, std::nan(""), 4});
+    CHECK(cli("compare '" + (t / "e.npy") + "' '" + (t / "c.npy") + "' --atol 100", out) == 1);
+    CHECK_THAT(out, Catch::Contains("first at (0, 4)"));
+}
+
+TEST_CASE("universeg make-case writes a test vector that run reproduces from either weights file") {
+    TempDir t("oracle");
+    std::string out;
+    const std::string d = t / "case";
+    REQUIRE(cli("make-case --config '[[8,4],[12,8],16]' --seed 7 --batch 2 --support-size 3 --size 16x24 --threads 2 --out '" +
+                    d + "'",
+                out) == 0);
+    for (const char* f : {"weights.safetensors", "weights.pt", "query.npy", "support_images.npy", "support_labels.npy",
+                          "logits.npy", "config.json"})
+        CHECK(std::filesystem::exists(d + "/" + f));
+    const StateDict a = load_state_dict(d + "/weights.pt"), b = load_state_dict(d + "/weights.safetensors");
+    REQUIRE(a.size() == b.size());
+    for (const auto& kv : a) {
+        REQUIRE(b.count(kv.first));
+        CHECK(kv.second.shape == b.at(kv.first).shape);
+        CHECK(kv.second.data == b.at(kv.first).data);
+    }
+    CHECK(Model(a).config().to_string() == "encoder [[8,4],[12,8],16] decoder [[12,8],[8,4]]");
+    CHECK(load_npy(d + "/support_images.npy").shape == std::vector<int64_t>{2, 3, 1, 16, 24});
+    const Tensor labels = load_npy(d + "/support_labels.npy");
+    for (float v : labels.data) CHECK((v == 0.0f || v == 1.0f));
+    for (const char* w : {"weights.pt", "weights.safetensors"}) {
+        const std::string args = "run --weights '" + d + "/" + w + "' --query '" + d + "/query.npy' --support-images '" + d +
+                                 "/support_images.npy' --support-labels '" + d + "/support_labels.npy' --out '" +
+                                 (t / "l.npy") + "' --reference '" + d + "/logits.npy'";
+        CHECK(cli(args, out) == 0);
+        CHECK_THAT(out, Catch::Contains("PASS"));
+    }
+    CHECK(cli("compare '" + (t / "l.npy") + "' '" + d + "/logits.npy' --atol 1e-5", out) == 0);
+    CHECK(cli("make-case --config '[8,8' --out '" + (t / "x") + "'", out) == 1);
+    CHECK_THAT(out, Catch::Contains("--config"));
+    CHECK(cli("make-case --config '[8,8,8]' --size 18x24 --out '" + (t / "x") + "'", out) == 1);
+    CHECK_THAT(out, Catch::Contains("multiples of 4"));
+}
+#endif  // UNIVERSEG_CLI
