@@ -213,11 +213,10 @@ inline PackedConv pack_conv(const kernels::Table& t, bool bf16, bool winograd, c
 // block (1 and 2 channels) go through the direct kernel.
 //
 // bf16 mode: only the support path's convolutions with at least 64 input and output channels
-// get bf16 weights. Those carry the cost (S of them per query); on them bf16 Winograd runs
-// 1.8x faster than fp32, on 16-32 channels only 1.3-1.5x (transforms dominate, measured by
-// bench/bench_kernels) for the same ~1.6% rounding error per layer (Winograd amplifies bf16's
-// 2^-9 about 8x). The target path (once per query) stays fp32: its errors would reach every
-// pixel of the output, while support-path errors are averaged over the supports.
+// get bf16 weights. Those carry the cost (S of them per query), and on narrower ones the
+// transforms dominate, so bf16 gains little for the same rounding error (docs/engine.md). The
+// target path (once per query) stays fp32: its errors would reach every pixel of the output,
+// while support-path errors are averaged over the supports.
 //
 // Where both convolutions of a support path (cross_v, then support) run in bf16, Z between
 // them is stored in bf16 too (half the memory traffic, ~0.4% rounding next to Winograd's

@@ -89,7 +89,7 @@ struct Kernels {
     static constexpr int NV = VW >= 16 ? 4 : VW == 1 ? 4 : 2;
     static constexpr int NB = NV * VW;
     static constexpr int MR = VW == 1 ? 4 : 6;
-    static constexpr int TG = 2 * MR;  // Winograd tiles per call: U and M stay close to L1 (measured best)
+    static constexpr int TG = 2 * MR;  // Winograd tiles per call: U and M stay close to L1
 
     static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -121,9 +121,8 @@ struct Kernels {
     }
     // The bf16 kernels' stores: vcvtneps2bf16. AVX512_BF16 code can be inlined only into
     // callers compiled for it, so the bf16 kernels are `flatten`: their whole call tree,
-    // store_tile or output_tile included, is inlined into them (flattening only the output
-    // transform measured 4% slower). Without AVX-512, the same rounding in integer
-    // arithmetic.
+    // store_tile or output_tile included, is inlined into them. Without AVX-512, the same
+    // rounding in integer arithmetic.
 #if UNIVERSEG_SIMD_KIND == 4
     UNIVERSEG_TARGET_BF16 static void store_bf16(uint16_t* p, const V& v) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
@@ -258,7 +257,7 @@ struct Kernels {
 
     // The 36 transformed values of one 6x6 window for VW channels. The transforms' loops are
     // unrolled by hand-placed pragmas: left to -O2 they stay loops that copy every value
-    // through the stack, which made the transforms 2x slower (half of the bf16 kernel's time).
+    // through the stack (docs/engine.md has the cost).
     // load(o, d) reads the six pixels of the window row at element offset o from the window's
     // corner into d.
     template <class Load>
@@ -283,8 +282,7 @@ struct Kernels {
 
     // input_tile's load for a window with its corner at p (fp32 or bf16 values). Each row's
     // address is hidden from the optimiser: otherwise GCC hoists all 36 addresses out of the
-    // callers' channel loop, keeps them on the stack and reloads one per load, which made the
-    // input transform 1.2x slower.
+    // callers' channel loop, keeps them on the stack and reloads one per load.
     // (A functor, not a lambda: clang's target pragma does not reach lambdas.)
     template <class T>
     struct Window {
@@ -315,9 +313,8 @@ struct Kernels {
         }
     }
 
-    // One tile of winograd_output. Whole tiles (kFull) get loops of constant length: with the
-    // edge tiles' run-time bounds on every tile, and the addressing redone per store, branches
-    // and index arithmetic made the output transform 1.5x slower. The fields of `a` are read
+    // One tile of winograd_output. Whole tiles (kFull) get loops of constant length, so only
+    // edge tiles pay for run-time bounds and per-store addressing. The fields of `a` are read
     // once, as in store_tile.
     template <bool kOut16, bool kFull>
     static void output_tile(const ConvArgs& a, int64_t ty, int64_t tx, int64_t rows, int64_t cols, const float* src) {
@@ -648,9 +645,8 @@ struct Kernels {
     // column blocks of 16, 4 the U rows for 32 input channels, 5 and 6 the weights for them
     // (alternating, so that a load need not wait for the product before it). Input channels in
     // whole 32s only (v1's 64 and 128); others take the AVX512_BF16 kernel. The "amx" table's
-    // calls carry kAmxTileGroup tiles, one full tile of rows (12, the other tables' group, made
-    // the bf16 forward 1.15x slower; its fp32 Winograd kernel runs 16 too, about 2% slower at
-    // S=64 than at 12). The caller's thread must have AMX permission (kernels.hpp, amx_usable()).
+    // calls carry kAmxTileGroup tiles, one full tile of rows (fewer leave the tiles part empty;
+    // docs/engine.md). The caller's thread must have AMX permission (kernels.hpp, amx_usable()).
     static constexpr int kAmxTileGroup = 16;
 
     struct AmxConfig {

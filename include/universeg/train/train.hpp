@@ -285,9 +285,9 @@ inline void adam_update(TrainState& s, const std::vector<float>& g, const TrainO
 // thread of the OpenMP team while it lives; on destruction they all get the caller's previous
 // setting back (threads inherit it when the team is created). Trained weights drive some
 // backward-pass products into the subnormal range, and Intel cores take a microcode assist
-// for every such operand: a training step from trained weights ran 4.7x slower on an Intel
-// Xeon (AMD's cores handle them in hardware). Values below 1.2e-38 change nothing a float
-// training run can see. AArch64 cores handle subnormals in hardware: there it does nothing.
+// for every such operand (AMD's handle them in hardware; docs/training.md has the cost).
+// Values below 1.2e-38 change nothing a float training run can see. AArch64 cores handle
+// subnormals in hardware: there it does nothing.
 class FlushSubnormals {
 public:
     FlushSubnormals() {
