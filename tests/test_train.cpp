@@ -470,3 +470,29 @@ TEST_CASE("the moving average of the weights starts at the weights and follows t
     CHECK(weights_dict(s, true).at("out_conv.conv.bias").data[0] == s.ema[s.ema.size() - 1]);
     CHECK(weights_dict(s, false).at("out_conv.conv.bias").data[0] == s.params[s.params.size() - 1]);
 }
+
+// The generator the bundled weights were trained on, locked: tests/data/train/synthetic_*.npy were
+// written by synthetic_batch(777, step, 1, 2, 32) for steps 0-15 before sample_task was split
+// into its parts (see tests/data/train/README.md). Any change to what it draws shows here.
+TEST_CASE("synthetic tasks are those the bundled weights were trained on") {
+    const std::string dir = std::string(UNIVERSEG_TEST_DATA) + "/train/";
+    const Tensor images = load_npy(dir + "synthetic_images.npy"), labels = load_npy(dir + "synthetic_labels.npy");
+    const int64_t steps = images.size(0), S = images.size(1) - 1, n = images.size(2), N = n * n;
+    for (int64_t s = 0; s < steps; ++s) {
+        INFO("step " << s);
+        const Batch b = synthetic_batch(777, s, 1, S, n);
+        double diff = 0;
+        int64_t label_diff = 0;
+        for (int64_t i = 0; i <= S; ++i) {
+            const float* si = i == S ? b.query.data() : b.support_images.data() + i * N;
+            const float* sl = i == S ? b.query_labels.data() : b.support_labels.data() + i * N;
+            for (int64_t p = 0; p < N; ++p) {
+                diff = std::max(diff, double(std::abs(si[p] - images.data[size_t((s * (S + 1) + i) * N + p)])));
+                label_diff += sl[p] != labels.data[size_t((s * (S + 1) + i) * N + p)];
+            }
+        }
+        // Exact on the machine that wrote them; the bound leaves room for another libm or FMA contraction.
+        CHECK(diff <= 1e-4);
+        CHECK(label_diff <= 2);
+    }
+}

@@ -364,22 +364,25 @@ inline void vessel_looks(TaskParams& t, Rng& rng) {
 
 }  // namespace synth
 
-inline TaskParams sample_task(Rng& rng, int64_t size) {
-    using synth::Shape;
-    TaskParams t;
-    t.size = size;
-    const double n = double(size);
+namespace synth {
+
+// sample_task's parts, in the order it draws from the generator (the order is the data: the
+// bundled weights were trained on what it draws, test_train locks it).
+
+inline SynthFamily pick_family(Rng& rng) {
     double total_weight = 0;
     for (double w : kSynthFamilyWeight) total_weight += w;
-    double pick_family = rng.uniform(0, total_weight);
-    t.family = SynthFamily(kSynthFamilies - 1);
+    double pick = rng.uniform(0, total_weight);
     for (int f = 0; f < kSynthFamilies; ++f) {
-        if (pick_family < kSynthFamilyWeight[f]) {
-            t.family = SynthFamily(f);
-            break;
-        }
-        pick_family -= kSynthFamilyWeight[f];
+        if (pick < kSynthFamilyWeight[f]) return SynthFamily(f);
+        pick -= kSynthFamilyWeight[f];
     }
+    return SynthFamily(kSynthFamilies - 1);
+}
+
+// How the family's label maps are drawn: fields, levels, blobs, cells, organs, vessels.
+inline void sample_layout(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
     switch (t.family) {
         case SynthFamily::Regions:
         case SynthFamily::Texture:
@@ -399,7 +402,7 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
         }
         case SynthFamily::Blobs:
             t.radius = n * rng.log_uniform(0.02, 0.15);
-            t.count = std::min(150.0, rng.uniform(0.15, 0.7) * n * n / (synth::kPi * t.radius * t.radius) * rng.uniform(0.2, 1));
+            t.count = std::min(150.0, rng.uniform(0.15, 0.7) * n * n / (kPi * t.radius * t.radius) * rng.uniform(0.2, 1));
             t.count = std::max(t.count, 1.0);
             t.radius_spread = rng.uniform(0, 0.4);
             t.ecc = rng.uniform(1, 2.5);
@@ -419,7 +422,7 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
             break;
         case SynthFamily::Cells:
             t.radius = n * rng.log_uniform(0.025, 0.12);
-            t.count = std::min(200.0, rng.uniform(0.1, 0.6) * n * n / (synth::kPi * t.radius * t.radius));
+            t.count = std::min(200.0, rng.uniform(0.1, 0.6) * n * n / (kPi * t.radius * t.radius));
             t.count = std::max(t.count, 2.0);
             t.radius_spread = rng.uniform(0.05, 0.35);
             t.ecc = rng.uniform(1, 1.8);
@@ -439,14 +442,14 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
             break;
         case SynthFamily::Organs:
         case SynthFamily::Anatomy: {
-            t.body = synth::random_shape(rng, n * rng.uniform(0.45, 0.55), n * rng.uniform(0.45, 0.55),
-                                         n * rng.uniform(0.3, 0.5), 1.4, 0.1);
+            t.body = random_shape(rng, n * rng.uniform(0.45, 0.55), n * rng.uniform(0.45, 0.55), n * rng.uniform(0.3, 0.5), 1.4,
+                                  0.1);
             const int count = int(rng.between(1, 5));
             for (int k = 0; k < count; ++k) {
                 const double r = std::min(t.body.rx, t.body.ry) * rng.log_uniform(0.12, 0.55);
-                const double a = rng.uniform(0, 2 * synth::kPi), d = rng.uniform(0, 0.6);
-                t.organs.push_back(synth::random_shape(rng, t.body.cy + d * t.body.ry * std::sin(a),
-                                                       t.body.cx + d * t.body.rx * std::cos(a), r, 2.2, 0.25));
+                const double a = rng.uniform(0, 2 * kPi), d = rng.uniform(0, 0.6);
+                t.organs.push_back(random_shape(rng, t.body.cy + d * t.body.ry * std::sin(a), t.body.cx + d * t.body.rx * std::cos(a),
+                                                r, 2.2, 0.25));
             }
             t.jitter = rng.uniform(0.0, 0.06);
             t.n_labels = 2 + count;
@@ -461,7 +464,10 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
             t.n_labels = t.thin_blobs ? 3 : 2;
             break;
     }
-    // Target: usually one non-background label, sometimes two, rarely the background.
+}
+
+// The binary target: usually one non-background label, sometimes two, rarely the background.
+inline void sample_target(TaskParams& t, Rng& rng) {
     const int pick = int(rng.between(1, t.n_labels - 1));
     t.target = 1u << pick;
     if (t.family == SynthFamily::Regions || t.family == SynthFamily::Texture) t.target = 1u << rng.below(t.n_labels);
@@ -480,8 +486,13 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
         t.target = 1u << rng.between(2, t.n_labels - 1);
         if (rng.chance(0.12)) t.target = ((1u << t.n_labels) - 1u) & ~1u;
     }
+}
 
-    // Looks. Texture tasks give every label about the same mean: only texture tells them apart.
+// Every label's look. Texture tasks give every label about the same mean, and every other
+// label a texture that differs clearly from the target's in kind, feature size or amplitude:
+// only texture tells them apart. Elsewhere most targets are kept visible by intensity.
+inline void sample_looks(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
     const double common = rng.uniform(0.2, 0.8);
     for (int l = 0; l < t.n_labels; ++l) {
         LabelLook k;
@@ -491,13 +502,11 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
         k.tex_amp = rng.chance(0.4) ? 0.0 : rng.log_uniform(0.01, 0.3);
         if (t.family == SynthFamily::Texture) k.tex_amp = rng.log_uniform(0.05, 0.4);
         k.tex_scale = rng.log_uniform(0.7, n / 16.0);
-        k.tex_angle = rng.uniform(0, synth::kPi);
+        k.tex_angle = rng.uniform(0, kPi);
         k.object_sd = rng.chance(0.5) ? rng.uniform(0, 0.15) : 0.0;
         k.rim = rng.chance(0.2) ? rng.uniform(-0.4, 0.4) : 0.0;
         t.looks.push_back(k);
     }
-    // Texture tasks: every other label's texture differs clearly from the target's in kind,
-    // feature size or amplitude.
     if (t.family == SynthFamily::Texture) {
         const int tl = int(std::log2(double(t.target & (~t.target + 1u))));  // lowest target label
         const LabelLook& ref = t.looks[size_t(tl)];
@@ -513,7 +522,6 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
             }
         }
     }
-    // Keep most intensity-defined targets visible: push the target mean away from the others.
     if (t.family != SynthFamily::Texture && rng.chance(0.95)) {
         for (int tries = 0; tries < 20; ++tries) {
             double closest = 1;
@@ -526,6 +534,13 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
                 if (t.target >> l & 1u) t.looks[size_t(l)].mean = rng.uniform(0, 1);
         }
     }
+}
+
+// How images are degraded (blur, noise, speckle, bias field, gamma, clutter), the task
+// augmentations of the paper shared by every image of the task (flips, inversion, edges,
+// outlines), and the range of each image's own warp.
+inline void sample_degradation_and_augmentation(TaskParams& t, Rng& rng) {
+    const double n = double(t.size);
     t.blur = rng.chance(0.5) ? rng.uniform(0, 1.5) * n / 128.0 * 2 : 0.0;
     t.noise = rng.chance(0.8) ? rng.log_uniform(0.005, 0.15) : 0.0;
     t.speckle = rng.chance(0.15) ? rng.uniform(0.1, 0.5) : 0.0;
@@ -541,12 +556,26 @@ inline TaskParams sample_task(Rng& rng, int64_t size) {
     t.outline_width = int(rng.between(1, 2));
 
     const bool placed = t.family == SynthFamily::Organs || t.family == SynthFamily::Anatomy;  // keeps its orientation
-    t.rotate = placed ? rng.uniform(0, 0.25) : (rng.chance(0.5) ? synth::kPi : rng.uniform(0, 0.5));
+    t.rotate = placed ? rng.uniform(0, 0.25) : (rng.chance(0.5) ? kPi : rng.uniform(0, 0.5));
     t.zoom = rng.uniform(0, placed ? 0.12 : 0.25);
     t.shift = placed ? rng.uniform(0, 0.05) : 0.0;
     t.elastic = rng.chance(0.5) ? rng.uniform(0, 3.0) * n / 128.0 : 0.0;
     t.elastic_scale = n * rng.uniform(0.1, 0.3);
     t.intensity_jitter = rng.uniform(0, 0.06);
+}
+
+}  // namespace synth
+
+// A task's recipe: family, layout, target, looks, degradation and augmentation, and for the
+// Cells, Anatomy and vessel families the looks of real modalities.
+inline TaskParams sample_task(Rng& rng, int64_t size) {
+    TaskParams t;
+    t.size = size;
+    t.family = synth::pick_family(rng);
+    synth::sample_layout(t, rng);
+    synth::sample_target(t, rng);
+    synth::sample_looks(t, rng);
+    synth::sample_degradation_and_augmentation(t, rng);
     if (t.family == SynthFamily::Cells) synth::cell_looks(t, rng);
     if (t.family == SynthFamily::Anatomy) synth::anatomy_looks(t, rng);
     if (t.family == SynthFamily::Thin) synth::vessel_looks(t, rng);
