@@ -21,7 +21,7 @@
 // These are the readable definitions that every fast kernel is tested against. They are not
 // slow on purpose: the convolution is im2col + Eigen's GEMM, parallel over images and fixed
 // column chunks, so results do not depend on the thread count. The trainer passes a kernels
-// Table to the float convolutions to replace Eigen's GEMM by the dispatched SIMD one: Eigen is
+// Table to the float convolutions to replace Eigen's GEMM by the run-time selected SIMD one: Eigen is
 // compiled for the includer's baseline (SSE2 in a portable build), the table for the CPU.
 #pragma once
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the image and volume fixtures of tests/test_image.cpp, independently of the C++ code:
+"""Writes the image and volume fixtures of tests/test_io.cpp, independently of the C++ code:
 PNGs assembled byte by byte (zlib + struct, not our encoder), NIfTI-1 files packed field by
 field from the nifti1.h layout, and resampling references computed by PIL.
 
