@@ -1,7 +1,12 @@
-// Few-shot segmentation of whole images (universeg/segment.hpp) and the `universeg segment` /
-// `universeg eval` commands end to end: formats, odd sizes, multi-label maps, thresholds,
-// ensembles, NIfTI volumes, bad inputs. Uses the small golden custom model
-// (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast.
+// Few-shot segmentation (universeg/segment/): the pipeline's pieces, the Segmenter API, and the
+// `universeg segment` / `universeg eval` commands end to end: formats, odd sizes, multi-label
+// maps, thresholds, ensembles, NIfTI volumes, bad inputs. The outputs of segment before the API
+// (tests/data/segment/reference, written by commit e64b259's program; see its README) are
+// reproduced by the Segmenter and by today's command. The segment side of issue 38: every output
+// planned before anything is computed, errors that name their cause before computing, a failed
+// query leaving none of its outputs, --tile's lower bound. Uses the small golden custom model
+// (tests/data/golden/custom_b1_s3_48x80, sizes multiples of 4) at small sizes to stay fast; the
+// bundled weights on examples/data/cells are the [heavy] cases.
 #include <universeg/io/nifti.hpp>
 #include <universeg/segment/segment.hpp>
 #include <universeg/train/train.hpp>
@@ -15,9 +20,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 using namespace universeg;
 using namespace test;
+using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -666,6 +679,270 @@ TEST_CASE("flips: the default averages the four mirrored tasks and is mirror-equ
     REQUIRE(error_of([&] { make_task(model(), set, opt); }).find("flips must be 1, 2 or 4") != std::string::npos);
 }
 
+namespace {
+
+const std::string kData = std::string(UNIVERSEG_TEST_DATA) + "/";
+const std::string kRoot = kData + "../../";  // the repository: cases.txt's paths start there
+const std::string kCells = kRoot + "examples/data/cells/";
+const std::string kVolumes = kData + "segment/volumes/";
+
+// One OpenMP thread while it lives: these tests run thousands of forward passes at 16 to 32 px,
+// where starting and waiting for threads costs more than the work (on a loaded machine, far more).
+struct OneThread {
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    OneThread() { omp_set_num_threads(1); }
+    ~OneThread() { omp_set_num_threads(saved); }
+#endif
+};
+
+// tests/data/segment/cases.txt: a name and segment's arguments per line.
+struct ReferenceCase {
+    std::string name;
+    std::vector<std::string> args;
+};
+
+std::vector<ReferenceCase> reference_cases() {
+    std::ifstream f(kData + "segment/cases.txt");
+    std::vector<ReferenceCase> cases;
+    for (std::string line; std::getline(f, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        std::istringstream words(line);
+        ReferenceCase c;
+        words >> c.name;
+        for (std::string w; words >> w;) c.args.push_back(w);
+        cases.push_back(c);
+    }
+    REQUIRE(cases.size() >= 8);
+    return cases;
+}
+
+// A case's arguments read as the API's terms, independently of the command's own parsing.
+struct ApiCase {
+    std::string weights, support;
+    std::vector<std::string> queries;
+    SegmenterOptions options;
+    bool size_given = false;
+};
+
+ApiCase api_case(const ReferenceCase& c) {
+    ApiCase a;
+    for (size_t i = 0; i < c.args.size(); ++i) {
+        const std::string& k = c.args[i];
+        auto value = [&] { return c.args.at(++i); };
+        if (k == "--weights") a.weights = kRoot + value();
+        else if (k == "--support") a.support = kRoot + value();
+        else if (k == "--size") a.options.size = parse_model_size(value(), k), a.size_given = true;
+        else if (k == "--tile") { const std::string v = value(); a.options.tile = v == "auto" ? kTileAuto : std::stoll(v); }
+        else if (k == "--label") a.options.only_values = {std::stoll(value())};
+        else if (k == "--ensemble") a.options.ensemble = std::stoll(value());
+        else if (k == "--support-size") a.options.support_size = std::stoll(value());
+        else if (k == "--seed") a.options.seed = std::stoull(value());
+        else if (k == "--flips") a.options.flips = std::stoll(value());
+        else if (k == "--threshold") a.options.threshold = std::stod(value());
+        else if (k == "--axis") a.options.axis = std::stoi(value());
+        else if (k == "--clip") REQUIRE(std::sscanf(value().c_str(), "%lf,%lf", &a.options.clip_low, &a.options.clip_high) == 2);
+        else if (k == "--probabilities") value();  // the CLI's file format; the API returns them all
+        else if (k == "--histogram-baseline") a.options.histogram_baseline = true;
+        else if (k == "--no-calibration") a.options.calibrate = false;
+        else if (k == "--overlay") continue;
+        else if (fs::is_directory(kRoot + k)) {
+            for (const std::string& f : list_image_files(kRoot + k)) a.queries.push_back(f);
+        } else {
+            a.queries.push_back(kRoot + k);
+        }
+    }
+    if (!a.size_given) a.options.size = weights_image_size(a.weights);
+    return a;
+}
+
+std::set<std::string> names_in(const std::string& dir) {
+    std::set<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) out.insert(fs::relative(e.path(), dir).string());
+    return out;
+}
+
+// Float probabilities of a .npy or NIfTI file.
+std::vector<float> float_probabilities(const std::string& path) {
+    return image_extension(path) == ".npy" ? load_npy(path).data : load_nifti(path).voxels;
+}
+
+// Every file of the reference run is in `out` with the same bytes, and nothing else is. Float
+// probabilities (.npy, NIfTI) are compared as values: the forward pass of commit 3109229 (the
+// engine's one schedule) rounds some logits one float step away from e64b259's, which moves no
+// label, 16-bit PNG or overlay, but does move float32 probabilities by about 1e-8.
+void check_like_reference(const std::string& name, const std::string& out) {
+    const std::string ref = kData + "segment/reference/" + name + "/";
+    REQUIRE(names_in(ref) == names_in(out));
+    for (const std::string& f : names_in(ref)) {
+        INFO(name << ": " << f);
+        const std::string e = image_extension(f);
+        if (f.find("_prob_") != std::string::npos && e != ".png") {
+            REQUIRE(max_diff(float_probabilities(ref + f), float_probabilities(out + "/" + f)) <= 1e-6);
+        } else {
+            REQUIRE(read_file(ref + f) == read_file(out + "/" + f));
+        }
+    }
+}
+
+// The case through the API: label maps and 16-bit probability PNGs as segment saves them, against
+// the reference files byte for byte, float probabilities as values.
+void check_api_case(const ReferenceCase& c, const TempDir& dir) {
+    const ApiCase a = api_case(c);
+    const Segmenter seg(load_model(a.weights), Support::folder(a.support), a.options);
+    const std::string ref = kData + "segment/reference/" + c.name + "/";
+    REQUIRE(!a.queries.empty());
+    for (const std::string& q : a.queries) {
+        INFO(c.name << ": " << q);
+        const std::string stem = image_stem(q), saved = dir / (c.name + "_" + stem);
+        if (is_volume_path(q)) {
+            const std::string ext = image_extension(q);
+            const VolumeSegmentation v = seg.segment(load_nifti(q));
+            save_nifti(saved + ext, v.labels, label_nifti_type(v.values));
+            REQUIRE(read_file(saved + ext) == read_file(ref + stem + ext));
+            for (size_t l = 0; l < v.values.size(); ++l) {
+                const std::string p = ref + stem + "_prob_" + std::to_string(v.values[l]) + ext;
+                if (fs::exists(p)) REQUIRE(max_diff(load_nifti(p).voxels, v.probabilities[l].voxels) <= 1e-6);
+            }
+        } else {
+            const Segmentation s = seg.segment(load_image(q));
+            save_label_png(saved + ".png", s.labels);
+            REQUIRE(read_file(saved + ".png") == read_file(ref + stem + ".png"));
+            for (size_t l = 0; l < s.values.size(); ++l) {
+                const std::string p = ref + stem + "_prob_" + std::to_string(s.values[l]) + ".png";
+                if (!fs::exists(p)) continue;
+                save_image_png(saved + "_prob.png", s.probabilities[l], 16);
+                REQUIRE(read_file(saved + "_prob.png") == read_file(p));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("Segmenter reproduces segment's reference label maps byte for byte", "[segment]") {
+    const OneThread one;
+    TempDir dir("segref_api");
+    for (const ReferenceCase& c : reference_cases())
+        if (c.name != "cells") check_api_case(c, dir);
+}
+
+TEST_CASE("Segmenter: the cells example with the bundled weights, byte for byte", "[segment][heavy]") {
+    TempDir dir("segref_cells");
+    for (const ReferenceCase& c : reference_cases())
+        if (c.name == "cells") check_api_case(c, dir);
+}
+
+TEST_CASE("Segmenter: supports in memory as from folders, arrays, one Segmenter shared by threads", "[segment]") {
+    const OneThread one;
+    SegmenterOptions opt;
+    opt.size = {16, 16};
+    opt.flips = 1;
+    Support folder = Support::folder(kCells + "support"), memory;
+    for (const std::string& f : list_image_files(kCells + "support/images"))
+        memory.add(load_image(f), load_label_map(kCells + "support/labels/" + image_stem(f) + ".png"), f);
+    REQUIRE(folder.pairs() == 16);
+    REQUIRE(folder.files().size() == 32);
+    REQUIRE(memory.files().empty());  // nothing to read
+    const Segmenter a(model(), folder, opt), b(model(), memory, opt);
+    REQUIRE(a.values() == std::vector<int64_t>{1, 2});
+    REQUIRE(a.task().calibration.offsets.size() == 2);  // 16 examples: calibrated
+
+    const std::vector<std::string> queries = list_image_files(kCells + "queries/images");
+    std::vector<Segmentation> serial;
+    for (const std::string& q : queries) {
+        const Image img = load_image(q);
+        serial.push_back(a.segment(img));
+        const Segmentation& s = serial.back();
+        REQUIRE((s.labels.height == img.height && s.labels.width == img.width));
+        REQUIRE(s.values == a.values());
+        REQUIRE(s.probabilities.size() == 2);
+        REQUIRE(b.segment(img).labels.pixels == s.labels.pixels);
+        REQUIRE(b.segment(img).probabilities[1].pixels == s.probabilities[1].pixels);
+        REQUIRE(a.segment(img.pixels.data(), img.height, img.width).labels.pixels == s.labels.pixels);
+    }
+    // segment() is const and thread-safe: the same label maps from threads sharing one Segmenter.
+    std::vector<Segmentation> parallel(queries.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < queries.size(); ++i)
+        threads.emplace_back([&, i] { parallel[i] = a.segment(load_image(queries[i])); });
+    for (std::thread& t : threads) t.join();
+    for (size_t i = 0; i < queries.size(); ++i) REQUIRE(parallel[i].labels.pixels == serial[i].labels.pixels);
+
+    // A Segmenter keeps its model: built from one that is gone, moved, it still segments the same.
+    opt.keep_probabilities = false;
+    Segmenter moved = [&] {
+        const Model gone = load_model(kWeights);
+        Segmenter s(gone, memory, opt);
+        return s;
+    }();
+    const Segmentation m = moved.segment(load_image(queries[0]));
+    REQUIRE(m.labels.pixels == serial[0].labels.pixels);
+    REQUIRE(m.probabilities.empty());
+
+    // Volumes in memory as from the folder; their labelled slices are the examples.
+    SegmenterOptions vopt;
+    vopt.size = {16, 16};
+    vopt.clip_low = 1, vopt.clip_high = 99;
+    Support volumes;
+    for (const char* n : {"a", "b"})
+        volumes.add(load_nifti(kVolumes + "support/images/" + n + ".nii.gz"), load_nifti(kVolumes + "support/labels/" + n + ".nii.gz"), n);
+    const Segmenter va(model(), Support::folder(kVolumes + "support"), vopt), vb(model(), volumes, vopt);
+    REQUIRE(va.support().size() == 9);  // slices z = 1..3 of a, 1..4 of b... as labelled
+    const Volume q = load_nifti(kVolumes + "queries/q.nii.gz");
+    int64_t reported = 0;
+    const VolumeSegmentation sa = va.segment(q, [&](int64_t done, int64_t slices) {
+        reported = done;
+        CHECK(slices == 4);
+    });
+    REQUIRE(reported == 4);
+    REQUIRE(sa.labels.voxels == vb.segment(q).labels.voxels);
+    REQUIRE(nifti_affine(sa.labels.header) == nifti_affine(q.header));
+    REQUIRE(sa.probabilities.size() == 2);
+    REQUIRE(sa.probabilities[0].voxels.size() == q.voxels.size());
+}
+
+TEST_CASE("Segmenter: the model size from the weights, options and supports checked with clear errors", "[segment]") {
+    TempDir dir("segapi_err");
+    save_safetensors(dir / "w.safetensors", model().state_dict(), {{"image_size", "24x20"}});
+    save_safetensors(dir / "bad.safetensors", model().state_dict(), {{"image_size", "0x20"}});
+    REQUIRE((weights_image_size(dir / "w.safetensors").height == 24 && weights_image_size(dir / "w.safetensors").width == 20));
+    REQUIRE(weights_image_size(kWeights).height == kDefaultModelSize);  // a .pt carries no metadata
+    CHECK_THAT(error_of([&] { weights_image_size(dir / "bad.safetensors"); }), Contains(dir / "bad.safetensors"));
+    CHECK_THAT(error_of([&] { check_model_size(model(), {30, 32}, "--size"); }), Contains("--size: model size 30x32 is not a multiple of 4"));
+
+    SegmenterOptions opt;
+    opt.size = {32, 32};
+    const Support support = Support::folder(kCells + "support");
+    opt.tile = 8;  // below 16
+    CHECK_THAT(error_of([&] { PreparedSupport(support, opt); }), Contains("tile of 8 px is below the smallest"));
+    opt.size = {256, 256}, opt.tile = 24;  // below 256 / 8
+    CHECK_THAT(error_of([&] { PreparedSupport(support, opt); }), Contains("smallest for this model size, 32 px"));
+    opt.size = {32, 32}, opt.tile = 16;
+    REQUIRE(PreparedSupport(support, opt).examples().height == 32);
+    opt.tile = 0, opt.axis = 3;
+    CHECK_THAT(error_of([&] { PreparedSupport(support, opt); }), Contains("axis must be 0, 1 or 2"));
+    opt.axis = 2, opt.clip_low = 50, opt.clip_high = 10;
+    CHECK_THAT(error_of([&] { PreparedSupport(support, opt); }), Contains("clip"));
+    opt.clip_low = 0, opt.clip_high = 100;
+
+    // The label values are known before anything is computed.
+    opt.only_values = {2};
+    REQUIRE(PreparedSupport(support, opt).values() == std::vector<int64_t>{2});
+    opt.only_values = {5};
+    CHECK_THAT(error_of([&] { PreparedSupport(support, opt); }), Contains("label value 5 does not occur"));
+    opt.only_values = {};
+    CHECK_THAT(error_of([&] { PreparedSupport(Support(), opt); }), Contains("no labelled examples"));
+    Support bad;
+    bad.add(Image{2, 2, {0, 1, 2, 3}}, Image{2, 3, std::vector<float>(6, 1.0f)}, "pair x");
+    CHECK_THAT(error_of([&] { PreparedSupport(bad, opt); }), Contains("pair x: label map of 2x3 does not match"));
+    opt.size = {30, 30};
+    CHECK_THAT(error_of([&] { Segmenter(model(), support, opt); }), Contains("not a multiple of 4"));
+    opt.size = {16, 16};
+    const Segmenter seg(model(), support, opt);
+    CHECK_THAT(error_of([&] { seg.segment(Image{3, 3, {1.0f}}); }), Contains("query: image of 3x3 with 1 pixels"));
+}
+
 #ifdef UNIVERSEG_CLI
 
 namespace {
@@ -1256,5 +1533,208 @@ TEST_CASE("eval: Dice and IoU per label and image, CSV", "[cli]") {
     REQUIRE(contains(bad.err, "d.png"));
     REQUIRE(contains(bad.out, "label 1: dice 0.8000"));  // the others are still scored
 }
+
+namespace {
+
+// `universeg segment ARGS` from the repository root, where cases.txt's paths start; `shell`:
+// settings before it.
+Run segment(const TempDir& dir, const std::string& args, const std::string& shell = "") {
+    return cli(dir, "segment " + args, "cd " + quote(kRoot) + " && " + shell);
+}
+
+std::string joined(const std::vector<std::string>& words) {
+    std::string s;
+    for (const std::string& w : words) s += quote(w) + " ";
+    return s;
+}
+
+// Five labelled cells in DIR/support, and the command's fixed arguments for them.
+std::string small_task(const TempDir& dir) {
+    for (const char* d : {"support/images", "support/labels"}) fs::create_directories(dir.path / d);
+    for (int i = 0; i < 5; ++i) {
+        const std::string n = "cell_0" + std::to_string(i) + ".png";
+        fs::copy_file(kCells + "support/images/" + n, dir / ("support/images/" + n));
+        fs::copy_file(kCells + "support/labels/" + n, dir / ("support/labels/" + n));
+    }
+    return "--weights " + quote(kWeights) + " --size 16 --flips 1 --support " + quote(dir / "support") + " ";
+}
+
+}  // namespace
+
+TEST_CASE("segment reproduces its reference outputs byte for byte", "[cli]") {
+    TempDir dir("segref_cli");
+    for (const ReferenceCase& c : reference_cases()) {
+        if (c.name == "cells") continue;
+        REQUIRE(segment(dir, "--quiet " + joined(c.args) + "--out " + quote(dir / c.name)).rc == 0);
+        check_like_reference(c.name, dir / c.name);
+    }
+}
+
+TEST_CASE("segment: the cells example with the bundled weights, byte for byte", "[cli][heavy]") {
+    TempDir dir("segref_cells_cli");
+    for (const ReferenceCase& c : reference_cases()) {
+        if (c.name != "cells") continue;
+        REQUIRE(segment(dir, "--quiet " + joined(c.args) + "--out " + quote(dir / c.name)).rc == 0);
+        check_like_reference(c.name, dir / c.name);
+    }
+}
+
+TEST_CASE("segment plans every output first: none written twice, over an input or over a foreign file", "[cli]") {
+    TempDir dir("segplan");
+    const std::string task = small_task(dir);
+    fs::create_directories(dir.path / "q");
+    fs::create_directories(dir.path / "out");
+    const std::string query = kCells + "queries/images/query_00.png", out = " --out " + quote(dir / "out") + " ";
+    fs::copy_file(query, dir / "q/a.png");
+    fs::copy_file(query, dir / "q/a_overlay.png");
+    fs::copy_file(query, dir / "q/a_prob_2.png");
+    auto refused = [&](const Run& r, const std::vector<std::string>& named) {
+        CHECK(r.rc == 1);
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        for (const std::string& n : named) CHECK_THAT(r.err, Contains(n));
+        CHECK(r.out.empty());  // refused before the summary, which calibration precedes
+        CHECK(names_in(dir / "out").empty());
+    };
+    // a's overlay and a_overlay's label map; a's probabilities of label 2 and a_prob_2's label map.
+    refused(segment(dir, task + "--overlay" + out + quote(dir / "q/a.png") + " " + quote(dir / "q/a_overlay.png")),
+            {dir / "out/a_overlay.png", "the overlay of " + dir / "q/a.png", "the label map of " + dir / "q/a_overlay.png"});
+    refused(segment(dir, task + "--probabilities png" + out + quote(dir / "q/a.png") + " " + quote(dir / "q/a_prob_2.png")),
+            {dir / "out/a_prob_2.png", "the probabilities of label 2 of " + dir / "q/a.png"});
+    // The same query twice.
+    refused(segment(dir, task + out + quote(dir / "q/a.png") + " " + quote(dir / "q/a.png")), {"both the label map of"});
+
+    // A query that lives in --out, which another query's overlay would replace.
+    fs::copy_file(query, dir / "out/b_overlay.png");
+    const std::vector<uint8_t> kept = read_file(dir / "out/b_overlay.png");
+    fs::copy_file(query, dir / "q/b.png");
+    const Run r = segment(dir, task + "--overlay" + out + quote(dir / "q/b.png") + " " + quote(dir / "out/b_overlay.png"));
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.err, Contains("the overlay of " + dir / "q/b.png" + " would overwrite the query " + dir / "out/b_overlay.png"));
+    CHECK(read_file(dir / "out/b_overlay.png") == kept);
+    CHECK(names_in(dir / "out") == std::set<std::string>{"b_overlay.png"});
+    fs::remove(dir / "out/b_overlay.png");
+
+    // --out in the support's labels/: a query named like an example would replace its label map.
+    fs::copy_file(query, dir / "q/cell_01.png");
+    const std::vector<uint8_t> label = read_file(dir / "support/labels/cell_01.png");
+    const Run s = segment(dir, task + "--out " + quote(dir / "support/labels") + " " + quote(dir / "q/cell_01.png"));
+    CHECK(s.rc == 1);
+    CHECK_THAT(s.err, Contains(dir / "support/labels/cell_01.png" + ": the label map of " + dir / "q/cell_01.png" +
+                               " would overwrite the support file " + dir / "support/labels/cell_01.png"));
+    CHECK(read_file(dir / "support/labels/cell_01.png") == label);
+
+    // The weights, saved where a probability file would go.
+    fs::copy_file(kWeights, dir / "out/a_prob_1.npy");
+    const Run w = segment(dir, "--weights " + quote(dir / "out/a_prob_1.npy") + " --size 16 --support " + quote(dir / "support") +
+                                   " --probabilities npy" + out + quote(dir / "q/a.png"));
+    CHECK(w.rc == 1);
+    CHECK_THAT(w.err, Contains("would overwrite the weights " + dir / "out/a_prob_1.npy"));
+    CHECK(read_file(dir / "out/a_prob_1.npy") == read_file(kWeights));
+    fs::remove(dir / "out/a_prob_1.npy");
+
+    // A file in --out that segment did not write: a colour PNG where a label map would go, a
+    // directory where an overlay would.
+    const std::vector<uint8_t> rgb(3 * 4 * 4, 200);
+    save_png(dir / "out/a.png", std::vector<uint16_t>(rgb.begin(), rgb.end()), 4, 4, 3, 8);
+    const std::vector<uint8_t> mine = read_file(dir / "out/a.png");
+    const Run f = segment(dir, task + out + quote(dir / "q/a.png"));
+    CHECK(f.rc == 1);
+    CHECK_THAT(f.err, Contains(dir / "out/a.png: the label map of " + dir / "q/a.png" + " would overwrite a PNG of another kind"));
+    CHECK(read_file(dir / "out/a.png") == mine);
+    fs::remove(dir / "out/a.png");
+    fs::create_directories(dir.path / "out/a_overlay.png");
+    CHECK_THAT(segment(dir, task + "--overlay" + out + quote(dir / "q/a.png")).err, Contains("something that is not a file"));
+    fs::remove(dir / "out/a_overlay.png");
+
+    // Earlier outputs of the same names are replaced: a run repeated, then with probabilities added.
+    REQUIRE(segment(dir, task + "--quiet --overlay" + out + quote(dir / "q/a.png")).rc == 0);
+    REQUIRE(segment(dir, task + "--quiet --overlay --probabilities png" + out + quote(dir / "q/a.png")).rc == 0);
+    CHECK(names_in(dir / "out") == std::set<std::string>{"a.png", "a_overlay.png", "a_prob_1.png", "a_prob_2.png"});
+
+    // --out is checked before the weights are loaded (these do not exist).
+    std::ofstream(dir / "file") << "x";
+    for (const std::string& bad : {dir / "file", dir / "file/sub"}) {
+        const Run o = segment(dir, "--weights " + quote(dir / "missing.pt") + " --size 16 --support " + quote(dir / "support") +
+                                       " --out " + quote(bad) + " " + quote(dir / "q/a.png"));
+        CHECK(o.rc == 1);
+        CHECK_THAT(o.err, Contains(bad + ": --out must be a folder, and " + dir / "file" + " is a file"));
+    }
+}
+
+TEST_CASE("segment names the cause before computing: label values a PNG cannot hold, --tile's lower bound", "[cli]") {
+    TempDir dir("segearly");
+    for (const char* d : {"s/images", "s/labels"}) fs::create_directories(dir.path / d);
+    for (const char* n : {"a", "b"}) {  // labels 70000 in the middle of the last slices
+        Volume img = load_nifti(kVolumes + "support/images/" + std::string(n) + ".nii.gz"), lab = img;
+        for (size_t i = 0; i < lab.voxels.size(); ++i) lab.voxels[i] = i % size_t(lab.nx) > 10 && i > lab.voxels.size() / 2 ? 70000.0f : 0.0f;
+        save_nifti(dir / ("s/images/" + std::string(n) + ".nii.gz"), img, kNiftiInt16);
+        save_nifti(dir / ("s/labels/" + std::string(n) + ".nii.gz"), lab, kNiftiInt32);
+    }
+    const std::string base = "--weights " + quote(kWeights) + " --size 16 --flips 1 --support " + quote(dir / "s") + " --out " + quote(dir / "out") + " ";
+    const Run r = segment(dir, base + quote(kCells + "queries/images/query_00.png"));
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.err, Contains("label value 70000 cannot be saved in a PNG label map"));
+    CHECK_THAT(r.err, Contains("query_00.png"));
+    CHECK(r.out.empty());  // before calibrating, which the summary follows
+    CHECK(!fs::exists(dir / "out"));
+    // A volume's label map holds it.
+    REQUIRE(segment(dir, base + "--quiet " + quote(kVolumes + "queries/q.nii.gz")).rc == 0);
+    CHECK(load_nifti(dir / "out/q.nii.gz").header.datatype == kNiftiInt32);
+
+    // --tile: at least 16 px, and an eighth of the model size; checked before the weights are read.
+    const std::string q = quote(kCells + "queries/images/query_00.png");
+    const std::string rest = " --weights " + quote(dir / "missing.pt") + " --support " + quote(kCells + "support") + " --out " + quote(dir / "o") + " " + q;
+    const Run t = segment(dir, "--size 32 --tile 15" + rest);
+    CHECK(t.rc == 1);
+    CHECK_THAT(t.err, Contains("--tile 15: windows are at least 16 px at the model size 32x32"));
+    CHECK_THAT(segment(dir, "--size 256 --tile 31" + rest).err, Contains("--tile 31: windows are at least 32 px"));
+    CHECK_THAT(segment(dir, "--size 32 --tile 16" + rest).err, Contains("missing.pt"));  // allowed: on to the weights
+}
+
+TEST_CASE("segment: a query that fails leaves none of its outputs, the others are written", "[cli]") {
+    // A file-size limit (ulimit -f, 512-byte blocks in dash, 1024 in bash; SIGXFSZ ignored so the
+    // write fails instead) that a 4x4 query's outputs fit and a 256x256 noisy query's overlay does
+    // not, while its label map does: the label map written first must be removed again.
+    TempDir dir("segfail");
+    const std::string task = small_task(dir);
+    std::vector<uint16_t> noise(256 * 256);
+    uint32_t x = 1;
+    for (uint16_t& v : noise) x = x * 1664525u + 1013904223u, v = uint16_t(x >> 24);
+    save_png(dir / "big.png", noise, 256, 256, 1, 8);
+    save_png(dir / "small.png", std::vector<uint16_t>(noise.begin(), noise.begin() + 16), 4, 4, 1, 8);
+    const std::string args = task + "--quiet --overlay --out " + quote(dir / "out") + " " + quote(dir / "big.png") + " " + quote(dir / "small.png");
+    REQUIRE(segment(dir, args).rc == 0);  // without the limit, the sizes the test relies on
+    REQUIRE(fs::file_size(dir / "out/big.png") < 20000);
+    REQUIRE(fs::file_size(dir / "out/big_overlay.png") > 41000);
+    REQUIRE(fs::file_size(dir / "out/small_overlay.png") < 20000);
+    fs::remove_all(dir / "out");
+
+    const Run r = segment(dir, args, "trap '' XFSZ; ulimit -f 40; ");
+    CHECK(r.rc == 1);
+    CHECK_THAT(r.err, Contains(dir / "big.png"));
+    CHECK_THAT(r.err, Contains("1 of 2 queries failed"));
+    CHECK(names_in(dir / "out") == std::set<std::string>{"small.png", "small_overlay.png"});  // no temporaries either
+}
+
+// Out of memory: a virtual-memory limit that the program and its support fit and an 8192x8192
+// query does not. Not under the address sanitizer (its shadow memory needs terabytes of address
+// space) or qemu (a guest's address space is reserved up front).
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+TEST_CASE("segment: out of memory is reported as such, naming the query and its size", "[cli]") {
+    TempDir dir("segoom");
+    const std::string task = small_task(dir);
+    std::vector<uint16_t> big(size_t(8192) * 8192);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = uint16_t((i % 8192) * 7 % 256);
+    save_png(dir / "huge.png", big, 8192, 8192, 1, 8);
+    big = {};
+    const Run r = segment(dir, task + "--quiet --out " + quote(dir / "out") + " " + quote(dir / "huge.png"), "ulimit -v 700000; ");
+    CHECK(r.rc == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    // Reading the image fits (where the limit strikes depends on the decoder and the allocator).
+    CHECK_THAT(r.err, Contains("universeg segment: error: " + dir / "huge.png" + ": out of memory segmenting an image of 8192x8192"));
+    CHECK(r.err.find("bad_alloc") == std::string::npos);
+    CHECK(names_in(dir / "out").empty());
+}
+#endif
 
 #endif  // UNIVERSEG_CLI

@@ -1,19 +1,21 @@
 // universeg segment / eval: few-shot segmentation of image files and volumes with a folder of
-// labelled examples, and Dice/IoU of label maps against ground truth.
+// labelled examples (a command-line layer over universeg::Segmenter), and Dice/IoU of label maps
+// against ground truth.
 #include "cli.hpp"
 
-#include <universeg/io/nifti.hpp>
 #include <universeg/segment/segment.hpp>
-#include <universeg/train/train.hpp>
-#include <universeg/universeg.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <memory>
+#include <fstream>
+#include <new>
 
 namespace fs = std::filesystem;
 
@@ -46,8 +48,9 @@ const char* kSegmentUsage =
     "  --tile N             large images of small objects: examples and queries in windows of NxN\n"
     "                       pixels, each resized to the model size (examples: up to 16 windows each;\n"
     "                       queries: windows half a window apart, blended), instead of whole images;\n"
-    "                       0 (default): whole images; auto: windows of the model size where every\n"
-    "                       example is at least twice the model size on each side and calibration\n"
+    "                       N is at least 16 and an eighth of the model size (more would be upsampled\n"
+    "                       past blur); 0 (default): whole images; auto: windows of the model size where\n"
+    "                       every example is at least twice the model size on each side and calibration\n"
     "                       scores them higher than whole images (see Calibration below)\n"
     "  --clip LOW,HIGH      clip intensities to these percentiles before normalising (e.g. 0.5,99.5 for CT)\n"
     "  --axis A             volumes: slice along voxel axis 0, 1 or 2 (default 2, the last)\n"
@@ -59,8 +62,12 @@ const char* kSegmentUsage =
     "  --max-memory MB      bound the engine's memory, same masks (see universeg run --help)\n"
     "\n"
     "Images are converted to grey (BT.601), min-max normalised, resized to the model size (bilinear;\n"
-    "labels nearest) and the probabilities resized back before thresholding. A query that fails is\n"
-    "reported and skipped; the others are still written and the exit code is 1.\n"
+    "labels nearest) and the probabilities resized back before thresholding. Every output is planned\n"
+    "before anything is computed: a name that two outputs share, an output that would overwrite an\n"
+    "input (query, example, weights) or a file that is not an output of the same kind, and label values\n"
+    "that a PNG label map cannot hold (above 65535) are refused up front. A query that fails is\n"
+    "reported and skipped, leaving none of its outputs; the others are still written and the exit\n"
+    "code is 1. How segmentation works: docs/segment.md.\n"
     "\n"
     "Calibration (with 4 or more examples and at most 8 labels): each example (up to 16) is\n"
     "segmented from the others, one view each, and every label gets a logit offset and a weight\n"
@@ -119,218 +126,6 @@ struct Progress {
     }
 };
 
-// "N" or "HxW".
-void parse_size(const std::string& s, int64_t& h, int64_t& w, const std::string& what) {
-    char* end = nullptr;
-    h = std::strtoll(s.c_str(), &end, 10);
-    w = h;
-    if (*end == 'x' || *end == 'X') w = std::strtoll(end + 1, &end, 10);
-    if (s.empty() || *end || h < 1 || w < 1 || h > 4096 || w > 4096)
-        throw Error(what + " must be N or HxW with sizes in [1, 4096], got '" + s + "'");
-}
-
-// The safetensors header's __metadata__ (empty for other formats), read without the tensors.
-std::map<std::string, std::string> weights_metadata(const std::string& path) {
-    std::map<std::string, std::string> out;
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-    uint8_t len[8];
-    if (!f || std::fread(len, 1, 8, f.get()) != 8) return out;
-    const uint64_t n = universeg::detail::load_uint(len, 8);
-    if (n < 2 || n > (100u << 20)) return out;
-    std::string header(size_t(n), '\0');
-    if (std::fread(&header[0], 1, header.size(), f.get()) != header.size() || header[0] != '{') return out;
-    const universeg::detail::Json root = universeg::detail::parse_json(header.data(), header.size(), path);
-    const universeg::detail::Json* meta = universeg::detail::json_get(root, "__metadata__");
-    if (meta)
-        for (size_t k = 0; k < meta->keys.size(); ++k)
-            if (meta->items[k].kind == universeg::detail::Json::String) out[meta->keys[k]] = meta->items[k].str;
-    return out;
-}
-
-struct Settings {
-    int64_t height = 128, width = 128;
-    double clip_low = 0, clip_high = 100;
-    int axis = 2;
-    std::string probabilities;  // "", "png" or "npy"
-    bool overlay = false;
-    double threshold = 0.5;
-    int64_t tile = 0;  // --tile: windows of tile x tile pixels; 0: whole images (as --tile auto decided)
-    const universeg::SupportSet* histogram_baseline = nullptr;  // --histogram-baseline: these supports' classifier
-};
-
-// Clip and min-max normalise in place (a whole volume at once, so slices keep their contrast).
-void normalize(std::vector<float>& v, const Settings& s) {
-    if (s.clip_low > 0 || s.clip_high < 100) universeg::clip_percentiles(v.data(), v.size(), s.clip_low, s.clip_high);
-    universeg::normalize_min_max(v.data(), v.size());
-}
-
-// The support folder as support pairs at the model size: 2-D pairs as they are, volumes as
-// their slices (along the axis) that hold any label; with --tile, their windows. With `windows`
-// (--tile auto), each pair also goes into *windows as its windows of the model size while every
-// pair is large (large_support), and *windows ends empty otherwise: each file is decoded once.
-struct SupportLoader {
-    const Settings& s;
-    universeg::SupportSet set;
-    universeg::SupportSet* windows;
-
-    SupportLoader(const Settings& settings, universeg::SupportSet* w) : s(settings), windows(w) {
-        set.height = s.height, set.width = s.width;
-        if (windows) *windows = set;
-    }
-    // The sources of the next image's pairs in set and in *windows.
-    std::pair<int64_t, int64_t> next_sources() const { return {set.next_source(), windows ? windows->next_source() : -1}; }
-    void add(const universeg::Image& img, const universeg::Image& labels, const std::string& name,
-             std::pair<int64_t, int64_t> sources = {-1, -1}) {
-        if (s.tile) {
-            universeg::add_support_tiles(set, img, labels, name, s.tile, sources.first);
-        } else {
-            universeg::add_support_resized(set, img, labels, name, sources.first);
-        }
-        if (!windows) return;
-        if (universeg::large_support(img.height, img.width, set)) {
-            universeg::add_support_tiles(*windows, img, labels, name, s.height, sources.second);
-        } else {
-            *windows = universeg::SupportSet{};
-            windows = nullptr;
-        }
-    }
-};
-
-universeg::SupportSet load_supports(const std::string& dir, const Settings& s, universeg::SupportSet* windows = nullptr) {
-    SupportLoader loader(s, windows);
-    for (const universeg::LabelledPair& p : universeg::list_labelled_folder(dir)) {
-        if (universeg::is_volume_path(p.image_path) != universeg::is_volume_path(p.label_path))
-            throw Error(p.image_path + " and " + p.label_path + ": an image and a volume cannot form a support pair");
-        if (universeg::is_volume_path(p.image_path)) {
-            universeg::Volume img = universeg::load_nifti(p.image_path);
-            const universeg::Volume lab = universeg::load_nifti(p.label_path);
-            if (img.nx != lab.nx || img.ny != lab.ny || img.nz != lab.nz)
-                throw Error(p.label_path + ": label volume of " + std::to_string(lab.nx) + "x" + std::to_string(lab.ny) + "x" +
-                            std::to_string(lab.nz) + " does not match its image " + p.image_path + " (" +
-                            std::to_string(img.nx) + "x" + std::to_string(img.ny) + "x" + std::to_string(img.nz) + ")");
-            normalize(img.voxels, s);
-            int64_t h, w, n;
-            universeg::slice_shape(img, s.axis, h, w, n);
-            const auto sources = loader.next_sources();  // one volume: its slices are held out together
-            for (int64_t k = 0; k < n; ++k) {
-                const universeg::Image labels = universeg::volume_slice(lab, s.axis, k);
-                if (std::all_of(labels.pixels.begin(), labels.pixels.end(), [](float v) { return v == 0; })) continue;
-                loader.add(universeg::volume_slice(img, s.axis, k), labels, p.label_path + " slice " + std::to_string(k), sources);
-            }
-        } else {
-            universeg::Image img = universeg::load_image(p.image_path);
-            const universeg::Image labels = universeg::load_label_map(p.label_path);
-            if (img.height != labels.height || img.width != labels.width)
-                throw Error(p.label_path + ": label map of " + std::to_string(labels.height) + "x" +
-                            std::to_string(labels.width) + " does not match its image " + p.image_path + " (" +
-                            std::to_string(img.height) + "x" + std::to_string(img.width) + ")");
-            normalize(img.pixels, s);
-            loader.add(img, labels, p.label_path);
-        }
-    }
-    if (loader.set.size() == 0) throw Error(dir + ": the support volumes hold no labelled slice along axis " + std::to_string(s.axis));
-    return std::move(loader.set);
-}
-
-// --histogram-baseline: the classical per-task intensity-histogram classifier that train and
-// finetune report (histogram_baseline), one label value at a time, on the query at its size; a
-// pixel that several values claim takes the lowest.
-universeg::Image histogram_label_map(const universeg::SupportSet& set, const std::vector<int64_t>& values,
-                                     const universeg::Image& normalized) {
-    universeg::Image out{normalized.height, normalized.width, std::vector<float>(normalized.pixels.size(), 0.0f)};
-    std::vector<float> images, labels, mask, claim(normalized.pixels.size());
-    for (const universeg::SupportSamples& p : set.samples) {  // the supports at their own size
-        images.insert(images.end(), p.images.begin(), p.images.end());
-        labels.insert(labels.end(), p.labels.begin(), p.labels.end());
-    }
-    mask.resize(labels.size());
-    for (int64_t v : values) {
-        for (size_t i = 0; i < mask.size(); ++i) mask[i] = labels[i] == float(v) ? 1.0f : 0.0f;
-        universeg::histogram_baseline(images.data(), mask.data(), 1, int64_t(mask.size()), normalized.pixels.data(),
-                                      int64_t(claim.size()), claim.data());
-        for (size_t i = 0; i < claim.size(); ++i)
-            if (claim[i] > 0 && out.pixels[i] == 0) out.pixels[i] = float(v);
-    }
-    return out;
-}
-
-// Per label: the probabilities at the model size resized to the query's (with --tile, window by
-// window), then the label map; probs comes back calibrated (and empty with --histogram-baseline).
-universeg::Image segment_slice(const universeg::Task& task, const universeg::Image& normalized, const Settings& s,
-                               std::vector<universeg::Image>& probs) {
-    if (s.histogram_baseline) return histogram_label_map(*s.histogram_baseline, task.values, normalized);
-    if (s.tile) {
-        probs = universeg::predict_tiled(task, normalized, s.tile);
-    } else {
-        probs = universeg::predict_probabilities(task, universeg::resize_bilinear(normalized, s.height, s.width));
-        for (universeg::Image& p : probs) p = universeg::resize_bilinear(p, normalized.height, normalized.width);
-    }
-    const universeg::Image labels = universeg::label_map(task, probs, normalized, s.threshold);
-    universeg::calibrated_probabilities(task, probs, normalized);
-    return labels;
-}
-
-std::string out_path(const std::string& out_dir, const std::string& name) { return (fs::path(out_dir) / name).string(); }
-
-void write_overlay(const std::string& path, const universeg::Image& normalized, const universeg::Image& labels) {
-    const std::vector<uint8_t> rgb = universeg::overlay_labels(normalized, labels);
-    universeg::save_png(path, std::vector<uint16_t>(rgb.begin(), rgb.end()), labels.height, labels.width, 3, 8);
-}
-
-// One 2-D query: NAME.png (+ probabilities, overlay). Returns the label map.
-universeg::Image segment_image(const universeg::Task& task, const std::string& query, const std::string& out_dir,
-                               const Settings& s) {
-    universeg::Image img = universeg::load_image(query);
-    normalize(img.pixels, s);
-    std::vector<universeg::Image> probs;
-    const universeg::Image labels = segment_slice(task, img, s, probs);
-    const std::string stem = universeg::image_stem(query);
-    universeg::save_label_png(out_path(out_dir, stem + ".png"), labels);
-    for (size_t l = 0; l < probs.size() && !s.probabilities.empty(); ++l) {
-        const std::string base = out_path(out_dir, stem + "_prob_" + std::to_string(task.values[l]));
-        if (s.probabilities == "png") {
-            universeg::save_image_png(base + ".png", probs[l], 16);
-        } else {
-            universeg::Tensor t({probs[l].height, probs[l].width});
-            t.data = probs[l].pixels;
-            universeg::save_npy(base + ".npy", t);
-        }
-    }
-    if (s.overlay) write_overlay(out_path(out_dir, stem + "_overlay.png"), img, labels);
-    return labels;
-}
-
-// One volume: every slice along the axis segmented, NAME.nii[.gz] with the query's header.
-void segment_volume(const universeg::Task& task, const std::string& query, const std::string& out_dir, const Settings& s,
-                    Progress& progress, int64_t done) {
-    const universeg::Volume vol = universeg::load_nifti(query);
-    universeg::Volume normalized = vol, labels = vol;
-    normalize(normalized.voxels, s);
-    std::vector<universeg::Volume> prob_vols(s.probabilities.empty() ? 0 : task.values.size(), vol);
-    int64_t h, w, n;
-    universeg::slice_shape(vol, s.axis, h, w, n);
-    int64_t best_slice = 0, best_area = -1;
-    for (int64_t k = 0; k < n; ++k) {
-        std::vector<universeg::Image> probs;
-        const universeg::Image lab = segment_slice(task, universeg::volume_slice(normalized, s.axis, k), s, probs);
-        universeg::set_volume_slice(labels, s.axis, k, lab);
-        for (size_t l = 0; l < prob_vols.size(); ++l) universeg::set_volume_slice(prob_vols[l], s.axis, k, probs[l]);
-        const int64_t area = std::count_if(lab.pixels.begin(), lab.pixels.end(), [](float v) { return v != 0; });
-        if (area > best_area) best_area = area, best_slice = k;
-        progress.show(double(done) + double(k + 1) / double(n));
-    }
-    const std::string ext = universeg::image_extension(query), stem = universeg::image_stem(query);
-    const int64_t top = task.values.back();
-    universeg::save_nifti(out_path(out_dir, stem + ext), labels,
-                          top <= 255 ? universeg::kNiftiUint8 : top <= 32767 ? universeg::kNiftiInt16 : universeg::kNiftiInt32);
-    for (size_t l = 0; l < prob_vols.size(); ++l)
-        universeg::save_nifti(out_path(out_dir, stem + "_prob_" + std::to_string(task.values[l]) + ext), prob_vols[l],
-                              universeg::kNiftiFloat32);
-    if (s.overlay)  // the slice with the most labelled pixels
-        write_overlay(out_path(out_dir, stem + "_overlay.png"), universeg::volume_slice(normalized, s.axis, best_slice),
-                      universeg::volume_slice(labels, s.axis, best_slice));
-}
-
 // Files given directly, and the files inside given folders (sorted; hidden files and
 // subfolders skipped). A file that is not an image fails alone, like any other bad query.
 std::vector<std::string> expand_queries(const std::vector<std::string>& args) {
@@ -360,6 +155,210 @@ std::string join_values(const std::vector<int64_t>& v) {
     return s;
 }
 
+// What the command writes, beside the Segmenter's options.
+struct Settings {
+    std::string out_dir;
+    std::string probabilities;  // "", "png" or "npy"
+    bool overlay = false;
+};
+
+// One file the run writes.
+struct Output {
+    enum Kind { Labels, Probabilities, Overlay } kind;
+    size_t label;      // Probabilities: the index of its label value
+    std::string path;  // in --out
+    std::string what;  // "the label map of QUERY", for messages
+};
+
+// The outputs of one query in the order they are written; none for a file that is not an image
+// (it fails on its own).
+std::vector<Output> plan_query(const std::string& query, const std::vector<int64_t>& values, const Settings& s) {
+    std::vector<Output> out;
+    if (!universeg::is_image_path(query)) return out;
+    const bool volume = universeg::is_volume_path(query);
+    const std::string stem = universeg::image_stem(query), ext = volume ? universeg::image_extension(query) : ".png";
+    auto path = [&](const std::string& name) { return (fs::path(s.out_dir) / name).string(); };
+    out.push_back({Output::Labels, 0, path(stem + ext), "the label map of " + query});
+    for (size_t l = 0; l < values.size() && !s.probabilities.empty(); ++l) {
+        const std::string v = std::to_string(values[l]);
+        out.push_back({Output::Probabilities, l, path(stem + "_prob_" + v + (volume ? ext : "." + s.probabilities)),
+                       "the probabilities of label " + v + " of " + query});
+    }
+    if (s.overlay) out.push_back({Output::Overlay, 0, path(stem + "_overlay.png"), "the overlay of " + query});
+    return out;
+}
+
+// "" when the existing file at o.path is what an earlier run wrote there (by its format: a label
+// map is a grey PNG, an overlay an 8-bit colour PNG, probabilities a 16-bit grey PNG or .npy,
+// volumes NIfTI), else what o would have to be written over.
+std::string foreign_file(const Output& o) {
+    struct stat st;
+    if (::stat(o.path.c_str(), &st) != 0) return "";
+    if (!S_ISREG(st.st_mode)) return "something that is not a file";
+    std::ifstream f(o.path, std::ios::binary);
+    std::string head(352, '\0');
+    f.read(&head[0], std::streamsize(head.size()));
+    head.resize(size_t(f.gcount()));
+    const std::string ext = universeg::image_extension(o.path);
+    if (ext == ".nii") return head.size() >= 348 && head.compare(344, 4, std::string("n+1\0", 4)) == 0 ? "" : "a file that is not NIfTI";
+    if (ext == ".nii.gz") return head.compare(0, 2, "\x1F\x8B") == 0 ? "" : "a file that is not gzip-compressed";
+    if (ext == ".npy") return head.compare(0, 6, "\x93NUMPY") == 0 ? "" : "a file that is not .npy";
+    if (head.size() < 26 || head.compare(0, 8, "\x89PNG\r\n\x1A\n") != 0 || head.compare(12, 4, "IHDR") != 0)
+        return "a file that is not a PNG";
+    const int depth = uint8_t(head[24]), colour = uint8_t(head[25]);
+    const bool fits = o.kind == Output::Overlay         ? colour == 2 && depth == 8
+                      : o.kind == Output::Probabilities ? colour == 0 && depth == 16
+                                                        : colour == 0;
+    return fits ? "" : "a PNG of another kind (" + std::to_string(depth) + "-bit, " + (colour == 0 ? "grey" : "colour") + ")";
+}
+
+// Refuses, before anything is computed, a plan that would write one file twice, over an input
+// (`inputs`: path and what it is), or over a file that is not an earlier output of the same kind.
+void check_plan(const std::vector<std::vector<Output>>& plan, const std::vector<std::pair<std::string, std::string>>& inputs) {
+    std::map<std::pair<dev_t, ino_t>, std::string> input_ids;  // by file identity: links and other spellings too
+    struct stat st;
+    for (const auto& in : inputs)
+        if (::stat(in.first.c_str(), &st) == 0) input_ids.emplace(std::make_pair(st.st_dev, st.st_ino), in.second);
+    std::map<std::string, const Output*> names;  // every output is in --out: by file name
+    for (const std::vector<Output>& outputs : plan)
+        for (const Output& o : outputs) {
+            const auto ins = names.emplace(fs::path(o.path).filename().string(), &o);
+            if (!ins.second) throw Error(o.path + ": both " + ins.first->second->what + " and " + o.what + " would be written here");
+            if (::stat(o.path.c_str(), &st) != 0) continue;
+            const auto in = input_ids.find({st.st_dev, st.st_ino});
+            if (in != input_ids.end()) throw Error(o.path + ": " + o.what + " would overwrite " + in->second);
+            const std::string foreign = foreign_file(o);
+            if (!foreign.empty())
+                throw Error(o.path + ": " + o.what + " would overwrite " + foreign +
+                            " that universeg segment did not write there; move it or choose another --out");
+        }
+}
+
+// --out must be a folder this run can write in, or one it can create: checked before the weights
+// are loaded, created only when the run is about to write.
+void check_out_dir(const std::string& dir) {
+    std::error_code ec;
+    fs::path existing = dir;
+    while (!existing.empty() && !fs::exists(existing, ec)) existing = existing.parent_path();
+    if (existing.empty()) existing = ".";
+    if (!fs::is_directory(existing, ec))
+        throw Error(dir + ": --out must be a folder, and " + existing.string() + " is a file");
+    if (::access(existing.c_str(), W_OK | X_OK) != 0)
+        throw Error(dir + ": --out is not writable" + (existing == fs::path(dir) ? "" : " (in " + existing.string() + ")") +
+                    ": " + std::strerror(errno));
+}
+
+// Writes a query's planned outputs in order; a failed write removes those already written, so a
+// failed query leaves none of them.
+template <class Write>
+void write_outputs(const std::vector<Output>& outputs, Write write) {
+    size_t done = 0;
+    try {
+        for (; done < outputs.size(); ++done) write(outputs[done]);
+    } catch (...) {
+        std::error_code ec;
+        for (size_t i = 0; i < done; ++i) fs::remove(outputs[i].path, ec);
+        throw;
+    }
+}
+
+void save_overlay(const std::string& path, const universeg::Image& prepared, const universeg::Image& labels) {
+    const std::vector<uint8_t> rgb = universeg::overlay_labels(prepared, labels);
+    universeg::save_png(path, std::vector<uint16_t>(rgb.begin(), rgb.end()), labels.height, labels.width, 3, 8);
+}
+
+// One 2-D query: everything computed, then written. `size` says what was loaded, for messages.
+void segment_image(const universeg::Segmenter& seg, const std::string& query, const std::vector<Output>& outputs,
+                   std::string& size) {
+    const universeg::Image img = universeg::load_image(query);
+    size = "an image of " + std::to_string(img.height) + "x" + std::to_string(img.width) + " pixels";
+    const universeg::Segmentation r = seg.segment(img);
+    const bool overlay = std::any_of(outputs.begin(), outputs.end(), [](const Output& o) { return o.kind == Output::Overlay; });
+    const universeg::Image prepared = overlay ? seg.prepare(img) : universeg::Image{};
+    write_outputs(outputs, [&](const Output& o) {
+        if (o.kind == Output::Labels) {
+            universeg::save_label_png(o.path, r.labels);
+        } else if (o.kind == Output::Overlay) {
+            save_overlay(o.path, prepared, r.labels);
+        } else if (universeg::image_extension(o.path) == ".npy") {
+            universeg::Tensor t({r.labels.height, r.labels.width});
+            t.data = r.probabilities[o.label].pixels;
+            universeg::save_npy(o.path, t);
+        } else {
+            universeg::save_image_png(o.path, r.probabilities[o.label], 16);
+        }
+    });
+}
+
+// One volume: every slice along the axis, NAME.nii[.gz] with the query's header; its overlay is
+// the slice with the most labelled pixels.
+void segment_volume(const universeg::Segmenter& seg, const std::string& query, const std::vector<Output>& outputs,
+                    std::string& size, Progress& progress, int64_t done) {
+    const universeg::Volume vol = universeg::load_nifti(query);
+    size = "a volume of " + std::to_string(vol.nx) + "x" + std::to_string(vol.ny) + "x" + std::to_string(vol.nz) + " voxels";
+    const universeg::VolumeSegmentation r =
+        seg.segment(vol, [&](int64_t k, int64_t n) { progress.show(double(done) + double(k) / double(n)); });
+    const int axis = seg.options().axis;
+    universeg::Image best_image, best_labels;
+    if (std::any_of(outputs.begin(), outputs.end(), [](const Output& o) { return o.kind == Output::Overlay; })) {
+        int64_t h, w, n, best = 0, best_area = -1;
+        universeg::slice_shape(vol, axis, h, w, n);
+        for (int64_t k = 0; k < n; ++k) {
+            const universeg::Image lab = universeg::volume_slice(r.labels, axis, k);
+            const int64_t area = std::count_if(lab.pixels.begin(), lab.pixels.end(), [](float v) { return v != 0; });
+            if (area > best_area) best_area = area, best = k;
+        }
+        // The slice as the whole volume was prepared: clipped and normalised over the volume.
+        best_image = universeg::volume_slice(seg.prepare(vol), axis, best);
+        best_labels = universeg::volume_slice(r.labels, axis, best);
+    }
+    write_outputs(outputs, [&](const Output& o) {
+        if (o.kind == Output::Labels) {
+            universeg::save_nifti(o.path, r.labels, universeg::label_nifti_type(r.values));
+        } else if (o.kind == Output::Overlay) {
+            save_overlay(o.path, best_image, best_labels);
+        } else {
+            universeg::save_nifti(o.path, r.probabilities[o.label], universeg::kNiftiFloat32);
+        }
+    });
+}
+
+void print_summary(const universeg::Segmenter& seg, const std::string& weights, const std::string& support_dir) {
+    const universeg::SegmenterOptions& o = seg.options();
+    const universeg::Task& task = seg.task();
+    std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)o.size.height, (long long)o.size.width);
+    std::printf("support: %lld examples from %s", (long long)seg.support().size(), support_dir.c_str());
+    if (seg.tile()) std::printf(" (windows of up to %lldx%lld px)", (long long)seg.tile(), (long long)seg.tile());
+    std::printf(", labels %s; %lld per prediction", join_values(seg.values()).c_str(), (long long)task.members[0].size);
+    if (int64_t(task.members.size()) < o.ensemble)
+        std::printf(", ensemble of %lld asked for but only %lld distinct subset(s) exist", (long long)o.ensemble,
+                    (long long)task.members.size());
+    else if (o.ensemble > 1)
+        std::printf(", ensemble of %lld", (long long)o.ensemble);
+    if (o.flips > 1 && !o.histogram_baseline) std::printf(", averaged over %lld mirrored views", (long long)o.flips);
+    std::printf("\n");
+    if (o.histogram_baseline) std::printf("segmenting with the per-task intensity-histogram classifier, not the network\n");
+    const universeg::Task::Calibration& c = task.calibration;
+    const bool calibrate = o.calibrate && !o.histogram_baseline;
+    if (!c.offsets.empty()) {
+        std::printf("calibrated on %lld examples segmented from the others: mean Dice %.3f -> %.3f; per label logit offset, "
+                    "intensity weight",
+                    (long long)c.images, c.dice_before, c.dice_after);
+        for (size_t l = 0; l < c.offsets.size(); ++l)
+            std::printf(" %lld:%+.2f,%.1f", (long long)task.values[l], c.offsets[l], c.intensity_weights[l]);
+        const universeg::Segmenter::TileChoice& t = seg.tile_choice();
+        if (t.compared)
+            std::printf("; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", t.windows_dice,
+                        (long long)o.size.height, (long long)o.size.height, t.whole_dice);
+        std::printf("\n");
+    } else if (calibrate && seg.support().size() < universeg::kMinCalibrationSupports) {
+        std::printf("not calibrated: fewer than %lld examples\n", (long long)universeg::kMinCalibrationSupports);
+    } else if (calibrate) {
+        std::printf("not calibrated: more than %lld labels\n", (long long)universeg::kMaxCalibrationLabels);
+    }
+    std::fflush(stdout);
+}
+
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
@@ -372,134 +371,104 @@ int cmd_segment(int argc, char** argv) {
     set_threads(a.get_int("--threads", 0, 0, 1024));
     const bool quiet = a.has("--quiet");
     Settings s;
-    s.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
-    s.axis = int(a.get_int("--axis", 2, 0, 2));
     s.overlay = a.has("--overlay");
-    const bool tile_auto = a.get("--tile", "0") == "auto";
-    if (!tile_auto) s.tile = a.get_int("--tile", 0, 0, universeg::limits().max_image_side);
     s.probabilities = a.get("--probabilities", "");
     if (!s.probabilities.empty() && s.probabilities != "png" && s.probabilities != "npy")
         throw Error("--probabilities must be png or npy, got '" + s.probabilities + "'");
+    universeg::SegmenterOptions opt;
+    opt.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
+    opt.axis = int(a.get_int("--axis", 2, 0, 2));
+    const bool tile_auto = a.get("--tile", "0") == "auto";
+    opt.tile = tile_auto ? universeg::kTileAuto : a.get_int("--tile", 0, 0, universeg::limits().max_image_side);
     if (a.has("--clip")) {
         const std::string c = a.get("--clip");
         char* end = nullptr;
-        s.clip_low = std::strtod(c.c_str(), &end);
+        opt.clip_low = std::strtod(c.c_str(), &end);
         const bool comma = *end == ',';
-        if (comma) s.clip_high = std::strtod(end + 1, &end);
-        if (!comma || *end || !(s.clip_low >= 0 && s.clip_low < s.clip_high && s.clip_high <= 100))
+        if (comma) opt.clip_high = std::strtod(end + 1, &end);
+        if (!comma || *end || !(opt.clip_low >= 0 && opt.clip_low < opt.clip_high && opt.clip_high <= 100))
             throw Error("--clip must be LOW,HIGH percentiles with 0 <= LOW < HIGH <= 100, got '" + c + "'");
     }
-    universeg::SegmentOptions opt;
     opt.support_size = a.get_int("--support-size", 0, 1, 100000);
     opt.ensemble = a.get_int("--ensemble", 1, 1, 1000);
     opt.seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
     opt.flips = a.get_int("--flips", 4, 1, 4);
     if (opt.flips == 3) throw Error("--flips: expected 1, 2 or 4, got 3");
-    opt.threshold = s.threshold;
-    opt.calibrate = !a.has("--no-calibration") && !a.has("--histogram-baseline");
-    if (a.has("--histogram-baseline") && !s.probabilities.empty())
+    opt.calibrate = !a.has("--no-calibration");
+    opt.histogram_baseline = a.has("--histogram-baseline");
+    if (opt.histogram_baseline && !s.probabilities.empty())
         throw Error("--histogram-baseline makes label maps only, not --probabilities");
+    opt.keep_probabilities = !s.probabilities.empty();
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
     opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
-    const std::string support_dir = a.get("--support"), out_dir = a.get("--out");
+    const std::string support_dir = a.get("--support");
+    s.out_dir = a.get("--out");
     const std::vector<std::string> queries = expand_queries(a.positional());
+    check_out_dir(s.out_dir);
 
     const std::string weights = weights_option(a);
+    const std::string size_source = a.has("--size") ? "--size" : weights + ": metadata image_size";
+    opt.size = a.has("--size") ? universeg::parse_model_size(a.get("--size"), "--size") : universeg::weights_image_size(weights);
+    if (opt.tile > 0 && opt.tile < universeg::min_tile(opt.size))
+        throw Error("--tile " + std::to_string(opt.tile) + ": windows are at least " + std::to_string(universeg::min_tile(opt.size)) +
+                    " px at the model size " + std::to_string(opt.size.height) + "x" + std::to_string(opt.size.width) +
+                    " (16, and an eighth of the model size: smaller ones are upsampled past blur); 0 segments whole images");
+    const universeg::Support support = universeg::Support::folder(support_dir);
     const universeg::Model model = universeg::load_model(weights);
-    if (a.has("--size")) {
-        parse_size(a.get("--size"), s.height, s.width, "--size");
-    } else {
-        const auto meta = weights_metadata(weights);
-        auto it = meta.find("image_size");
-        if (it != meta.end()) parse_size(it->second, s.height, s.width, weights + ": metadata image_size");
-    }
-    const int64_t m = model.config().size_multiple();
-    if (s.height % m || s.width % m)
-        throw Error("model size " + std::to_string(s.height) + "x" + std::to_string(s.width) + " is not a multiple of " +
-                    std::to_string(m) + ", as " + weights + " needs (--size)");
+    universeg::check_model_size(model, opt.size, size_source);
 
-    // Only calibration can choose windows, so without it (--no-calibration, --histogram-baseline) none are cut.
-    const bool try_windows = tile_auto && opt.calibrate && s.height == s.width;
-    universeg::SupportSet tiled_set;
-    universeg::SupportSet set = load_supports(support_dir, s, try_windows ? &tiled_set : nullptr);
-    universeg::Task task = universeg::make_task(model, set, opt);
-    std::string scale;  // how --tile auto chose
-    if (try_windows && tiled_set.size() > 0 && !task.calibration.offsets.empty()) {
-        universeg::Task tiled = universeg::make_task(model, tiled_set, opt);
-        const double whole_dice = task.calibration.dice_after, tiled_dice = tiled.calibration.dice_after;
-        const bool keep = tiled_dice > whole_dice + universeg::kCalibrationTolerance;
-        char buf[160];
-        std::snprintf(buf, sizeof buf, "; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", tiled_dice,
-                      (long long)s.height, (long long)s.height, whole_dice);
-        scale = buf;
-        if (keep) set = std::move(tiled_set), task = std::move(tiled), s.tile = s.height;
-    }
-    if (a.has("--histogram-baseline")) s.histogram_baseline = &set;
-    if (!quiet) {
-        std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)s.height, (long long)s.width);
-        std::printf("support: %lld examples from %s", (long long)set.size(), support_dir.c_str());
-        if (s.tile) std::printf(" (windows of up to %lldx%lld px)", (long long)s.tile, (long long)s.tile);
-        std::printf(", labels %s; %lld per prediction", join_values(task.values).c_str(), (long long)task.members[0].size);
-        if (int64_t(task.members.size()) < opt.ensemble)
-            std::printf(", ensemble of %lld asked for but only %lld distinct subset(s) exist", (long long)opt.ensemble,
-                        (long long)task.members.size());
-        else if (opt.ensemble > 1)
-            std::printf(", ensemble of %lld", (long long)opt.ensemble);
-        if (opt.flips > 1 && !s.histogram_baseline) std::printf(", averaged over %lld mirrored views", (long long)opt.flips);
-        std::printf("\n");
-        if (s.histogram_baseline) std::printf("segmenting with the per-task intensity-histogram classifier, not the network\n");
-        const universeg::Task::Calibration& c = task.calibration;
-        if (!c.offsets.empty()) {
-            std::printf("calibrated on %lld examples segmented from the others: mean Dice %.3f -> %.3f; per label logit offset, "
-                        "intensity weight",
-                        (long long)c.images, c.dice_before, c.dice_after);
-            for (size_t l = 0; l < c.offsets.size(); ++l)
-                std::printf(" %lld:%+.2f,%.1f", (long long)task.values[l], c.offsets[l], c.intensity_weights[l]);
-            std::printf("%s\n", scale.c_str());
-        } else if (opt.calibrate && set.size() < universeg::kMinCalibrationSupports) {
-            std::printf("not calibrated: fewer than %lld examples\n", (long long)universeg::kMinCalibrationSupports);
-        } else if (opt.calibrate) {
-            std::printf("not calibrated: more than %lld labels\n", (long long)universeg::kMaxCalibrationLabels);
-        }
-        std::fflush(stdout);
-    }
+    // Every output planned, and its names, inputs and formats checked, before any forward pass.
+    universeg::PreparedSupport prepared(support, opt);
+    const std::vector<int64_t> values = prepared.values();
+    std::vector<std::vector<Output>> plan;
+    for (const std::string& q : queries) plan.push_back(plan_query(q, values, s));
+    std::vector<std::pair<std::string, std::string>> inputs{{weights, "the weights " + weights}};
+    for (const std::string& q : queries) inputs.emplace_back(q, "the query " + q);
+    for (const std::string& f : support.files()) inputs.emplace_back(f, "the support file " + f);
+    check_plan(plan, inputs);
+    for (size_t q = 0; q < queries.size(); ++q)
+        if (!plan[q].empty() && !universeg::is_volume_path(queries[q]) && values.back() > 65535)
+            throw Error(support_dir + ": label value " + std::to_string(values.back()) +
+                        " cannot be saved in a PNG label map (values 0 to 65535), as " + plan[q][0].what +
+                        " would be; choose other values with --label, or segment volumes");
+
+    const universeg::Segmenter seg(model, std::move(prepared));
+    if (!quiet) print_summary(seg, weights, support_dir);
 
     std::error_code ec;
-    fs::create_directories(out_dir, ec);
-    if (!fs::is_directory(out_dir)) throw Error(out_dir + ": cannot create the output folder" + (ec ? ": " + ec.message() : ""));
+    fs::create_directories(s.out_dir, ec);
+    if (!fs::is_directory(s.out_dir)) throw Error(s.out_dir + ": cannot create the output folder" + (ec ? ": " + ec.message() : ""));
     Progress progress(int64_t(queries.size()), quiet);
-    std::map<std::string, std::string> written;  // output stem -> query, to refuse overwriting one with another
     int64_t failed = 0;
     for (size_t q = 0; q < queries.size(); ++q) {
         const std::string& query = queries[q];
         progress.show(double(q), true);
+        std::string size;  // what was loaded, for an out-of-memory message
+        std::string error;
         try {
-            const std::string stem = universeg::image_stem(query);
-            auto ins = written.emplace(stem, query);
-            if (!ins.second) throw Error("its output name " + stem + " clashes with the query " + ins.first->second);
-            const std::string out = out_path(out_dir, stem + (universeg::is_volume_path(query) ? universeg::image_extension(query) : ".png"));
-            if (fs::exists(out, ec) && fs::equivalent(out, query, ec)) throw Error("the output would overwrite the query itself");
+            if (plan[q].empty()) throw Error("not a supported image (PNG, JPEG, BMP, TGA, PGM/PPM, NIfTI .nii/.nii.gz)");
             if (universeg::is_volume_path(query)) {
-                segment_volume(task, query, out_dir, s, progress, int64_t(q));
+                segment_volume(seg, query, plan[q], size, progress, int64_t(q));
             } else {
-                if (!universeg::is_image_path(query))
-                    throw Error("not a supported image (PNG, JPEG, BMP, TGA, PGM/PPM, NIfTI .nii/.nii.gz)");
-                segment_image(task, query, out_dir, s);
+                segment_image(seg, query, plan[q], size);
             }
+        } catch (const std::bad_alloc&) {
+            error = "out of memory " + (size.empty() ? std::string("reading it") : "segmenting " + size);
         } catch (const std::exception& e) {
-            progress.clear();
-            const std::string msg = e.what();
-            // Most errors already start with the file's name; the rest get it.
-            std::fprintf(stderr, "universeg segment: error: %s\n",
-                         one_line(msg.rfind(query, 0) == 0 ? msg : query + ": " + msg).c_str());
-            ++failed;
+            error = e.what();
         }
+        if (error.empty()) continue;
+        progress.clear();
+        // Most errors already start with the file's name; the rest get it.
+        std::fprintf(stderr, "universeg segment: error: %s\n",
+                     one_line(error.rfind(query, 0) == 0 ? error : query + ": " + error).c_str());
+        ++failed;
     }
     progress.show(double(queries.size()), true);
     progress.finish();
     if (!quiet)
         std::printf("segmented %lld of %zu queries into %s\n", (long long)(int64_t(queries.size()) - failed), queries.size(),
-                    out_dir.c_str());
+                    s.out_dir.c_str());
     // A lone query's failure is its one error line; a batch also gets the count.
     if (failed && queries.size() > 1)
         std::fprintf(stderr, "universeg segment: %lld of %zu queries failed\n", (long long)failed, queries.size());

@@ -1,0 +1,262 @@
+// universeg/segment/task.hpp - a task (the supports' subsets and masks, built once) and what it
+// predicts for a query: probabilities per label value, whole or window by window, and label maps.
+#pragma once
+
+#include "../core/model.hpp"
+#include "../core/random.hpp"
+#include "support.hpp"
+
+#include <cmath>
+#include <numeric>
+
+namespace universeg {
+
+// The support size the model was trained with; more supports cost time and memory for little gain.
+constexpr int64_t kMaxSupportSize = 64;
+// A label map with more distinct values than this is more likely an image saved as labels.
+constexpr int64_t kMaxLabelValues = 255;
+// The intensity evidence's histogram bins (intensity_log_ratios).
+constexpr int64_t kIntensityBins = 32;
+
+struct SegmentOptions {
+    int64_t support_size = 0;  // 0: all supports, at most kMaxSupportSize
+    int64_t ensemble = 1;      // number of support subsets whose probabilities are averaged
+    uint64_t seed = 0;         // picks the subsets
+    double threshold = 0.5;
+    std::vector<int64_t> only_values;  // empty: every label value of the supports
+    double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
+    int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
+    bool calibrate = true;  // per-label offsets and intensity weights, leave-one-out (calibration.hpp)
+};
+
+// `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
+// seeded partial Fisher-Yates shuffle. Draws that repeat an earlier subset are redrawn, so
+// fewer than `count` come back only when there are not that many distinct subsets (e.g. size == n).
+inline std::vector<std::vector<int64_t>> support_subsets(int64_t n, int64_t size, int64_t count, uint64_t seed) {
+    if (n < 1 || size < 1 || size > n || count < 1)
+        throw Error("cannot draw " + std::to_string(count) + " subsets of " + std::to_string(size) + " supports out of " +
+                    std::to_string(n));
+    Rng rng(seed_from({seed, uint64_t(n), uint64_t(size)}));
+    std::vector<std::vector<int64_t>> out;
+    std::set<std::vector<int64_t>> seen;
+    for (int64_t attempt = 0; int64_t(out.size()) < count && attempt < 20 * count; ++attempt) {
+        std::vector<int64_t> idx(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) idx[size_t(i)] = i;
+        for (int64_t i = 0; i < size; ++i) std::swap(idx[size_t(i)], idx[size_t(i + rng.below(n - i))]);
+        idx.resize(size_t(size));
+        std::sort(idx.begin(), idx.end());
+        if (seen.insert(idx).second) out.push_back(idx);
+    }
+    return out;
+}
+
+// Everything about the supports that does not depend on the query, built once and used for
+// every query: the chosen subsets, their images and one binary mask set per label value.
+struct Task {
+    const Model* model = nullptr;
+    engine::Options engine;  // how each forward pass runs
+    int64_t height = 0, width = 0;
+    std::vector<int64_t> values;  // label values, ascending
+    struct Member {
+        int64_t size = 0;
+        std::vector<float> images;               // (S, H, W)
+        std::vector<std::vector<float>> masks;   // per value: (S, H, W) of 0/1
+        std::vector<int64_t> indices;            // into the SupportSet
+    };
+    std::vector<Member> members;  // one per ensemble subset
+    int64_t flips = 4;            // SegmentOptions::flips
+    std::vector<std::vector<double>> intensity;  // per value: intensity_log_ratios of all supports
+    struct Calibration {
+        std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
+        std::vector<double> intensity_weights;  // per value, times its intensity evidence
+        int64_t images = 0;           // supports segmented from the others
+        double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
+    };
+    Calibration calibration;
+};
+
+// n images (n, h, w) mirrored left-right (fx) and/or up-down (fy), into out.
+inline void flip_images(float* out, const float* in, int64_t n, int64_t h, int64_t w, bool fx, bool fy) {
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t y = 0; y < h; ++y)
+            for (int64_t x = 0; x < w; ++x)
+                out[(i * h + y) * w + x] = in[(i * h + (fy ? h - 1 - y : y)) * w + (fx ? w - 1 - x : x)];
+}
+
+// The ensemble's subsets of `set` and, for each, the images and one mask set per t.values.
+inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& opt) {
+    const int64_t size = std::min(opt.support_size > 0 ? opt.support_size : kMaxSupportSize, set.size());
+    const int64_t HW = set.height * set.width;
+    for (const std::vector<int64_t>& subset : support_subsets(set.size(), size, opt.ensemble, opt.seed)) {
+        Task::Member mem;
+        mem.size = size;
+        mem.indices = subset;
+        for (int64_t i : subset)
+            mem.images.insert(mem.images.end(), set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW);
+        for (int64_t v : t.values) {
+            std::vector<float> mask(size_t(size * HW));
+            for (int64_t s = 0; s < size; ++s)
+                for (int64_t p = 0; p < HW; ++p)
+                    mask[size_t(s * HW + p)] = set.labels[size_t(subset[size_t(s)] * HW + p)] == float(v) ? 1.0f : 0.0f;
+            mem.masks.push_back(std::move(mask));
+        }
+        t.members.push_back(std::move(mem));
+    }
+}
+
+// log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
+inline double logit(double p) {
+    p = std::min(std::max(p, 1e-7), 1.0 - 1e-7);
+    return std::log(p / (1.0 - p));
+}
+
+// Per label value, the probability (sigmoid of the logits, averaged over the ensemble and the
+// mirrored views) of every pixel of the prepared query, at the model size; not calibrated.
+inline std::vector<Image> predict_probabilities(const Task& t, const Image& query) {
+    if (query.height != t.height || query.width != t.width)
+        throw Error("query of " + std::to_string(query.height) + "x" + std::to_string(query.width) +
+                    " is not at the model size " + std::to_string(t.height) + "x" + std::to_string(t.width));
+    const int64_t HW = t.height * t.width;
+    std::vector<Image> probs(t.values.size(), Image{t.height, t.width, std::vector<float>(size_t(HW), 0.0f)});
+    std::vector<float> logits(static_cast<size_t>(HW)), flipped(static_cast<size_t>(HW));
+    std::vector<float> q(static_cast<size_t>(HW)), images, masks;
+    const double share = 1.0 / double(t.members.size() * size_t(t.flips));
+    for (int64_t f = 0; f < t.flips; ++f) {
+        const bool fx = f % 2 == 1, fy = f >= 2;
+        flip_images(q.data(), query.pixels.data(), 1, t.height, t.width, fx, fy);
+        for (const Task::Member& mem : t.members) {
+            images.resize(mem.images.size());
+            flip_images(images.data(), mem.images.data(), mem.size, t.height, t.width, fx, fy);
+            for (size_t l = 0; l < t.values.size(); ++l) {
+                masks.resize(mem.masks[l].size());
+                flip_images(masks.data(), mem.masks[l].data(), mem.size, t.height, t.width, fx, fy);
+                t.model->forward(q.data(), images.data(), masks.data(), 1, mem.size, t.height, t.width, flipped.data(),
+                                 t.engine);
+                flip_images(logits.data(), flipped.data(), 1, t.height, t.width, fx, fy);  // back to the query's frame
+                for (int64_t p = 0; p < HW; ++p)
+                    probs[l].pixels[size_t(p)] += float(sigmoid(logits[size_t(p)]) * share);
+            }
+        }
+    }
+    return probs;
+}
+
+// predict_probabilities of a prepared query at its own size, window by window: windows of
+// tile x tile (a shorter side whole), half a window apart and the last flush with the far edge,
+// each resized to the model size and its probabilities resized back. Where windows overlap they
+// are blended, weighted by distance from the window's edge (1 at the edge, tile / 2 at the
+// centre): near its edge a window saw little of a pixel's surroundings. A query no larger than
+// a window gives what predict_probabilities of the query resized and resized back gives.
+inline std::vector<Image> predict_tiled(const Task& t, const Image& query, int64_t tile) {
+    if (tile < 1) throw Error("predict_tiled: tile of " + std::to_string(tile) + " pixels");
+    const int64_t H = query.height, W = query.width, th = std::min(tile, H), tw = std::min(tile, W);
+    std::vector<double> wy(static_cast<size_t>(th)), wx(static_cast<size_t>(tw));
+    for (int64_t i = 0; i < th; ++i) wy[size_t(i)] = double(std::min(i + 1, th - i));
+    for (int64_t i = 0; i < tw; ++i) wx[size_t(i)] = double(std::min(i + 1, tw - i));
+    std::vector<std::vector<double>> sum(t.values.size(), std::vector<double>(size_t(H * W), 0.0));
+    std::vector<double> weight(size_t(H * W), 0.0);
+    for (int64_t y0 : tile_starts(H, th, std::max<int64_t>(1, th / 2)))
+        for (int64_t x0 : tile_starts(W, tw, std::max<int64_t>(1, tw / 2))) {
+            const std::vector<Image> probs =
+                predict_probabilities(t, resize_bilinear(crop_image(query, y0, x0, th, tw), t.height, t.width));
+            for (size_t l = 0; l < probs.size(); ++l) {
+                const Image p = resize_bilinear(probs[l], th, tw);
+                for (int64_t y = 0; y < th; ++y)
+                    for (int64_t x = 0; x < tw; ++x)
+                        sum[l][size_t((y0 + y) * W + x0 + x)] += wy[size_t(y)] * wx[size_t(x)] * p.pixels[size_t(y * tw + x)];
+            }
+            for (int64_t y = 0; y < th; ++y)
+                for (int64_t x = 0; x < tw; ++x) weight[size_t((y0 + y) * W + x0 + x)] += wy[size_t(y)] * wx[size_t(x)];
+        }
+    std::vector<Image> out(t.values.size(), Image{H, W, std::vector<float>(size_t(H * W))});
+    for (size_t l = 0; l < out.size(); ++l)
+        for (size_t p = 0; p < weight.size(); ++p) out[l].pixels[p] = float(sum[l][p] / weight[p]);
+    return out;
+}
+
+// Each pixel takes the value whose probability is highest, if it exceeds `threshold`; else 0.
+inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_t>& values, double threshold) {
+    if (probs.empty() || probs.size() != values.size()) throw Error("label_map: probabilities and label values differ in count");
+    Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
+    for (size_t p = 0; p < out.pixels.size(); ++p) {
+        double best = threshold;
+        for (size_t l = 0; l < values.size(); ++l)
+            if (probs[l].pixels[p] > best) best = probs[l].pixels[p], out.pixels[p] = float(values[l]);
+    }
+    return out;
+}
+
+// Intensity evidence: the classical per-task classifier's view, a pixel's intensity alone.
+inline int64_t intensity_bin(double v) { return v > 0 ? (v < 1 ? int64_t(v * kIntensityBins) : kIntensityBins - 1) : 0; }
+
+// For one label value, per intensity bin of the prepared support images at their own size (their
+// samples, in [0, 1]): the log of how much more often the bin occurs under the label than
+// elsewhere (both histograms normalised, one pseudo-count per bin, so unseen bins say little).
+// Of the supports `from` (indices into the set).
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, const std::vector<int64_t>& from) {
+    std::vector<double> inside(size_t(kIntensityBins), 1.0), outside(size_t(kIntensityBins), 1.0);
+    for (int64_t i : from) {
+        const SupportSamples& s = set.samples[size_t(i)];
+        for (size_t p = 0; p < s.images.size(); ++p)
+            (s.labels[p] == float(value) ? inside : outside)[size_t(intensity_bin(s.images[p]))] += 1;
+    }
+    const double n_in = std::accumulate(inside.begin(), inside.end(), 0.0), n_out = std::accumulate(outside.begin(), outside.end(), 0.0);
+    std::vector<double> ratio(inside.size());
+    for (size_t b = 0; b < ratio.size(); ++b) ratio[b] = std::log(inside[b] / n_in) - std::log(outside[b] / n_out);
+    return ratio;
+}
+
+// ... of all the supports.
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value) {
+    std::vector<int64_t> all(size_t(set.size()));
+    std::iota(all.begin(), all.end(), int64_t(0));
+    return intensity_log_ratios(set, value, all);
+}
+
+// The label index whose calibrated logit (logit + weight * evidence + offset) is highest, and
+// that logit in `score`. All arrays hold one value per label.
+inline size_t top_label(const double* logits, const double* evidence, const std::vector<double>& weights,
+                        const std::vector<double>& offsets, double& score) {
+    size_t best = 0;
+    score = -INFINITY;
+    for (size_t l = 0; l < offsets.size(); ++l) {
+        const double z = logits[l] + weights[l] * evidence[l] + offsets[l];
+        if (z > score) score = z, best = l;
+    }
+    return best;
+}
+
+// The task's label map of probabilities from predict_probabilities (any size) and the prepared
+// (normalised) query at the same size, whose intensities are the evidence: each pixel takes the
+// value with the highest calibrated logit, if its calibrated probability exceeds `threshold`;
+// else 0. Without calibration, label_map(probs, values, threshold).
+inline Image label_map(const Task& t, const std::vector<Image>& probs, const Image& query, double threshold) {
+    const Task::Calibration& c = t.calibration;
+    if (c.offsets.empty()) return label_map(probs, t.values, threshold);
+    if (probs.size() != t.values.size()) throw Error("label_map: probabilities and label values differ in count");
+    if (query.pixels.size() != probs[0].pixels.size()) throw Error("label_map: the query and the probabilities differ in size");
+    Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
+    std::vector<double> z(probs.size()), e(probs.size());
+    for (size_t p = 0; p < out.pixels.size(); ++p) {
+        for (size_t l = 0; l < z.size(); ++l)
+            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(intensity_bin(query.pixels[p]))];
+        double score;
+        const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
+        if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
+    }
+    return out;
+}
+
+// sigmoid of the calibrated logit per label, in place: the probabilities label_map(t, ...) thresholds.
+inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, const Image& query) {
+    const Task::Calibration& c = t.calibration;
+    for (const Image& p : probs)
+        if (p.pixels.size() != query.pixels.size())
+            throw Error("calibrated_probabilities: the query and the probabilities differ in size");
+    for (size_t l = 0; l < c.offsets.size() && l < probs.size(); ++l)
+        for (size_t p = 0; p < probs[l].pixels.size(); ++p)
+            probs[l].pixels[p] = float(sigmoid(logit(probs[l].pixels[p]) + c.offsets[l] +
+                                               c.intensity_weights[l] * t.intensity[l][size_t(intensity_bin(query.pixels[p]))]));
+}
+
+}  // namespace universeg
