@@ -11,7 +11,7 @@
 //   model.forward(query, support_images, support_labels, B, S, H, W, logits.data());
 //   // probability = 1 / (1 + exp(-logit)); mask = logit > 0
 //
-// To segment image files with a folder of labelled examples, see universeg/segment.hpp (it
+// To segment image files with a folder of labelled examples, see universeg/segment/segment.hpp (it
 // also needs zlib and stb: CMake target universeg::io). Bad input throws universeg::Error with
 // a message naming the file, tensor or argument at fault.
 //
