@@ -8,6 +8,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -456,6 +458,95 @@ TEST_CASE("labelled folders become one task per label value shown in two or more
     for (float v : b.support_labels) CHECK((v == 0.0f || v == 1.0f));
     for (float v : b.support_images) CHECK((v >= 0.0f && v <= 1.0f));
     fs::remove_all(dir);
+}
+
+namespace {
+
+// An 8x8 pair NAME in DIR (images/ and labels/): a constant image of grey `grey` and a label
+// map holding value v in its top row for each v of `values`, one column per value.
+void write_pair(const std::filesystem::path& dir, const std::string& name, int grey, const std::vector<int>& values) {
+    std::vector<uint16_t> img(64, uint16_t(grey)), lab(64, 0);
+    img[63] = 255;  // not constant: normalisation keeps the grey apart
+    for (size_t k = 0; k < values.size(); ++k) lab[k] = uint16_t(values[k]);
+    save_png((dir / "images" / (name + ".png")).string(), img, 8, 8, 1, 8);
+    save_png((dir / "labels" / (name + ".png")).string(), lab, 8, 8, 1, 8);
+}
+
+}  // namespace
+
+TEST_CASE("multi-data-set sampling: folders drawn uniformly, label unions, a query's source never supports it") {
+    namespace fs = std::filesystem;
+    const fs::path root = fs::temp_directory_path() / "universeg_test_multi_folder";
+    fs::remove_all(root);
+    // "vol": three volumes of two slices each (sources.csv); value 1 in every slice, value 2 in
+    // volume 0 only (one source: no task), value 3 in one slice each of volumes 1 and 2.
+    // "flat": four images without sources.csv (each its own source), value 1 in all.
+    const fs::path vol = root / "vol", flat = root / "flat";
+    for (const fs::path& d : {vol, flat}) fs::create_directories(d / "images"), fs::create_directories(d / "labels");
+    std::string csv = "id,source,note\n";
+    for (int v = 0; v < 3; ++v)
+        for (int z = 0; z < 2; ++z) {
+            const std::string name = "v" + std::to_string(v) + "_z" + std::to_string(z);
+            std::vector<int> values{1};
+            if (v == 0) values.push_back(2);
+            if (v > 0 && z == 0) values.push_back(3);
+            write_pair(vol, name, 10 * (2 * v + z), values);
+            csv += name + ",volume" + std::to_string(v) + ".nii | labels" + std::to_string(v) + ".nii,slice " + std::to_string(z) + "\n";
+        }
+    std::ofstream(vol / "sources.csv") << csv;
+    for (int k = 0; k < 4; ++k) write_pair(flat, "f" + std::to_string(k), 100 + 10 * k, {1});
+
+    const FolderTasks d = load_folder_tasks({vol.string(), flat.string()}, 8);
+    REQUIRE(d.images.size() == 10);
+    // Slices of one volume share a source; the flat folder's images have one each.
+    CHECK(d.sources[0] == d.sources[1]);
+    CHECK(d.sources[2] == d.sources[3]);
+    CHECK(d.sources[0] != d.sources[2]);
+    std::set<int64_t> flat_sources(d.sources.begin() + 6, d.sources.end());
+    CHECK(flat_sources.size() == 4);
+    CHECK(flat_sources.count(d.sources[0]) == 0);
+    REQUIRE(d.tasks.size() == 3);
+    CHECK((d.tasks[0].value == 1 && d.tasks[1].value == 3 && d.tasks[2].value == 1));
+    CHECK(d.tasks[1].images == std::vector<int64_t>{2, 4});
+
+    // Folders are drawn uniformly, not labels (which would give "vol" two thirds of the draws);
+    // "vol" draws its union {1, 3} half the time.
+    int64_t from_vol = 0, unions = 0, value3 = 0, repeats = 0;
+    const int64_t draws = 2000, S = 5;
+    for (int64_t k = 0; k < draws; ++k) {
+        Rng rng(seed_from({17, uint64_t(k)}));
+        const FolderDraw t = draw_folder_task(d, rng, S);
+        Rng again(seed_from({17, uint64_t(k)}));
+        const FolderDraw u = draw_folder_task(d, again, S);
+        REQUIRE((t.values == u.values && t.query == u.query && t.supports == u.supports));
+        REQUIRE(int64_t(t.supports.size()) == S);
+        const bool in_vol = t.query < 6;
+        from_vol += in_vol;
+        unions += t.values.size() == 2;
+        value3 += t.values == std::vector<int64_t>{3};
+        if (t.values.size() == 2) CHECK(t.values == std::vector<int64_t>{1, 3});
+        for (int64_t i : t.supports) {
+            CHECK(d.sources[size_t(i)] != d.sources[size_t(t.query)]);
+            CHECK((i < 6) == in_vol);
+        }
+        if (t.values == std::vector<int64_t>{3}) CHECK(t.supports == std::vector<int64_t>(5, t.query == 2 ? 4 : 2));
+        // The flat folder has 3 candidates for 5 supports: the first 3 differ.
+        if (!in_vol) repeats += t.supports[0] == t.supports[1] || t.supports[0] == t.supports[2] || t.supports[1] == t.supports[2];
+    }
+    CHECK(from_vol > draws * 45 / 100);
+    CHECK(from_vol < draws * 55 / 100);
+    CHECK(unions > from_vol * 45 / 100);
+    CHECK(unions < from_vol * 55 / 100);
+    CHECK(value3 > 0);
+    CHECK(repeats == 0);
+
+    // Batches: binary labels, reproducible from (seed, step), other steps other tasks.
+    const Batch b = folder_batch(d, 3, 7, 2, 4), b2 = folder_batch(d, 3, 7, 2, 4), b3 = folder_batch(d, 3, 8, 2, 4);
+    CHECK(b.support_images == b2.support_images);
+    CHECK(b.query_labels == b2.query_labels);
+    CHECK(b.support_images != b3.support_images);
+    for (float v : b.support_labels) CHECK((v == 0.0f || v == 1.0f));
+    fs::remove_all(root);
 }
 
 TEST_CASE("the moving average of the weights starts at the weights and follows them") {

@@ -40,10 +40,13 @@ const char* kTrainUsage =
     "  --size N                image size, a multiple of 2^(blocks-1) (default 64)\n"
     "  --final-size N          train the last --final-steps K steps at this size instead (e.g. 64\n"
     "                          for speed, then 128 where the model is used); held-out at this size\n"
-    "  --mix-size N            with --mix-fraction P: a random share P of the steps uses size N\n"
-    "                          instead (e.g. 64: four times cheaper steps, more tasks per hour)\n"
+    "  --mix-size N            with --mix-fraction P: a random share P of the synthetic steps uses\n"
+    "                          size N instead (e.g. 64: four times cheaper steps, more tasks per hour)\n"
     "  --synthetic             train on synthetic tasks (the default without --data)\n"
-    "  --data DIR[,DIR...]     labelled folders (DIR/images, DIR/labels); each label value is a task\n"
+    "  --data DIR[,DIR...]     labelled folders (DIR/images, DIR/labels), one per data set: each step\n"
+    "                          draws a folder, then a label value or the union of its values; pairs\n"
+    "                          of one source in DIR/sources.csv (a volume's slices) never support\n"
+    "                          each other\n"
     "  --real-fraction P       share of steps on --data tasks when --synthetic is also given (0.5)\n"
     "  --lr X                  peak learning rate (1e-3); --warmup N steps (500); cosine down to\n"
     "  --min-lr-ratio R        lr * R at the last step (0.05)\n"
@@ -60,6 +63,7 @@ const char* kTrainUsage =
     "                          on top of a finished run; use another --seed for new tasks\n"
     "  --checkpoint PATH       checkpoint file (default OUT with .ckpt.safetensors)\n"
     "  --checkpoint-every N    steps between checkpoints (500)\n"
+    "  --keep-every N          also keep the weights of every N-th step as OUT-stepN.safetensors (0 = off)\n"
     "  --log PATH              CSV log (default OUT with .log.csv); --chart PATH SVG (OUT .svg)\n"
     "  --log-every N           steps per log row (50)\n"
     "  --eval-every N          steps between held-out evaluations (1000)\n"
@@ -269,7 +273,7 @@ int cmd_train(int argc, char** argv) {
            {"--out", "--config", "--steps", "--support-size", "--support-min", "--batch", "--size", "--final-size", "--final-steps", "--mix-size",
             "--mix-fraction", "--data",
             "--real-fraction", "--lr", "--warmup", "--min-lr-ratio", "--weight-decay", "--clip", "--loss", "--ema", "--seed",
-            "--threads", "--resume", "--init", "--checkpoint", "--checkpoint-every", "--log", "--chart", "--log-every",
+            "--threads", "--resume", "--init", "--checkpoint", "--checkpoint-every", "--keep-every", "--log", "--chart", "--log-every",
             "--eval-every", "--eval-tasks", "--eval-support", "--eval-queries"},
            {"--synthetic", "--eval-only"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
@@ -301,6 +305,7 @@ int cmd_train(int argc, char** argv) {
     const int64_t mix_size = a.get_int("--mix-size", size, 8, 1024);
     const double mix_fraction = a.get_double("--mix-fraction", 0.0, 0, 1);
     const int64_t ckpt_every = a.get_int("--checkpoint-every", 500, 1, int64_t(1) << 40);
+    const int64_t keep_every = a.get_int("--keep-every", 0, 0, int64_t(1) << 40);
     const int64_t log_every = a.get_int("--log-every", 50, 1, int64_t(1) << 40);
     const int64_t eval_every = a.get_int("--eval-every", 1000, 1, int64_t(1) << 40);
     const int64_t eval_tasks = a.get_int("--eval-tasks", 24, eval_only ? 1 : 0, 10000);
@@ -343,7 +348,7 @@ int cmd_train(int argc, char** argv) {
     const int64_t switch_step = opt.steps - final_steps;  // steps from here on use final_size
     std::map<int64_t, universeg::FolderTasks> folders;   // by size
     if (!data_dirs.empty()) {
-        for (int64_t s : {size, final_size, mix_size})
+        for (int64_t s : {size, final_size})
             if (!folders.count(s)) folders[s] = universeg::load_folder_tasks(data_dirs, s);
         const universeg::FolderTasks& f = folders.begin()->second;
         std::printf("data: %zu images, %zu tasks from %zu folders\n", f.images.size(), f.tasks.size(), data_dirs.size());
@@ -372,11 +377,14 @@ int cmd_train(int argc, char** argv) {
                                                       {"universeg_config", st.config.to_string()},
                                                       {"step", std::to_string(st.step)}};
         universeg::save_safetensors(ckpt_path, ck, meta);
-        universeg::save_safetensors(out, universeg::weights_dict(st, true),
-                                    {{"universeg_config", st.config.to_string()}, {"step", std::to_string(st.step)},
-                                     {"weights", st.ema.empty() ? "raw" : "moving average"},
-                                     {"image_size", std::to_string(final_size)},
-                                     {"trainer", "universeg train (this project)"}});
+        const std::map<std::string, std::string> weights_meta{
+            {"universeg_config", st.config.to_string()}, {"step", std::to_string(st.step)},
+            {"weights", st.ema.empty() ? "raw" : "moving average"}, {"image_size", std::to_string(final_size)},
+            {"trainer", "universeg train (this project)"}};
+        universeg::save_safetensors(out, universeg::weights_dict(st, true), weights_meta);
+        if (keep_every && st.step % keep_every == 0)
+            universeg::save_safetensors(with_suffix(out, "-step" + std::to_string(st.step) + ".safetensors"),
+                                        universeg::weights_dict(st, true), weights_meta);
         write_log(log_path, rows);
         write_chart(chart_path, rows, "UniverSeg training " + st.config.to_string());
         std::printf("%s checkpoint at step %lld -> %s\n", final ? "final" : "saved", (long long)st.step, ckpt_path.c_str());
@@ -416,7 +424,8 @@ int cmd_train(int argc, char** argv) {
         const int64_t S = S_min + pick.below(S_max - S_min + 1);
         const bool real = pick.uniform() < real_fraction;
         const bool mixed = pick.uniform() < mix_fraction;  // drawn last: S and real do not depend on it
-        const int64_t n = mixed ? mix_size : step < switch_step ? size : final_size;
+        // Real tasks keep the size: their finest structures (vessels a pixel wide) do not survive halving.
+        const int64_t n = mixed && !real ? mix_size : step < switch_step ? size : final_size;
         const universeg::Batch batch = real ? universeg::folder_batch(folders.at(n), st.seed, step, B, S)
                                             : universeg::synthetic_batch(st.seed, step, B, S, n);
         const universeg::StepResult r = universeg::train_step(st, batch, opt, ws);
@@ -467,14 +476,21 @@ int cmd_finetune(int argc, char** argv) {
     const int64_t n = int64_t(data.images.size());
     if (n < 3) throw Error(dir + ": fine-tuning needs at least 3 labelled images (some are held out), found " + std::to_string(n));
 
-    // Held-out split: a seeded shuffle, at least one image out and two in.
+    // Held-out split: a seeded shuffle, at least one image out and (without sources.csv) two in.
     std::vector<int64_t> order(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
     universeg::Rng rng(universeg::seed_from({seed, 0x5B117ull}));
     for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(rng.below(i + 1))]);
     const int64_t n_out = std::min(n - 2, std::max<int64_t>(1, int64_t(std::lround(holdout * double(n)))));
+    // A held-out image takes the other images of its source (the slices of its volume) along,
+    // so that no held-out query is predicted from its neighbours.
     std::vector<bool> held(size_t(n), false);
-    for (int64_t i = 0; i < n_out; ++i) held[size_t(order[size_t(i)])] = true;
+    int64_t n_held = 0;
+    for (int64_t k = 0; k < n && n_held < n_out; ++k) {
+        const int64_t source = data.sources[size_t(order[size_t(k)])];
+        for (int64_t i = 0; i < n; ++i)
+            if (!held[size_t(i)] && data.sources[size_t(i)] == source) held[size_t(i)] = true, ++n_held;
+    }
 
     universeg::FolderTasks train = data;
     train.tasks.clear();
@@ -483,9 +499,9 @@ int cmd_finetune(int argc, char** argv) {
         u.images.clear();
         for (int64_t i : t.images)
             if (!held[size_t(i)]) u.images.push_back(i);
-        if (u.images.size() >= 2) train.tasks.push_back(u);
+        if (universeg::spans_two_sources(data, u.images)) train.tasks.push_back(u);
     }
-    if (train.tasks.empty()) throw Error(dir + ": no label value appears in two or more of the training images");
+    if (train.tasks.empty()) throw Error(dir + ": no label value appears in training images of two or more sources");
 
     // Held-out evaluation: every task, every held-out image showing its label, supports = the
     // first eval_S training images showing it (a fixed choice, the same before and after).
@@ -514,7 +530,7 @@ int cmd_finetune(int argc, char** argv) {
         return total.dice / double(total.count);
     };
 
-    std::printf("%s: %lld images (%lld held out), %zu tasks; model %s\n", dir.c_str(), (long long)n, (long long)n_out,
+    std::printf("%s: %lld images (%lld held out), %zu tasks; model %s\n", dir.c_str(), (long long)n, (long long)n_held,
                 train.tasks.size(), st.config.to_string().c_str());
     double base = 0;
     std::string detail;
