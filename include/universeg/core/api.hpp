@@ -11,7 +11,6 @@
 // functions in the two modes. UNIVERSEG_WITH_IMPLEMENTATION is 1 where their bodies are compiled.
 #pragma once
 
-#include "api.hpp"
 #if defined(UNIVERSEG_IMPLEMENTATION) && defined(UNIVERSEG_API_ONLY)
 #error "define UNIVERSEG_IMPLEMENTATION in one translation unit and UNIVERSEG_API_ONLY in the others, not both"
 #endif
