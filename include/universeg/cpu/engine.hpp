@@ -1,31 +1,17 @@
 // universeg/cpu/engine.hpp - the CPU forward pass behind Model::forward: one schedule over one
-// memory plan.
+// memory plan. The same function as the reference forward (core/reference.hpp), computed by the
+// split algebra: the cross conv has no activation, so its target half ZT is computed once per
+// query and the new target needs only the mean of the supports' half.
 //
 //   model.forward(query, images, labels, B, S, H, W, logits);            // fp32, best kernels
 //   model.forward(..., logits, engine::Options{Precision::bf16});         // or a memory bound
 //   engine::Workspace ws;  engine::forward(model, ws, ..., logits, opt);  // per-call state of one's own
 //
-// The same function as the reference forward (core/reference.hpp), computed differently; the
-// reasoning and the measurements behind each choice are in docs/engine.md.
-//
-// Exact algebra. The cross conv has no activation, so Z_i = conv(W, [T; V_i]) + b =
-// ZT + conv(W_V, V_i) with ZT = conv(W_T, T) + b computed once per query, and the new target
-// needs only mean_i Z_i = ZT + conv(W_V, mean_i V_i). The last block's support outputs are
-// never used, so that block needs only the mean of its support inputs.
-//
-// Schedule. Per query, block by block: the block's target path (three convolutions on one
-// image), then its support path, the supports in groups of G, each group's outputs added to
-// the block's means in support order. G is all the supports unless Options::max_memory_mb
-// asks for less; a group then recomputes its inputs to block j from the supports through
-// blocks 0 .. j-1, which costs time but not memory. Every image meets the same kernels and
-// every mean is summed in the same order whatever G and the thread count: the logits are
-// bit-identical.
-//
-// Memory. make_plan() sizes every buffer of that schedule once, from the network, the image
-// size, G and the thread count, in one arena (a Workspace); the memory bound counts exactly
-// the plan and the packed weights. Layout: NHWC, a zero border, channels padded to 16
-// (cpu/simd.hpp), so the kernels vectorise over channels and never test bounds. The support
-// convolution runs in bands of rows whose outputs are pooled and averaged while in cache.
+// Per query, block by block (QueryPass): the block's target path, then its support path with
+// the supports in groups of G (all of them unless Options::max_memory_mb asks for less),
+// summed into the block's means in support order. make_plan sizes every buffer of that once;
+// the logits are bit-identical whatever G and the thread count. The design and the measurements
+// behind it: docs/engine.md.
 #pragma once
 
 #include "../core/api.hpp"

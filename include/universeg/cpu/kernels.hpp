@@ -322,60 +322,46 @@ inline std::vector<uint16_t> pack_winograd_bf16(const std::vector<float>& w, int
     __attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
 #define UNIVERSEG_TARGET_AMX \
     __attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
+// A target region: every function defined between PUSH and POP is compiled for `t`.
+#define UNIVERSEG_PRAGMA_STRING(x) _Pragma(#x)
+#if defined(__clang__)
+#define UNIVERSEG_TARGET_PUSH(t) UNIVERSEG_PRAGMA_STRING(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define UNIVERSEG_TARGET_POP _Pragma("clang attribute pop")
+#else
+#define UNIVERSEG_TARGET_PUSH(t) _Pragma("GCC push_options") UNIVERSEG_PRAGMA_STRING(GCC target(t))
+#define UNIVERSEG_TARGET_POP _Pragma("GCC pop_options")
+#endif
+
+// simd.hpp undefines UNIVERSEG_SIMD_NS and UNIVERSEG_SIMD_KIND at its end.
 #if defined(UNIVERSEG_X86_KERNELS)
 #define UNIVERSEG_SIMD_NS sse2
 #define UNIVERSEG_SIMD_KIND 2
 #include "simd.hpp"
-#undef UNIVERSEG_SIMD_NS
-#undef UNIVERSEG_SIMD_KIND
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+UNIVERSEG_TARGET_PUSH("avx2,fma")
 #define UNIVERSEG_SIMD_NS avx2
 #define UNIVERSEG_SIMD_KIND 3
 #include "simd.hpp"
-#undef UNIVERSEG_SIMD_NS
-#undef UNIVERSEG_SIMD_KIND
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+UNIVERSEG_TARGET_POP
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma")
-#endif
+UNIVERSEG_TARGET_PUSH("avx512f,avx512cd,avx512dq,avx512bw,avx512vl,fma")
 #define UNIVERSEG_SIMD_NS avx512
 #define UNIVERSEG_SIMD_KIND 4
 #include "simd.hpp"
-#undef UNIVERSEG_SIMD_NS
-#undef UNIVERSEG_SIMD_KIND
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+UNIVERSEG_TARGET_POP
 
 #elif defined(UNIVERSEG_NEON_KERNELS)
 #define UNIVERSEG_SIMD_NS neon
 #define UNIVERSEG_SIMD_KIND 1
 #include "simd.hpp"
-#undef UNIVERSEG_SIMD_NS
-#undef UNIVERSEG_SIMD_KIND
 #else
 #define UNIVERSEG_SIMD_NS scalar
 #define UNIVERSEG_SIMD_KIND 0
 #include "simd.hpp"
-#undef UNIVERSEG_SIMD_NS
-#undef UNIVERSEG_SIMD_KIND
 #endif
+#undef UNIVERSEG_TARGET_PUSH
+#undef UNIVERSEG_TARGET_POP
+#undef UNIVERSEG_PRAGMA_STRING
 #undef UNIVERSEG_TARGET_BF16
 #undef UNIVERSEG_TARGET_AMX
 

@@ -822,3 +822,6 @@ inline Table make_table(const char* name, Isa isa) {
 }  // namespace UNIVERSEG_SIMD_NS
 }  // namespace kernels
 }  // namespace universeg
+
+#undef UNIVERSEG_SIMD_NS
+#undef UNIVERSEG_SIMD_KIND
