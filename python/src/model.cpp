@@ -53,8 +53,8 @@ std::optional<std::pair<long long, long long>> image_size(const std::map<std::st
     return std::make_pair(h, w);
 }
 
-py::array_t<float> call(const LoadedModel& self, py::handle query, py::handle support_images,
-                        py::handle support_labels, const std::string& precision, std::optional<int> threads,
+py::array_t<float> call(const LoadedModel& self, const py::object& query, const py::object& support_images,
+                        const py::object& support_labels, const std::string& precision, std::optional<int> threads,
                         std::optional<double> max_memory) {
     universeg::engine::Options options;
     if (precision == "bf16")
@@ -97,7 +97,8 @@ Call it as the official PyTorch model:
     logits = model(query, support_images, support_labels)
 
 query (B,1,H,W), support_images and support_labels (B,S,1,H,W): images in [0,1], labels 0/1.
-Returns the logits (B,1,H,W) as a float32 numpy array; probability = 1 / (1 + exp(-logits)).
+Returns the logits (B,1,H,W) as a float32 numpy array; probability = sigmoid(logits), in numpy
+0.5 + 0.5 * numpy.tanh(0.5 * logits).
 A model may be called from several Python threads at once.)doc";
 
 constexpr const char* kCallDoc = R"doc(The logits (B,1,H,W), float32, for a batch of queries and their support sets.
