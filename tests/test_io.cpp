@@ -1282,7 +1282,7 @@ TEST_CASE("NIfTI: slices under the image limits, gzip sizes checked before infla
     CHECK_THAT(error_of([&] { load_nifti(dir / "v.nii"); }), Contains(dir / "v.nii") && Contains("axis 0 (30x5 pixels)"));
 }
 
-TEST_CASE("readers report running out of memory with the file and the size asked (issue 38)", "[hardening]") {
+TEST_CASE("readers report running out of memory with the file and the size asked (issue 38)", "[hardening][oom]") {
     // More elements than std::vector can hold: refused by its length check.
     CHECK_THAT(error_of([] { detail::allocate<float>(uint64_t(1) << 61, "huge.nii"); }),
                Contains("huge.nii: out of memory: cannot allocate 9223372036854775808 bytes"));

@@ -4,6 +4,7 @@
 // width, both epilogues, and every convolution shape of the v1 model; and the trainer's GEMM
 // against a double-precision product and inside the im2col convolutions.
 #include <catch2/catch.hpp>
+#include <universeg/cpu/engine.hpp>
 #include <universeg/cpu/kernels.hpp>
 #include <universeg/core/ops.hpp>
 
