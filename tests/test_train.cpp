@@ -1,6 +1,8 @@
 // The trainer: whole-model gradients against finite differences, the split CrossConv algebra
-// against the materialised one, losses, the optimiser, determinism and exact resume.
-#include <catch2/catch.hpp>
+// against the materialised one, losses, the optimiser, determinism and exact resume; a step as
+// the sum of its tasks' gradients.
+#include "test_util.hpp"
+
 #include <universeg/train/folder_tasks.hpp>
 #include <universeg/io/weights.hpp>
 #include <universeg/train/synth.hpp>
@@ -19,6 +21,7 @@
 #include <vector>
 
 using namespace universeg;
+using test::same_bits;
 
 namespace {
 
@@ -319,6 +322,50 @@ TEST_CASE("resuming from a safetensors checkpoint continues bit for bit") {
     CHECK(fresh.step == 0);
     CHECK(fresh.params == straight.params);
     CHECK(fresh.m == std::vector<float>(fresh.m.size(), 0.0f));
+}
+
+namespace {
+
+// The step train_step took before it summed per-task gradients: one forward and one backward
+// of the whole batch.
+StepResult batched_step(TrainState& s, const Batch& b, const TrainOptions& o, TrainWorkspace& ws) {
+    const FlushSubnormals flush;
+    reference_forward(s.config, s.layout, s.params.data(), b.query.data(), b.support_images.data(), b.support_labels.data(),
+                      b.B, b.S, b.H, b.W, ws.act, true, ws.gemm_kernels);
+    ws.dlogits.resize(ws.act.logits.size());
+    const double loss = loss_and_grad(ws.act.logits.data(), b.query_labels.data(), b.B, b.H * b.W, o.loss, ws.dlogits.data());
+    ws.grad.assign(s.params.size(), 0.0f);
+    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data(), true, ws.gemm_kernels);
+    return apply_gradient(s, ws.grad, loss, o);
+}
+
+}  // namespace
+
+TEST_CASE("a step's gradient is the sum of its tasks': one task as before, bit for bit; several within rounding") {
+    TrainOptions o = small_options();
+    o.clip = 0;  // ws.grad is then the gradient itself
+    for (int64_t B : {1, 3}) {
+        INFO("batch " << B);
+        TrainState a = init_train_state(tiny_config(), 41), b = a;
+        TrainWorkspace wa, wb;
+        for (int k = 0; k < 3; ++k) {
+            const Batch batch = synthetic_batch(a.seed, a.step, B, 3, 16);
+            const StepResult ra = train_step(a, batch, o, wa), rb = batched_step(b, batch, o, wb);
+            double scale = 0, worst = 0;
+            for (size_t i = 0; i < wa.grad.size(); ++i)
+                scale = std::max(scale, double(std::abs(wb.grad[i]))), worst = std::max(worst, double(std::abs(wa.grad[i] - wb.grad[i])));
+            REQUIRE(scale > 0);
+            if (B == 1) {
+                REQUIRE(same_bits(wa.grad, wb.grad));
+                REQUIRE(ra.loss == rb.loss);
+                REQUIRE(same_bits(a.params, b.params));
+            } else {
+                CHECK(worst <= 1e-5 * scale);
+                CHECK(ra.loss == Approx(rb.loss).epsilon(1e-12));
+                b = a;  // compare the next step's gradients at the same weights
+            }
+        }
+    }
 }
 
 TEST_CASE("synthetic images are in [0,1], min-max normalised, labels binary, target present") {
