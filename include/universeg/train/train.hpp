@@ -23,7 +23,7 @@
 // norm are summed sequentially, and the data for a step is a function of (seed, step): a run
 // is reproducible bit for bit, and a resumed run continues exactly. A step of B tasks sums the
 // gradients of its tasks, each computed alone, in task order (task_gradient): the same sums
-// whether one process computes them all or several share them.
+// whether one process computes them all or several share them (distributed.hpp).
 #pragma once
 
 #include "../core/api.hpp"
@@ -324,7 +324,8 @@ UNIVERSEG_OMP(parallel)
 struct TrainWorkspace {
     Activations<float> act;
     std::vector<float> grad, dlogits;
-    std::vector<float> task_grad;  // one task's gradient
+    std::vector<float> task_grad;  // one task's gradient, or this rank's tasks' (distributed.hpp)
+    std::vector<float> gathered;   // every rank's tasks' gradients (distributed.hpp)
     // The convolutions' GEMM: the best kernels this CPU runs (UNIVERSEG_ARCH caps them).
     const kernels::Table* gemm_kernels = &kernels::select();
 };
@@ -337,7 +338,7 @@ struct StepResult {
 // (s.params.size() floats, overwritten) and its loss returned, both divided by B, the step's
 // batch size, whose mean loss is the sum of these. A step's gradient is the sum over its tasks,
 // in task order, of these: it depends on nothing but the task, whichever process computes it,
-// so that processes sharing a step's tasks can repeat one process bit for bit.
+// so that data-parallel training (distributed.hpp) repeats one process bit for bit.
 inline double task_gradient(const TrainState& s, const Batch& batch, int64_t t, int64_t B, const TrainOptions& o,
                             TrainWorkspace& ws, float* grad) {
     const int64_t HW = batch.H * batch.W, S = batch.S;
