@@ -1294,6 +1294,25 @@ TEST_CASE("train: checkpoints, log and chart; --init starts a new run from train
     REQUIRE(!fs::exists(dir / "d.safetensors"));
 }
 
+#ifndef UNIVERSEG_MPIEXEC
+// Started by mpirun or srun as one of several processes, a build without MPI would train N
+// times over, each process writing the same files: it refuses (tests/test_mpi.cpp: the MPI build).
+TEST_CASE("train and finetune refuse to run as one of several processes in a build without MPI", "[cli]") {
+    TempDir dir("clinompi");
+    for (const char* env : {"OMPI_COMM_WORLD_SIZE=2", "PMI_SIZE=4"}) {
+        const Run r = cli(dir, "train --threads 1 --size 16 --steps 2 --out '" + dir / "a.safetensors" + "'", env);
+        REQUIRE(r.rc == 1);
+        REQUIRE(contains(r.err, "this build has no MPI support"));
+        REQUIRE(contains(r.err, "-DUNIVERSEG_MPI=ON"));
+        REQUIRE(cli(dir, "finetune --weights '" + kWeights + "' --support '" + dir.path.string() + "' --steps 0", env).rc == 1);
+    }
+    REQUIRE(!fs::exists(dir / "a.safetensors"));
+    // One process is one process.
+    REQUIRE(cli(dir, "train --threads 1 --size 16 --config '[8,8]' --support-size 2 --eval-tasks 0 --steps 2 --out '" +
+                         dir / "a.safetensors" + "'", "OMPI_COMM_WORLD_SIZE=1").rc == 0);
+}
+#endif
+
 TEST_CASE("info, bench and bench-chart", "[cli]") {
     TempDir dir("cliinfo");
     // The architectures and v1's parameter count as the reference model and the paper give them.
