@@ -1687,7 +1687,7 @@ TEST_CASE("segment in shards with a saved task writes what one run writes, byte 
     r = cli(dir, base + "--save-task '" + dir / "support/images/s1.png" + "'");  // not over a file that is not a task
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "is not a task file"));
-    for (const char* shard : {"0/3", "4/3", "1/0", "x", "1/3/", "-1/3"}) {
+    for (const char* shard : {"0/3", "4/3", "1/0", "x", "1/3/", "-1/3", "1/+3", "2"}) {
         r = cli(dir, base + "--shard " + shard + " --out '" + dir / "refused" + "'" + q);
         REQUIRE(r.rc == 1);
         REQUIRE(contains(r.err, "--shard must be K/N"));

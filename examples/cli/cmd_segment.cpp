@@ -187,7 +187,7 @@ Shard parse_shard(const std::string& text) {
     Shard s;
     char* end = nullptr;
     s.k = std::strtoll(text.c_str(), &end, 10);
-    const bool slash = *end == '/';
+    const bool slash = *end == '/' && std::isdigit(uint8_t(end[1]));  // digits only: no signs or spaces
     if (slash) s.n = std::strtoll(end + 1, &end, 10);
     if (text.empty() || !std::isdigit(uint8_t(text[0])) || !slash || *end || s.n < 1 || s.n > 1000000 || s.k < 1 || s.k > s.n)
         throw Error("--shard must be K/N with 1 <= K <= N <= 1000000 (e.g. 2/8), got '" + text + "'");
