@@ -902,6 +902,52 @@ TEST_CASE("Segmenter: supports in memory as from folders, arrays, one Segmenter 
     REQUIRE(sa.probabilities[0].voxels.size() == q.voxels.size());
 }
 
+TEST_CASE("Segmenter: what calibration decided, given back, segments alike without calibrating", "[segment]") {
+    const OneThread one;
+    // Five examples, every one at least twice the model size: --tile auto compares windows.
+    Support support;
+    for (int i = 0; i < 5; ++i) {
+        Image lab{40 + 4 * i, 48, {}};
+        for (uint8_t v : label_pattern(40 + 4 * i, 48, i)) lab.pixels.push_back(float(v));
+        support.add(pattern_image(40 + 4 * i, 48, i), lab, "pair " + std::to_string(i));
+    }
+    SegmenterOptions opt;
+    opt.size = {16, 16};
+    opt.flips = 1;
+    opt.tile = kTileAuto;
+    const auto shared = std::make_shared<const Model>(model());
+    const Segmenter a(shared, PreparedSupport(support, opt));
+    const Segmenter::Calibrated c = a.calibrated();
+    REQUIRE(c.calibration.offsets.size() == 2);
+    REQUIRE(c.tile_choice.compared);
+    REQUIRE(c.windows == (a.tile() > 0));
+    const Segmenter b(shared, PreparedSupport(support, opt), c);
+    REQUIRE(b.tile() == a.tile());
+    REQUIRE(b.task().calibration.offsets == c.calibration.offsets);
+    const Image q = pattern_image(37, 45, 9);
+    const Segmentation sa = a.segment(q), sb = b.segment(q);
+    REQUIRE(sb.labels.pixels == sa.labels.pixels);
+    REQUIRE(sb.probabilities[1].pixels == sa.probabilities[1].pixels);
+    // The record decides: the other choice of windows is taken as given.
+    Segmenter::Calibrated other = c;
+    other.windows = !c.windows;
+    REQUIRE(Segmenter(shared, PreparedSupport(support, opt), other).tile() == (c.windows ? 0 : 16));
+
+    // Records that cannot be of this support and options.
+    Segmenter::Calibrated wrong = c;
+    wrong.calibration.offsets.push_back(0), wrong.calibration.intensity_weights.push_back(0);
+    CHECK_THAT(error_of([&] { Segmenter(shared, PreparedSupport(support, opt), wrong); }), Contains("3 label offsets for 2 labels"));
+    CHECK_THAT(error_of([&] { Segmenter(shared, PreparedSupport(support, opt), Segmenter::Calibrated{}); }),
+               Contains("it holds no calibration, and this task calibrates"));
+    SegmenterOptions whole = opt;
+    whole.tile = 0;
+    Segmenter::Calibrated windows = c;
+    windows.windows = true;
+    CHECK_THAT(error_of([&] { Segmenter(shared, PreparedSupport(support, whole), windows); }), Contains("it chose windows"));
+    whole.calibrate = false;
+    CHECK_THAT(error_of([&] { Segmenter(shared, PreparedSupport(support, whole), c); }), Contains("this task has none"));
+}
+
 TEST_CASE("Segmenter: the model size from the weights, options and supports checked with clear errors", "[segment]") {
     TempDir dir("segapi_err");
     save_safetensors(dir / "w.safetensors", model().state_dict(), {{"image_size", "24x20"}});
@@ -1294,6 +1340,25 @@ TEST_CASE("train: checkpoints, log and chart; --init starts a new run from train
     REQUIRE(!fs::exists(dir / "d.safetensors"));
 }
 
+#ifndef UNIVERSEG_MPIEXEC
+// Started by mpirun or srun as one of several processes, a build without MPI would train N
+// times over, each process writing the same files: it refuses (tests/test_mpi.cpp: the MPI build).
+TEST_CASE("train and finetune refuse to run as one of several processes in a build without MPI", "[cli]") {
+    TempDir dir("clinompi");
+    for (const char* env : {"OMPI_COMM_WORLD_SIZE=2", "PMI_SIZE=4"}) {
+        const Run r = cli(dir, "train --threads 1 --size 16 --steps 2 --out '" + dir / "a.safetensors" + "'", env);
+        REQUIRE(r.rc == 1);
+        REQUIRE(contains(r.err, "this build has no MPI support"));
+        REQUIRE(contains(r.err, "-DUNIVERSEG_MPI=ON"));
+        REQUIRE(cli(dir, "finetune --weights '" + kWeights + "' --support '" + dir.path.string() + "' --steps 0", env).rc == 1);
+    }
+    REQUIRE(!fs::exists(dir / "a.safetensors"));
+    // One process is one process.
+    REQUIRE(cli(dir, "train --threads 1 --size 16 --config '[8,8]' --support-size 2 --eval-tasks 0 --steps 2 --out '" +
+                         dir / "a.safetensors" + "'", "OMPI_COMM_WORLD_SIZE=1").rc == 0);
+}
+#endif
+
 TEST_CASE("info, bench and bench-chart", "[cli]") {
     TempDir dir("cliinfo");
     // The architectures and v1's parameter count as the reference model and the paper give them.
@@ -1532,6 +1597,102 @@ TEST_CASE("eval: Dice and IoU per label and image, CSV", "[cli]") {
     REQUIRE(contains(bad.err, "c.png"));
     REQUIRE(contains(bad.err, "d.png"));
     REQUIRE(contains(bad.out, "label 1: dice 0.8000"));  // the others are still scored
+}
+
+TEST_CASE("segment in shards with a saved task writes what one run writes, byte for byte; eval --merge", "[cli]") {
+    TempDir dir("clishard");
+    make_2d_fixture(dir);
+    fs::remove(dir / "queries/bad.png");
+    fs::remove(dir / "queries/notes.txt");
+    // Ten queries: five images and the five examples, whose label maps are the ground truth. (A
+    // saved --tile auto choice: "Segmenter: what calibration decided...", without the cost of
+    // windows here.)
+    const std::string base = "segment --weights '" + kWeights + "' --size 16 --flips 1 --support '" + dir / "support" + "' ";
+    const std::string q = " '" + dir / "queries" + "' '" + dir / "support/images" + "'";
+    const std::string outputs = "--overlay --probabilities png ";
+    REQUIRE(cli(dir, base + outputs + "--out '" + dir / "one" + "'" + q).rc == 0);
+
+    const std::string task = dir / "task.txt";
+    Run r = cli(dir, base + "--save-task '" + task + "'");  // no queries, no --out: calibrate, save, stop
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "saved the task's calibration to"));
+    REQUIRE(slurp(task).rfind("universeg task 1\n", 0) == 0);
+    std::set<std::string> all;
+    for (int k = 1; k <= 3; ++k) {
+        const std::string out = dir / ("shard" + std::to_string(k));
+        r = cli(dir, base + outputs + "--task '" + task + "' --shard " + std::to_string(k) + "/3 --out '" + out + "'" + q);
+        REQUIRE(r.rc == 0);
+        REQUIRE(contains(r.out, "as saved in " + task));
+        REQUIRE(contains(r.out, "of shard " + std::to_string(k) + "/3 (10 in all)"));
+        for (const std::string& f : names_in(out)) {
+            REQUIRE(all.insert(f).second);  // no query in two shards
+            REQUIRE(read_file(out + "/" + f) == read_file(dir / ("one/" + f)));
+        }
+    }
+    REQUIRE(all == names_in(dir / "one"));
+    // Shards with nothing to do: more shards than queries.
+    r = cli(dir, base + "--task '" + task + "' --shard 12/12 --out '" + dir / "empty" + "'" + q);
+    REQUIRE(r.rc == 0);
+    REQUIRE(contains(r.out, "shard 12/12: none of the 10 queries"));
+    REQUIRE(!fs::exists(dir / "empty"));
+
+    // The shards' tables, merged, are the table and the summary of one eval over everything.
+    const std::string truth = " --truth '" + dir / "support" + "' ";
+    const Run whole = cli(dir, "eval --pred '" + dir / "one" + "'" + truth + "--csv '" + dir / "one.csv" + "'");
+    REQUIRE(whole.rc == 0);
+    std::string tables;
+    for (int k = 1; k <= 3; ++k) {
+        const std::string csv = dir / ("e" + std::to_string(k) + ".csv");
+        r = cli(dir, "eval --only-predicted --pred '" + dir / ("shard" + std::to_string(k)) + "'" + truth + "--csv '" + csv + "'");
+        REQUIRE(r.rc == 0);
+        tables += " '" + csv + "'";
+    }
+    REQUIRE(cli(dir, "eval --pred '" + dir / "shard1" + "'" + truth).rc == 1);  // without --only-predicted: the others missing
+    const Run merged = cli(dir, "eval --merge" + tables + " --csv '" + dir / "merged.csv" + "'");
+    REQUIRE(merged.rc == 0);
+    REQUIRE(merged.out == whole.out);
+    REQUIRE(slurp(dir / "merged.csv") == slurp(dir / "one.csv"));
+    r = cli(dir, "eval --merge '" + dir / "e1.csv" + "' '" + dir / "e1.csv" + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "the tables overlap"));
+    r = cli(dir, "eval --merge '" + task + "'");
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, task + ": not a table of universeg eval --csv"));
+
+    // A task file is refused unless the weights, the examples and the options are its own: by name,
+    // before anything is written.
+    auto refused = [&](const std::string& args, const std::string& why) {
+        const Run bad = cli(dir, args + " --task '" + task + "' --out '" + dir / "refused" + "'" + q);
+        CHECK(bad.rc == 1);
+        CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
+        CHECK_THAT(bad.err, Contains(why));
+        CHECK(!fs::exists(dir / "refused"));
+    };
+    refused(base + "--seed 1", "--task " + task + " was saved with --seed 0, and this run has --seed 1");
+    refused(base + "--clip 1,99", "was saved with --clip 0,100, and this run has --clip 1,99");
+    refused(base + "--tile auto", "was saved with --tile 0, and this run has --tile auto");
+    refused(base + "--no-calibration", "--no-calibration");
+    const std::string converted = dir / "w.safetensors";
+    REQUIRE(cli(dir, "convert '" + kWeights + "' '" + converted + "'").rc == 0);  // the same weights, other bytes
+    refused("segment --weights '" + converted + "' --size 16 --flips 1 --support '" + dir / "support" + "'",
+            "was saved with other weights");
+    fs::copy(dir / "support", dir / "support2", fs::copy_options::recursive);
+    fs::copy_file(dir / "support/labels/s1.png", dir / "support2/labels/s5.png", fs::copy_options::overwrite_existing);
+    refused("segment --weights '" + kWeights + "' --size 16 --flips 1 --support '" + dir / "support2" + "'",
+            "was saved from other examples");
+    std::ofstream(dir / "not_a_task.txt") << "hello\n";
+    r = cli(dir, base + "--task '" + dir / "not_a_task.txt" + "' --out '" + dir / "refused" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, dir / "not_a_task.txt" + ": not a task file"));
+    r = cli(dir, base + "--save-task '" + dir / "support/images/s1.png" + "'");  // not over a file that is not a task
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "is not a task file"));
+    for (const char* shard : {"0/3", "4/3", "1/0", "x", "1/3/", "-1/3", "1/+3", "2"}) {
+        r = cli(dir, base + "--shard " + shard + " --out '" + dir / "refused" + "'" + q);
+        REQUIRE(r.rc == 1);
+        REQUIRE(contains(r.err, "--shard must be K/N"));
+    }
+    REQUIRE(!fs::exists(dir / "refused"));
 }
 
 namespace {

@@ -1,6 +1,10 @@
 // The trainer: whole-model gradients against finite differences, the split CrossConv algebra
-// against the materialised one, losses, the optimiser, determinism and exact resume.
-#include <catch2/catch.hpp>
+// against the materialised one, losses, the optimiser, determinism and exact resume; a step as
+// the sum of its tasks' gradients, and ranks sharing a step's tasks (distributed.hpp, here over
+// threads) training what one process trains.
+#include "test_util.hpp"
+
+#include <universeg/train/distributed.hpp>
 #include <universeg/train/folder_tasks.hpp>
 #include <universeg/io/weights.hpp>
 #include <universeg/train/synth.hpp>
@@ -15,10 +19,15 @@
 #endif
 
 #include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
 #include <random>
+#include <thread>
 #include <vector>
 
 using namespace universeg;
+using test::same_bits;
 
 namespace {
 
@@ -321,6 +330,137 @@ TEST_CASE("resuming from a safetensors checkpoint continues bit for bit") {
     CHECK(fresh.m == std::vector<float>(fresh.m.size(), 0.0f));
 }
 
+namespace {
+
+// The step train_step took before it summed per-task gradients: one forward and one backward
+// of the whole batch.
+StepResult batched_step(TrainState& s, const Batch& b, const TrainOptions& o, TrainWorkspace& ws) {
+    const FlushSubnormals flush;
+    reference_forward(s.config, s.layout, s.params.data(), b.query.data(), b.support_images.data(), b.support_labels.data(),
+                      b.B, b.S, b.H, b.W, ws.act, true, ws.gemm_kernels);
+    ws.dlogits.resize(ws.act.logits.size());
+    const double loss = loss_and_grad(ws.act.logits.data(), b.query_labels.data(), b.B, b.H * b.W, o.loss, ws.dlogits.data());
+    ws.grad.assign(s.params.size(), 0.0f);
+    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data(), true, ws.gemm_kernels);
+    return apply_gradient(s, ws.grad, loss, o);
+}
+
+}  // namespace
+
+TEST_CASE("a step's gradient is the sum of its tasks': one task as before, bit for bit; several within rounding") {
+    TrainOptions o = small_options();
+    o.clip = 0;  // ws.grad is then the gradient itself
+    for (int64_t B : {1, 3}) {
+        INFO("batch " << B);
+        TrainState a = init_train_state(tiny_config(), 41), b = a;
+        TrainWorkspace wa, wb;
+        for (int k = 0; k < 3; ++k) {
+            const Batch batch = synthetic_batch(a.seed, a.step, B, 3, 16);
+            const StepResult ra = train_step(a, batch, o, wa), rb = batched_step(b, batch, o, wb);
+            double scale = 0, worst = 0;
+            for (size_t i = 0; i < wa.grad.size(); ++i)
+                scale = std::max(scale, double(std::abs(wb.grad[i]))), worst = std::max(worst, double(std::abs(wa.grad[i] - wb.grad[i])));
+            REQUIRE(scale > 0);
+            if (B == 1) {
+                REQUIRE(same_bits(wa.grad, wb.grad));
+                REQUIRE(ra.loss == rb.loss);
+                REQUIRE(same_bits(a.params, b.params));
+            } else {
+                CHECK(worst <= 1e-5 * scale);
+                CHECK(ra.loss == Approx(rb.loss).epsilon(1e-12));
+                b = a;  // compare the next step's gradients at the same weights
+            }
+        }
+    }
+}
+
+namespace {
+
+// An allgather between threads, one per rank: each deposits a pointer to its floats, copies
+// everyone's once all have arrived, and returns once all have copied (its buffer is then free).
+struct ThreadAllgather {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<const float*> sent;
+    int arrived = 0, copied = 0;
+    int64_t gathered = 0, done = 0;  // rounds
+
+    explicit ThreadAllgather(int size) : sent(size_t(size), nullptr) {}
+    void operator()(int rank, const float* mine, float* all, size_t count) {
+        std::unique_lock<std::mutex> lock(mutex);
+        const int64_t round = gathered;
+        sent[size_t(rank)] = mine;
+        if (++arrived == int(sent.size())) arrived = 0, ++gathered, cv.notify_all();
+        cv.wait(lock, [&] { return gathered > round; });
+        for (size_t r = 0; r < sent.size(); ++r) std::memcpy(all + r * count, sent[r], count * sizeof(float));
+        if (++copied == int(sent.size())) copied = 0, ++done, cv.notify_all();
+        cv.wait(lock, [&] { return done > round; });
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ranks sharing a step's tasks train the weights one process trains, bit for bit") {
+    // Consecutive blocks in rank order, sizes differing by at most one.
+    CHECK(rank_tasks(7, 0, 3).first == 0);
+    CHECK(rank_tasks(7, 0, 3).count == 3);
+    CHECK(rank_tasks(7, 1, 3).first == 3);
+    CHECK(rank_tasks(7, 2, 3).first == 5);
+    CHECK(rank_tasks(7, 2, 3).count == 2);
+    CHECK(rank_tasks(2, 2, 3).count == 0);
+    CHECK_THROWS_AS(rank_tasks(2, 3, 3), Error);
+
+    // A synthetic batch of tasks first.. is those tasks of the whole batch.
+    const Batch whole = synthetic_batch(8, 5, 3, 2, 16), last = synthetic_batch(8, 5, 2, 2, 16, 1);
+    CHECK(last.query == std::vector<float>(whole.query.begin() + 256, whole.query.end()));
+    CHECK(last.support_labels == std::vector<float>(whole.support_labels.begin() + 2 * 256, whole.support_labels.end()));
+
+    const TrainOptions o = small_options();
+    const int64_t B = 3, steps = 3;
+    TrainState single = init_train_state(tiny_config(), 51);
+    std::vector<double> single_loss;
+    {
+        TrainWorkspace ws;
+        for (int64_t k = 0; k < steps; ++k) single_loss.push_back(train_step(single, synthetic_batch(51, k, B, 3, 16), o, ws).loss);
+    }
+    for (int size : {2, 3}) {
+        INFO(size << " ranks");
+        ThreadAllgather gather(size);
+        std::vector<TrainState> states(size_t(size), init_train_state(tiny_config(), 51));
+        std::vector<std::vector<double>> losses(static_cast<size_t>(size));
+        std::vector<std::thread> ranks;
+        for (int r = 0; r < size; ++r)
+            ranks.emplace_back([&, r] {
+                Collective comm;
+                comm.rank = r, comm.size = size;
+                comm.allgather = [&gather, r](const float* mine, float* all, size_t count) { gather(r, mine, all, count); };
+                const TaskRange mine = rank_tasks(B, r, size);
+                TrainWorkspace ws;
+                TrainState& s = states[size_t(r)];
+                for (int64_t k = 0; k < steps; ++k)
+                    losses[size_t(r)].push_back(
+                        train_step(s, synthetic_batch(51, k, mine.count, 3, 16, mine.first), B, o, ws, comm).loss);
+            });
+        for (std::thread& t : ranks) t.join();
+        for (int r = 0; r < size; ++r) {
+            const TrainState& s = states[size_t(r)];
+            CHECK(same_bits(s.params, single.params));
+            CHECK(same_bits(s.m, single.m));
+            CHECK(same_bits(s.v, single.v));
+            CHECK(same_bits(s.ema, single.ema));
+            CHECK(s.step == single.step);
+            CHECK(losses[size_t(r)] == single_loss);
+        }
+    }
+    // A rank given other than its share of the tasks is refused.
+    TrainState s = init_train_state(tiny_config(), 51);
+    TrainWorkspace ws;
+    Collective two;
+    two.size = 2;
+    two.allgather = [](const float*, float*, size_t) {};
+    CHECK_THROWS_AS(train_step(s, synthetic_batch(51, 0, 1, 3, 16), 3, o, ws, two), Error);
+}
+
 TEST_CASE("synthetic images are in [0,1], min-max normalised, labels binary, target present") {
     int64_t with_target = 0, total = 0;
     for (uint64_t seed = 0; seed < 40; ++seed) {
@@ -455,6 +595,10 @@ TEST_CASE("labelled folders become one task per label value shown in two or more
     const Batch b = folder_batch(d, 1, 0, 2, 3), b2 = folder_batch(d, 1, 0, 2, 3);
     CHECK(b.support_images.size() == size_t(2 * 3 * 64));
     CHECK(b.query == b2.query);
+    // Task t depends on (seed, step, t) alone: a batch of task 1 only is task 1 of the batch.
+    const Batch second = folder_batch(d, 1, 0, 1, 3, true, 1);
+    CHECK(second.query == std::vector<float>(b.query.begin() + 64, b.query.end()));
+    CHECK(second.support_images == std::vector<float>(b.support_images.begin() + 3 * 64, b.support_images.end()));
     for (float v : b.support_labels) CHECK((v == 0.0f || v == 1.0f));
     for (float v : b.support_images) CHECK((v >= 0.0f && v <= 1.0f));
     fs::remove_all(dir);

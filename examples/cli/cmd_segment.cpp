@@ -8,14 +8,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <new>
+#include <sstream>
 
 namespace fs = std::filesystem;
 
@@ -25,6 +29,7 @@ namespace {
 
 const char* kSegmentUsage =
     "usage: universeg segment --support DIR --out DIR [options] QUERY...\n"
+    "       universeg segment --support DIR --save-task FILE [options]   (calibrate once, for --task)\n"
     "\n"
     "Segments each QUERY (an image, a NIfTI volume, or a folder of them) like the labelled examples\n"
     "in DIR/images/NAME.ext + DIR/labels/NAME.png (matching names; the nnU-Net layout). Every distinct\n"
@@ -61,6 +66,18 @@ const char* kSegmentUsage =
     "  --threads N          OpenMP threads (default: all cores)\n"
     "  --max-memory MB      bound the engine's memory, same masks (see universeg run --help)\n"
     "\n"
+    "A cohort in parallel jobs (docs/cluster.md):\n"
+    "  --shard K/N          segment only the K-th of N shares of the queries (K from 1 to N; query i,\n"
+    "                       counted from 0 in the order given, folders sorted, goes to share i % N + 1):\n"
+    "                       N jobs together write exactly what one run writes. Every output is still\n"
+    "                       planned and checked for all the queries.\n"
+    "  --save-task FILE     write the task's calibration (and what it depends on: the weights, the\n"
+    "                       examples, the options below) to FILE; without QUERY, stop there\n"
+    "  --task FILE          take the calibration from FILE instead of computing it: refused unless the\n"
+    "                       weights, the examples and --size, --clip, --axis, --tile, --support-size,\n"
+    "                       --ensemble, --seed, --flips, --label, --no-calibration and\n"
+    "                       --histogram-baseline are those FILE was saved with\n"
+    "\n"
     "Images are converted to grey (BT.601), min-max normalised, resized to the model size (bilinear;\n"
     "labels nearest) and the probabilities resized back before thresholding. Every output is planned\n"
     "before anything is computed: a name that two outputs share, an output that would overwrite an\n"
@@ -83,14 +100,19 @@ const char* kSegmentUsage =
     "kept if their mean Dice is higher by more than 0.005 (they cost several times as long).\n";
 
 const char* kEvalUsage =
-    "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--quiet]\n"
+    "usage: universeg eval --pred DIR --truth DIR [--csv FILE] [--only-predicted] [--quiet]\n"
+    "       universeg eval --merge CSV... [--csv FILE] [--quiet]\n"
     "\n"
     "Dice and IoU of every predicted label map in --pred against the ground truth with the same name\n"
     "in --truth (or --truth/labels), per label value and image, with mean, standard deviation and\n"
     "range per label. Labels absent from both maps of an image are not scored.\n"
     "\n"
-    "  --csv FILE   also write the per-image rows as CSV\n"
-    "  --quiet      print only the summary lines\n";
+    "  --csv FILE         also write the per-image rows as CSV\n"
+    "  --only-predicted   score only the ground truths --pred has a prediction for (one shard's output\n"
+    "                     folder, say), rather than counting the others as failures\n"
+    "  --merge CSV...     the tables that --csv wrote for parts of a cohort (shards), as one: the same\n"
+    "                     rows and summary as one eval over all their images\n"
+    "  --quiet            print only the summary lines\n";
 
 // A progress bar on stderr: "[=====     ] 3/10 queries, 1.2/s, 6s left". Silent unless
 // stderr is a terminal, so logs and pipes stay clean.
@@ -154,6 +176,175 @@ std::string join_values(const std::vector<int64_t>& v) {
     for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
     return s;
 }
+
+// --shard K/N: 1 <= K <= N.
+struct Shard {
+    int64_t k = 1, n = 1;
+    bool has(size_t query) const { return int64_t(query % size_t(n)) == k - 1; }
+};
+
+Shard parse_shard(const std::string& text) {
+    Shard s;
+    char* end = nullptr;
+    s.k = std::strtoll(text.c_str(), &end, 10);
+    const bool slash = *end == '/' && std::isdigit(uint8_t(end[1]));  // digits only: no signs or spaces
+    if (slash) s.n = std::strtoll(end + 1, &end, 10);
+    if (text.empty() || !std::isdigit(uint8_t(text[0])) || !slash || *end || s.n < 1 || s.n > 1000000 || s.k < 1 || s.k > s.n)
+        throw Error("--shard must be K/N with 1 <= K <= N <= 1000000 (e.g. 2/8), got '" + text + "'");
+    return s;
+}
+
+// FNV-1a, 64 bits, of a file's bytes, continuing from `h`: whether two shards were given the same
+// weights and examples, wherever each found its copy.
+uint64_t fnv1a_file(const std::string& path, uint64_t h) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error(path + ": cannot read: " + std::strerror(errno));
+    std::vector<char> buf(size_t(1) << 20);
+    while (f) {
+        f.read(buf.data(), std::streamsize(buf.size()));
+        for (std::streamsize i = 0; i < f.gcount(); ++i) h = (h ^ uint8_t(buf[size_t(i)])) * 0x100000001B3ull;
+    }
+    if (f.bad()) throw Error(path + ": read error");
+    return h;
+}
+
+std::string hex64(uint64_t v) {
+    char buf[20];
+    std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
+    return buf;
+}
+
+// The support's fingerprint: its files' names (without the folder, which may be another copy) and bytes, in order.
+std::string support_fingerprint(const universeg::Support& support) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (const std::string& f : support.files()) {
+        for (char c : fs::path(f).filename().string() + '\0') h = (h ^ uint8_t(c)) * 0x100000001B3ull;
+        h = fnv1a_file(f, h);
+    }
+    return hex64(h);
+}
+
+// --save-task / --task: a task's calibration and what it was computed from. A text file of
+// "key value" lines: the weights' and examples' fingerprints, the options calibration depends
+// on under their names, and Segmenter::Calibrated (doubles to 17 digits, which read back exactly).
+const char* kTaskMagic = "universeg task 1";
+
+using TaskKey = std::vector<std::pair<std::string, std::string>>;  // in the order checked
+
+std::string number(double v) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
+std::string join_numbers(const std::vector<double>& v) {
+    std::string s;
+    for (double x : v) s += (s.empty() ? "" : ",") + number(x);
+    return s;
+}
+
+// The options calibration depends on, as their command-line names and values.
+TaskKey task_options(const universeg::SegmenterOptions& o) {
+    return {{"--size", std::to_string(o.size.height) + "x" + std::to_string(o.size.width)},
+            {"--clip", number(o.clip_low) + "," + number(o.clip_high)},
+            {"--axis", std::to_string(o.axis)},
+            {"--tile", o.tile == universeg::kTileAuto ? "auto" : std::to_string(o.tile)},
+            {"--support-size", o.support_size ? std::to_string(o.support_size) : "all"},
+            {"--ensemble", std::to_string(o.ensemble)},
+            {"--seed", std::to_string(o.seed)},
+            {"--flips", std::to_string(o.flips)},
+            {"--label", o.only_values.empty() ? "all" : join_values(o.only_values)},
+            {"--no-calibration", o.calibrate ? "no" : "yes"},
+            {"--histogram-baseline", o.histogram_baseline ? "yes" : "no"}};
+}
+
+void save_task(const std::string& path, const TaskKey& key, const universeg::Segmenter& seg) {
+    const universeg::Segmenter::Calibrated c = seg.calibrated();
+    std::string text = std::string(kTaskMagic) + "\n# universeg segment --save-task: the calibration of a task, for --task\n";
+    for (const auto& kv : key) text += kv.first + " " + kv.second + "\n";
+    text += "values " + join_values(seg.values()) + "\n";
+    text += "windows " + std::string(c.windows ? "1" : "0") + "\n";
+    text += "tile-compared " + std::string(c.tile_choice.compared ? "1" : "0") + "\n";
+    text += "windows-dice " + number(c.tile_choice.windows_dice) + "\n";
+    text += "whole-dice " + number(c.tile_choice.whole_dice) + "\n";
+    text += "calibrated-images " + std::to_string(c.calibration.images) + "\n";
+    text += "dice-before " + number(c.calibration.dice_before) + "\n";
+    text += "dice-after " + number(c.calibration.dice_after) + "\n";
+    text += "offsets " + join_numbers(c.calibration.offsets) + "\n";
+    text += "intensity-weights " + join_numbers(c.calibration.intensity_weights) + "\n";
+    universeg::write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+// A saved task, checked against this run's key (every entry, by name) and label values.
+struct SavedTask {
+    std::map<std::string, std::string> fields;
+    std::string path;
+
+    explicit SavedTask(const std::string& file) : path(file) {
+        const std::vector<uint8_t> bytes = universeg::read_file(file, 1 << 20);
+        std::stringstream in(std::string(bytes.begin(), bytes.end()));
+        std::string line;
+        if (!std::getline(in, line) || line != kTaskMagic)
+            throw Error(file + ": not a task file of universeg segment --save-task (no '" + kTaskMagic + "' line)");
+        while (std::getline(in, line)) {
+            if (line.empty() || line[0] == '#') continue;
+            const size_t space = line.find(' ');
+            fields[line.substr(0, space)] = space == std::string::npos ? "" : line.substr(space + 1);
+        }
+    }
+    const std::string& get(const std::string& key) const {
+        const auto it = fields.find(key);
+        if (it == fields.end()) throw Error(path + ": task file without '" + key + "'");
+        return it->second;
+    }
+    void check(const TaskKey& key) const {
+        for (const auto& kv : key) {
+            if (get(kv.first) == kv.second) continue;
+            if (kv.first == "weights")
+                throw Error("--task " + path + " was saved with other weights (their bytes differ from this run's)");
+            if (kv.first == "support")
+                throw Error("--task " + path + " was saved from other examples (the support files' names or bytes differ)");
+            if (kv.second == "yes" || kv.second == "no")  // a switch
+                throw Error("--task " + path + " was saved " + (kv.second == "yes" ? "without " : "with ") + kv.first +
+                            ", and this run has " + (kv.second == "yes" ? "it" : "not"));
+            throw Error("--task " + path + " was saved with " + kv.first + " " + get(kv.first) + ", and this run has " + kv.first +
+                        " " + kv.second);
+        }
+    }
+    double real(const std::string& key) const {
+        const std::string& v = get(key);
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end) throw Error(path + ": " + key + " '" + v + "' is not a number");
+        return d;
+    }
+    std::vector<double> reals(const std::string& key) const {
+        std::vector<double> out;
+        std::stringstream ss(get(key));
+        for (std::string part; std::getline(ss, part, ',');) {
+            char* end = nullptr;
+            out.push_back(std::strtod(part.c_str(), &end));
+            if (part.empty() || *end) throw Error(path + ": " + key + " holds '" + part + "', not a number");
+        }
+        return out;
+    }
+    universeg::Segmenter::Calibrated calibrated(const std::vector<int64_t>& values) const {
+        if (get("values") != join_values(values))
+            throw Error("--task " + path + " segments labels " + get("values") + ", and this run's examples labels " +
+                        join_values(values));
+        universeg::Segmenter::Calibrated c;
+        c.windows = real("windows") != 0;
+        c.tile_choice.compared = real("tile-compared") != 0;
+        c.tile_choice.windows_dice = real("windows-dice");
+        c.tile_choice.whole_dice = real("whole-dice");
+        c.calibration.images = int64_t(real("calibrated-images"));
+        c.calibration.dice_before = real("dice-before");
+        c.calibration.dice_after = real("dice-after");
+        c.calibration.offsets = reals("offsets");
+        c.calibration.intensity_weights = reals("intensity-weights");
+        return c;
+    }
+};
 
 // What the command writes, beside the Segmenter's options.
 struct Settings {
@@ -323,7 +514,8 @@ void segment_volume(const universeg::Segmenter& seg, const std::string& query, c
     });
 }
 
-void print_summary(const universeg::Segmenter& seg, const std::string& weights, const std::string& support_dir) {
+void print_summary(const universeg::Segmenter& seg, const std::string& weights, const std::string& support_dir,
+                   const std::string& task_file) {
     const universeg::SegmenterOptions& o = seg.options();
     const universeg::Task& task = seg.task();
     std::printf("weights %s, model size %lldx%lld\n", weights.c_str(), (long long)o.size.height, (long long)o.size.width);
@@ -350,6 +542,7 @@ void print_summary(const universeg::Segmenter& seg, const std::string& weights, 
         if (t.compared)
             std::printf("; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", t.windows_dice,
                         (long long)o.size.height, (long long)o.size.height, t.whole_dice);
+        if (!task_file.empty()) std::printf(" (as saved in %s)", task_file.c_str());
         std::printf("\n");
     } else if (calibrate && seg.support().size() < universeg::kMinCalibrationSupports) {
         std::printf("not calibrated: fewer than %lld examples\n", (long long)universeg::kMinCalibrationSupports);
@@ -364,10 +557,22 @@ void print_summary(const universeg::Segmenter& seg, const std::string& weights, 
 int cmd_segment(int argc, char** argv) {
     Args a("segment", kSegmentUsage, argc, argv,
            {"--support", "--out", "--weights", "--size", "--threshold", "--label", "--support-size", "--ensemble", "--seed", "--flips",
-            "--clip", "--axis", "--probabilities", "--threads", "--max-memory", "--tile"},
+            "--clip", "--axis", "--probabilities", "--threads", "--max-memory", "--tile", "--shard", "--save-task", "--task"},
            {"--overlay", "--quiet", "--no-calibration", "--histogram-baseline"});
     if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
-    if (a.positional().empty()) throw Error("no QUERY given (see universeg segment --help)");
+    const std::string task_file = a.get("--task", ""), save_task_file = a.get("--save-task", "");
+    if (!task_file.empty() && !save_task_file.empty())
+        throw Error("--task and --save-task exclude each other: --task reuses a saved calibration, --save-task makes one");
+    const bool has_queries = !a.positional().empty();
+    if (!has_queries && save_task_file.empty()) throw Error("no QUERY given (see universeg segment --help)");
+    const Shard shard = a.has("--shard") ? parse_shard(a.get("--shard")) : Shard{};
+    if (!save_task_file.empty() && fs::exists(save_task_file)) {
+        std::ifstream f(save_task_file, std::ios::binary);
+        std::string head(std::strlen(kTaskMagic), '\0');
+        f.read(&head[0], std::streamsize(head.size()));
+        if (head != kTaskMagic)
+            throw Error(save_task_file + ": --save-task would overwrite a file that is not a task file; move it or choose another name");
+    }
     set_threads(a.get_int("--threads", 0, 0, 1024));
     const bool quiet = a.has("--quiet");
     Settings s;
@@ -402,9 +607,9 @@ int cmd_segment(int argc, char** argv) {
     if (a.has("--label")) opt.only_values = {a.get_int("--label", 0, 1, 16777215)};
     opt.max_memory_mb = a.get_double("--max-memory", 0, 1, 1e9);
     const std::string support_dir = a.get("--support");
-    s.out_dir = a.get("--out");
+    s.out_dir = has_queries ? a.get("--out") : a.get("--out", "");
     const std::vector<std::string> queries = expand_queries(a.positional());
-    check_out_dir(s.out_dir);
+    if (has_queries) check_out_dir(s.out_dir);
 
     const std::string weights = weights_option(a);
     const std::string size_source = a.has("--size") ? "--size" : weights + ": metadata image_size";
@@ -416,6 +621,14 @@ int cmd_segment(int argc, char** argv) {
     const universeg::Support support = universeg::Support::folder(support_dir);
     const universeg::Model model = universeg::load_model(weights);
     universeg::check_model_size(model, opt.size, size_source);
+    // A saved task: its options checked first (by name), then the files' fingerprints.
+    const TaskKey options_key = task_options(opt);
+    std::unique_ptr<SavedTask> saved;
+    if (!task_file.empty()) saved = std::make_unique<SavedTask>(task_file), saved->check(options_key);
+    TaskKey files_key;
+    if (saved || !save_task_file.empty())
+        files_key = {{"weights", hex64(fnv1a_file(weights, 0xCBF29CE484222325ull))}, {"support", support_fingerprint(support)}};
+    if (saved) saved->check(files_key);
 
     // Every output planned, and its names, inputs and formats checked, before any forward pass.
     universeg::PreparedSupport prepared(support, opt);
@@ -432,23 +645,41 @@ int cmd_segment(int argc, char** argv) {
                         " cannot be saved in a PNG label map (values 0 to 65535), as " + plan[q][0].what +
                         " would be; choose other values with --label, or segment volumes");
 
-    const universeg::Segmenter seg(model, std::move(prepared));
-    if (!quiet) print_summary(seg, weights, support_dir);
+    std::vector<size_t> mine;  // this shard's queries
+    for (size_t q = 0; q < queries.size(); ++q)
+        if (shard.has(q)) mine.push_back(q);
+    if (has_queries && mine.empty() && save_task_file.empty()) {
+        if (!quiet)
+            std::printf("shard %lld/%lld: none of the %zu queries\n", (long long)shard.k, (long long)shard.n, queries.size());
+        return 0;
+    }
+
+    const universeg::Segmenter seg = saved ? universeg::Segmenter(model, std::move(prepared), saved->calibrated(values))
+                                           : universeg::Segmenter(model, std::move(prepared));
+    if (!quiet) print_summary(seg, weights, support_dir, task_file);
+    if (!save_task_file.empty()) {
+        TaskKey key = options_key;
+        key.insert(key.end(), files_key.begin(), files_key.end());
+        save_task(save_task_file, key, seg);
+        if (!quiet) std::printf("saved the task's calibration to %s\n", save_task_file.c_str());
+        if (!has_queries) return 0;
+    }
 
     std::error_code ec;
     fs::create_directories(s.out_dir, ec);
     if (!fs::is_directory(s.out_dir)) throw Error(s.out_dir + ": cannot create the output folder" + (ec ? ": " + ec.message() : ""));
-    Progress progress(int64_t(queries.size()), quiet);
+    Progress progress(int64_t(mine.size()), quiet);
     int64_t failed = 0;
-    for (size_t q = 0; q < queries.size(); ++q) {
+    for (size_t m = 0; m < mine.size(); ++m) {
+        const size_t q = mine[m];
         const std::string& query = queries[q];
-        progress.show(double(q), true);
+        progress.show(double(m), true);
         std::string size;  // what was loaded, for an out-of-memory message
         std::string error;
         try {
             if (plan[q].empty()) throw Error("not a supported image (PNG, JPEG, BMP, TGA, PGM/PPM, NIfTI .nii/.nii.gz)");
             if (universeg::is_volume_path(query)) {
-                segment_volume(seg, query, plan[q], size, progress, int64_t(q));
+                segment_volume(seg, query, plan[q], size, progress, int64_t(m));
             } else {
                 segment_image(seg, query, plan[q], size);
             }
@@ -464,14 +695,17 @@ int cmd_segment(int argc, char** argv) {
                      one_line(error.rfind(query, 0) == 0 ? error : query + ": " + error).c_str());
         ++failed;
     }
-    progress.show(double(queries.size()), true);
+    progress.show(double(mine.size()), true);
     progress.finish();
+    const std::string of_shard = shard.n > 1 ? " of shard " + std::to_string(shard.k) + "/" + std::to_string(shard.n) + " (" +
+                                                   std::to_string(queries.size()) + " in all)"
+                                             : "";
     if (!quiet)
-        std::printf("segmented %lld of %zu queries into %s\n", (long long)(int64_t(queries.size()) - failed), queries.size(),
-                    s.out_dir.c_str());
+        std::printf("segmented %lld of %zu queries%s into %s\n", (long long)(int64_t(mine.size()) - failed), mine.size(),
+                    of_shard.c_str(), s.out_dir.c_str());
     // A lone query's failure is its one error line; a batch also gets the count.
-    if (failed && queries.size() > 1)
-        std::fprintf(stderr, "universeg segment: %lld of %zu queries failed\n", (long long)failed, queries.size());
+    if (failed && mine.size() > 1)
+        std::fprintf(stderr, "universeg segment: %lld of %zu queries%s failed\n", (long long)failed, mine.size(), of_shard.c_str());
     return failed ? 1 : 0;
 }
 
@@ -542,29 +776,105 @@ std::string fmt(double v) {
 
 }  // namespace
 
-int cmd_eval(int argc, char** argv) {
-    Args a("eval", kEvalUsage, argc, argv, {"--pred", "--truth", "--csv"}, {"--quiet"});
-    if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
-    if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
-    const bool quiet = a.has("--quiet");
-    std::string truth_dir = a.get("--truth");
-    std::error_code ec;
-    if (fs::is_directory(fs::path(truth_dir) / "labels", ec)) truth_dir = (fs::path(truth_dir) / "labels").string();
-    const std::map<std::string, std::string> truths = label_files(truth_dir), preds = label_files(a.get("--pred"));
-    if (truths.empty()) throw Error(truth_dir + ": no label maps");
+// RFC 4180 records of a CSV text: fields split at commas, "quoted" fields may hold commas,
+// doubled quotes and line breaks. Errors name `path` and the line.
+std::vector<std::vector<std::string>> read_csv(const std::string& text, const std::string& path) {
+    std::vector<std::vector<std::string>> records;
+    std::vector<std::string> record;
+    std::string field;
+    bool quoted = false, was_quoted = false;
+    int64_t line = 1;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
+            else if (c == '"') quoted = false;
+            else field += c, line += c == '\n';
+        } else if (c == '"' && field.empty() && !was_quoted) {
+            quoted = was_quoted = true;
+        } else if (c == ',' || c == '\n') {
+            record.push_back(field), field.clear(), was_quoted = false;
+            if (c == '\n') records.push_back(record), record.clear(), ++line;
+        } else if (c != '\r') {
+            if (was_quoted) throw Error(path + ": line " + std::to_string(line) + ": text after a closing quote");
+            field += c;
+        }
+    }
+    if (quoted) throw Error(path + ": a quoted field is not closed");
+    if (!field.empty() || !record.empty()) record.push_back(field), records.push_back(record);
+    return records;
+}
 
+const char* kEvalCsvHeader = "image,label,dice,iou,truth_pixels,pred_pixels,overlap_pixels";
+
+// The rows of tables that eval --csv wrote, in the order one eval over all of them has: by image,
+// then label. Dice and IoU are recomputed from the pixel counts, as eval computes them.
+std::vector<EvalRow> merge_tables(const std::vector<std::string>& paths) {
+    std::map<std::pair<std::string, int64_t>, std::pair<EvalRow, std::string>> rows;  // with the file it came from
+    for (const std::string& path : paths) {
+        const std::vector<uint8_t> bytes = universeg::read_file(path);
+        const std::vector<std::vector<std::string>> records = read_csv(std::string(bytes.begin(), bytes.end()), path);
+        std::string header;
+        for (const std::string& f : records.empty() ? std::vector<std::string>{} : records[0]) header += (header.empty() ? "" : ",") + f;
+        if (header != kEvalCsvHeader)
+            throw Error(path + ": not a table of universeg eval --csv (its first line is not " + kEvalCsvHeader + ")");
+        for (size_t r = 1; r < records.size(); ++r) {
+            const std::vector<std::string>& f = records[r];
+            const std::string where = path + ": row " + std::to_string(r + 1);
+            if (f.size() != 7) throw Error(where + ": " + std::to_string(f.size()) + " fields, not 7");
+            auto count = [&](const std::string& v, const char* what) {
+                uint64_t n = 0;
+                bool ok = !v.empty();
+                for (char c : v) ok = ok && c >= '0' && c <= '9' && universeg::detail::append_digit(n, c, uint64_t(INT64_MAX));
+                if (!ok) throw Error(where + ": " + what + " '" + v + "' is not a count");
+                return int64_t(n);
+            };
+            EvalRow row{f[0], count(f[1], "label"), {}};
+            row.o.truth = count(f[4], "truth_pixels"), row.o.pred = count(f[5], "pred_pixels"), row.o.both = count(f[6], "overlap_pixels");
+            if (row.o.both > std::min(row.o.truth, row.o.pred)) throw Error(where + ": more overlap pixels than truth or prediction pixels");
+            const auto ins = rows.emplace(std::make_pair(row.image, row.label), std::make_pair(row, path));
+            if (!ins.second)
+                throw Error(path + ": image " + row.image + ", label " + f[1] + " is also in " + ins.first->second.second +
+                            ": the tables overlap");
+        }
+    }
+    std::vector<EvalRow> out;
+    for (const auto& kv : rows) out.push_back(kv.second.first);
+    return out;
+}
+
+int cmd_eval(int argc, char** argv) {
+    Args a("eval", kEvalUsage, argc, argv, {"--pred", "--truth", "--csv"}, {"--quiet", "--only-predicted", "--merge"});
+    if (a.help()) return std::fputs(a.usage().c_str(), stdout), 0;
+    const bool quiet = a.has("--quiet");
     std::vector<EvalRow> rows;
     int64_t failed = 0;
-    for (const auto& kv : truths) {
-        try {
-            auto it = preds.find(kv.first);
-            if (it == preds.end()) throw Error(kv.second + ": no prediction named " + kv.first + " in " + a.get("--pred"));
-            std::vector<float> t, p;
-            load_pair(kv.second, it->second, t, p);
-            for (const auto& lo : universeg::label_overlaps(t.data(), p.data(), t.size())) rows.push_back({kv.first, lo.first, lo.second});
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "universeg eval: error: %s\n", one_line(e.what()).c_str());
-            ++failed;
+    size_t truth_count = 0;
+    if (a.has("--merge")) {
+        for (const char* o : {"--pred", "--truth", "--only-predicted"})
+            if (a.has(o)) throw Error(std::string("--merge takes tables only, not ") + o);
+        if (a.positional().empty()) throw Error("--merge needs the tables (CSV files that eval --csv wrote)");
+        rows = merge_tables(a.positional());
+    } else {
+        if (!a.positional().empty()) throw Error("unexpected argument '" + a.positional()[0] + "'");
+        std::string truth_dir = a.get("--truth");
+        std::error_code ec;
+        if (fs::is_directory(fs::path(truth_dir) / "labels", ec)) truth_dir = (fs::path(truth_dir) / "labels").string();
+        const std::map<std::string, std::string> truths = label_files(truth_dir), preds = label_files(a.get("--pred"));
+        if (truths.empty()) throw Error(truth_dir + ": no label maps");
+        truth_count = truths.size();
+        for (const auto& kv : truths) {
+            try {
+                auto it = preds.find(kv.first);
+                if (it == preds.end() && a.has("--only-predicted")) continue;
+                if (it == preds.end()) throw Error(kv.second + ": no prediction named " + kv.first + " in " + a.get("--pred"));
+                std::vector<float> t, p;
+                load_pair(kv.second, it->second, t, p);
+                for (const auto& lo : universeg::label_overlaps(t.data(), p.data(), t.size())) rows.push_back({kv.first, lo.first, lo.second});
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "universeg eval: error: %s\n", one_line(e.what()).c_str());
+                ++failed;
+            }
         }
     }
 
@@ -612,7 +922,7 @@ int cmd_eval(int argc, char** argv) {
         }
         universeg::write_file_atomic(a.get("--csv"), std::vector<uint8_t>(csv.begin(), csv.end()));
     }
-    if (failed) std::fprintf(stderr, "universeg eval: %lld of %zu ground-truth maps could not be scored\n", (long long)failed, truths.size());
+    if (failed) std::fprintf(stderr, "universeg eval: %lld of %zu ground-truth maps could not be scored\n", (long long)failed, truth_count);
     return failed ? 1 : 0;
 }
 

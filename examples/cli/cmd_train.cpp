@@ -2,11 +2,12 @@
 // real) tasks, and adapting trained weights to a labelled folder.
 #include "chart.hpp"
 #include "cli.hpp"
+#include "cluster.hpp"
 
+#include <universeg/train/distributed.hpp>
 #include <universeg/train/folder_tasks.hpp>
 #include <universeg/io/weights.hpp>
 #include <universeg/train/synth.hpp>
-#include <universeg/train/train.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <new>
 #include <sstream>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -71,7 +73,11 @@ const char* kTrainUsage =
     "                          and --eval-queries queries (2), the same set for every run and seed\n"
     "  --eval-only             evaluate the --init or --resume weights on the held-out set (at\n"
     "                          --final-size, by default --size) next to the histogram classifier,\n"
-    "                          and exit without training or writing anything\n";
+    "                          and exit without training or writing anything\n"
+    "\n"
+    "Under mpirun or srun (a build with -DUNIVERSEG_MPI=ON) the B tasks of each step are shared by\n"
+    "the processes, at least one each, and the weights are those one process would train, bit for\n"
+    "bit; rank 0 alone prints and writes. docs/cluster.md.\n";
 
 const char* kFinetuneUsage =
     "usage: universeg finetune [--weights W] --support DIR --out W2 [options]\n"
@@ -89,6 +95,7 @@ const char* kFinetuneUsage =
     "  --size N                image size (128)\n"
     "  --lr X                  peak learning rate (1e-3); --loss L as for train (dice+bce)\n"
     "  --seed N                split, sampling and augmentation seed (0)\n"
+    "  --batch B               tasks per step (1); under mpirun shared by the processes, as for train\n"
     "  --threads N             OpenMP threads\n";
 
 // Training allocates the same large buffers every step; keeping freed memory in the heap
@@ -266,9 +273,14 @@ universeg::StateDict starting_weights(const std::string& path) {
     return weights;
 }
 
-}  // namespace
+// Several processes share each step's tasks, at least one each: more would idle.
+void check_ranks(const Cluster& cluster, int64_t B) {
+    if (cluster.size() > B)
+        throw Error("--batch " + std::to_string(B) + ": the " + std::to_string(cluster.size()) +
+                    " processes share each step's tasks, so --batch must be at least " + std::to_string(cluster.size()));
+}
 
-int cmd_train(int argc, char** argv) {
+int train(const Cluster& cluster, int argc, char** argv) {
     Args a("train", kTrainUsage, argc, argv,
            {"--out", "--config", "--steps", "--support-size", "--support-min", "--batch", "--size", "--final-size", "--final-steps", "--mix-size",
             "--mix-fraction", "--data",
@@ -299,6 +311,7 @@ int cmd_train(int argc, char** argv) {
     const int64_t S_max = a.get_int("--support-size", 8, 1, 64);
     const int64_t S_min = a.get_int("--support-min", S_max, 1, S_max);
     const int64_t B = a.get_int("--batch", 1, 1, 64);
+    if (!eval_only) check_ranks(cluster, B);
     const int64_t size = a.get_int("--size", 64, 8, 1024);
     const int64_t final_size = a.get_int("--final-size", size, 8, 1024);
     const int64_t final_steps = a.get_int("--final-steps", 0, 0, opt.steps);
@@ -353,6 +366,9 @@ int cmd_train(int argc, char** argv) {
         const universeg::FolderTasks& f = folders.begin()->second;
         std::printf("data: %zu images, %zu tasks from %zu folders\n", f.images.size(), f.tasks.size(), data_dirs.size());
     }
+    if (eval_only && !cluster.root()) return 0;  // rank 0 evaluates
+    if (cluster.size() > 1)
+        std::printf("%d processes (MPI) share each step's %lld tasks\n", cluster.size(), (long long)B);
     if (eval_only)
         std::printf("model %s, %lld parameters; held-out: %lld tasks at %lldx%lld, %lld supports and %lld queries each\n",
                     st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)eval_tasks,
@@ -363,7 +379,8 @@ int cmd_train(int argc, char** argv) {
                     st.config.to_string().c_str(), (long long)universeg::param_count(st.layout), (long long)size,
                     (long long)final_size, (long long)switch_step, (long long)mix_size, mix_fraction, (long long)S_min,
                     (long long)S_max, (long long)B, (long long)opt.steps, opt.lr);
-    const HeldOut held_out = make_held_out(eval_tasks, eval_S, eval_Q, final_size);
+    // Rank 0 evaluates; the others have nothing to evaluate on.
+    const HeldOut held_out = make_held_out(cluster.root() ? eval_tasks : 0, eval_S, eval_Q, final_size);
     std::fflush(stdout);
 
     std::signal(SIGINT, on_signal);
@@ -371,6 +388,7 @@ int cmd_train(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     auto save = [&](bool final) {
+        if (!cluster.root()) return;
         universeg::StateDict ck = universeg::checkpoint_dict(st);
         ck["train.elapsed_s"] = universeg::Tensor({1}, float(elapsed()));
         const std::map<std::string, std::string> meta{{"format", "universeg training checkpoint"},
@@ -416,9 +434,12 @@ int cmd_train(int argc, char** argv) {
     }
 
     universeg::TrainWorkspace ws;
+    const universeg::Collective comm = cluster.collective();
+    const universeg::TaskRange mine = universeg::rank_tasks(B, cluster.rank(), cluster.size());
     double loss_sum = 0, norm_sum = 0, lr = 0;
     int64_t since = 0;
-    while (st.step < opt.steps && !g_stop) {
+    // A signal reaches each rank on its own: all stop after the same step.
+    while (st.step < opt.steps && !cluster.any(g_stop)) {
         const int64_t step = st.step;
         universeg::Rng pick(universeg::seed_from({st.seed, uint64_t(step), 0x5E1Eull}));
         const int64_t S = S_min + pick.below(S_max - S_min + 1);
@@ -426,9 +447,11 @@ int cmd_train(int argc, char** argv) {
         const bool mixed = pick.uniform() < mix_fraction;  // drawn last: S and real do not depend on it
         // Real tasks keep the size: their finest structures (vessels a pixel wide) do not survive halving.
         const int64_t n = mixed && !real ? mix_size : step < switch_step ? size : final_size;
-        const universeg::Batch batch = real ? universeg::folder_batch(folders.at(n), st.seed, step, B, S)
-                                            : universeg::synthetic_batch(st.seed, step, B, S, n);
-        const universeg::StepResult r = universeg::train_step(st, batch, opt, ws);
+        // This process's tasks of the step only.
+        const universeg::Batch batch =
+            real ? universeg::folder_batch(folders.at(n), st.seed, step, mine.count, S, true, mine.first)
+                 : universeg::synthetic_batch(st.seed, step, mine.count, S, n, mine.first);
+        const universeg::StepResult r = universeg::train_step(st, batch, B, opt, ws, comm);
         loss_sum += r.loss, norm_sum += r.grad_norm, lr = r.lr, ++since;
         const bool log_now = st.step % log_every == 0 || st.step == opt.steps;
         const bool eval_now = st.step % eval_every == 0 || st.step == opt.steps;
@@ -447,11 +470,14 @@ int cmd_train(int argc, char** argv) {
         std::fflush(stdout);
     }
     save(true);
-    if (g_stop) std::printf("stopped by a signal at step %lld; resume with --resume %s\n", (long long)st.step, ckpt_path.c_str());
+    if (cluster.gathers())
+        std::printf("allgather of the tasks' gradients: %.1f ms per step (communication, and waiting for the slowest rank)\n",
+                    1e3 * cluster.gather_seconds() / double(cluster.gathers()));
+    if (st.step < opt.steps) std::printf("stopped by a signal at step %lld; resume with --resume %s\n", (long long)st.step, ckpt_path.c_str());
     return 0;
 }
 
-int cmd_finetune(int argc, char** argv) {
+int finetune(const Cluster& cluster, int argc, char** argv) {
     Args a("finetune", kFinetuneUsage, argc, argv,
            {"--weights", "--support", "--out", "--steps", "--holdout", "--support-size", "--train-support", "--size",
             "--lr", "--warmup", "--min-lr-ratio", "--weight-decay", "--clip", "--loss", "--seed", "--threads", "--batch"});
@@ -467,6 +493,7 @@ int cmd_finetune(int argc, char** argv) {
     const int64_t train_S = a.get_int("--train-support", 8, 1, 64);
     const int64_t size = a.get_int("--size", 128, 8, 1024);
     const int64_t B = a.get_int("--batch", 1, 1, 64);
+    if (opt.steps) check_ranks(cluster, B);
     const uint64_t seed = uint64_t(a.get_int("--seed", 0, 0, INT64_MAX));
 
     universeg::TrainState st = universeg::train_state_from(starting_weights(weights_option(a)), seed);  // fresh optimiser
@@ -532,20 +559,27 @@ int cmd_finetune(int argc, char** argv) {
 
     std::printf("%s: %lld images (%lld held out), %zu tasks; model %s\n", dir.c_str(), (long long)n, (long long)n_held,
                 train.tasks.size(), st.config.to_string().c_str());
-    double base = 0;
+    if (cluster.size() > 1 && opt.steps)
+        std::printf("%d processes (MPI) share each step's %lld tasks\n", cluster.size(), (long long)B);
+    // Rank 0 evaluates, before and after.
+    double base = 0, before = 0;
     std::string detail;
-    const double before = evaluate(universeg::make_model(st), base, detail);
-    std::printf("held-out Dice before: %.4f (histogram baseline %.4f)\n%s", before, base, detail.c_str());
-    std::fflush(stdout);
+    if (cluster.root()) {
+        before = evaluate(universeg::make_model(st), base, detail);
+        std::printf("held-out Dice before: %.4f (histogram baseline %.4f)\n%s", before, base, detail.c_str());
+        std::fflush(stdout);
+    }
     if (opt.steps == 0) return 0;
 
     universeg::TrainWorkspace ws;
+    const universeg::Collective comm = cluster.collective();
+    const universeg::TaskRange mine = universeg::rank_tasks(B, cluster.rank(), cluster.size());
     const auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
     int64_t since = 0;
     while (st.step < opt.steps) {
-        const universeg::Batch batch = universeg::folder_batch(train, seed, st.step, B, train_S, false);
-        loss_sum += universeg::train_step(st, batch, opt, ws).loss, ++since;
+        const universeg::Batch batch = universeg::folder_batch(train, seed, st.step, mine.count, train_S, false, mine.first);
+        loss_sum += universeg::train_step(st, batch, B, opt, ws, comm).loss, ++since;
         if (st.step % 20 == 0 || st.step == opt.steps) {
             std::printf("step %lld loss %.4f (%.0f s)\n", (long long)st.step, loss_sum / double(since),
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -553,6 +587,7 @@ int cmd_finetune(int argc, char** argv) {
             loss_sum = 0, since = 0;
         }
     }
+    if (!cluster.root()) return 0;
     const double after = evaluate(universeg::make_model(st), base, detail);
     std::printf("held-out Dice after %lld steps: %.4f (before %.4f, histogram baseline %.4f)\n%s", (long long)opt.steps,
                 after, before, base, detail.c_str());
@@ -564,5 +599,25 @@ int cmd_finetune(int argc, char** argv) {
     std::printf("wrote %s\n", out.c_str());
     return 0;
 }
+
+// A failing rank ends the whole job (the others would wait for it forever); one process reports
+// as every command does.
+int run_on(const char* command, int (*body)(const Cluster&, int, char**), int argc, char** argv) {
+    const Cluster cluster(command);
+    try {
+        return body(cluster, argc, argv);
+    } catch (const std::bad_alloc&) {
+        cluster.abort_if_several("out of memory");
+        throw;
+    } catch (const std::exception& e) {
+        cluster.abort_if_several(e.what());
+        throw;
+    }
+}
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) { return run_on("train", train, argc, argv); }
+int cmd_finetune(int argc, char** argv) { return run_on("finetune", finetune, argc, argv); }
 
 }  // namespace cli

@@ -327,24 +327,37 @@ inline int16_t label_nifti_type(const std::vector<int64_t>& values) {
 // and may be called from several threads at once. It shares the model it was given.
 class Segmenter {
 public:
+    // kTileAuto's comparison: the calibrated leave-one-out mean Dice of windows and of whole images.
+    struct TileChoice {
+        bool compared = false;  // false: not every example was large enough, or no calibration
+        double windows_dice = NAN, whole_dice = NAN;
+    };
+    // What building a Segmenter decides at the cost of forward passes: the calibration and, with
+    // kTileAuto, windows or whole images. Given back to a Segmenter of the same model, support
+    // and options, it skips that work and segments exactly as the one it came from (the
+    // command's --save-task and --task: shards of a cohort calibrate once).
+    struct Calibrated {
+        Task::Calibration calibration;  // offsets empty: not calibrated
+        TileChoice tile_choice;
+        bool windows = false;  // kTileAuto chose windows
+    };
+
     Segmenter(const Model& model, const Support& support, const SegmenterOptions& options = {})
         : Segmenter(std::make_shared<const Model>(model), PreparedSupport(support, options)) {}
     Segmenter(const Model& model, PreparedSupport support) : Segmenter(std::make_shared<const Model>(model), std::move(support)) {}
     Segmenter(std::shared_ptr<const Model> model, PreparedSupport support)
         : model_(std::move(model)), options_(support.options_), set_(std::move(support.set_)) {
-        if (!model_) throw Error("Segmenter: no model");
-        check_model_size(*model_, options_.size, "segmenter options");
-        SegmentOptions task_options = options_;
-        task_options.calibrate = options_.calibrate && !options_.histogram_baseline;
-        task_ = make_task(*model_, set_, task_options);
-        tile_ = std::max<int64_t>(options_.tile, 0);
-        if (support.windows_.size() > 0 && !task_.calibration.offsets.empty()) {
-            Task tiled = make_task(*model_, support.windows_, task_options);
-            choice_ = {true, tiled.calibration.dice_after, task_.calibration.dice_after};
-            if (choice_.windows_dice > choice_.whole_dice + kCalibrationTolerance)
-                set_ = std::move(support.windows_), task_ = std::move(tiled), tile_ = set_.height;
-        }
+        build(support, nullptr);
     }
+    // With what another Segmenter's calibrated() says instead of calibrating; throws when it
+    // cannot be that of this support and options (label count, calibration or windows where
+    // there can be none).
+    Segmenter(std::shared_ptr<const Model> model, PreparedSupport support, const Calibrated& saved)
+        : model_(std::move(model)), options_(support.options_), set_(std::move(support.set_)) {
+        build(support, &saved);
+    }
+    Segmenter(const Model& model, PreparedSupport support, const Calibrated& saved)
+        : Segmenter(std::make_shared<const Model>(model), std::move(support), saved) {}
 
     // A 2-D query of any size and intensity range (prepared here as the supports were).
     Segmentation segment(const Image& query) const {
@@ -406,14 +419,43 @@ public:
     const SupportSet& support() const { return set_; }
     const Task& task() const { return task_; }
 
-    // kTileAuto's comparison: the calibrated leave-one-out mean Dice of windows and of whole images.
-    struct TileChoice {
-        bool compared = false;  // false: not every example was large enough, or no calibration
-        double windows_dice = NAN, whole_dice = NAN;
-    };
     const TileChoice& tile_choice() const { return choice_; }
+    Calibrated calibrated() const { return {task_.calibration, choice_, options_.tile == kTileAuto && tile_ > 0}; }
 
 private:
+    // The task, calibrated here or (`saved`) as saved; `support` has given up its set_ already.
+    void build(PreparedSupport& support, const Calibrated* saved) {
+        if (!model_) throw Error("Segmenter: no model");
+        check_model_size(*model_, options_.size, "segmenter options");
+        SegmentOptions task_options = options_;
+        task_options.calibrate = options_.calibrate && !options_.histogram_baseline && !saved;
+        if (!saved) {
+            task_ = make_task(*model_, set_, task_options);
+            tile_ = std::max<int64_t>(options_.tile, 0);
+            if (support.windows_.size() > 0 && !task_.calibration.offsets.empty()) {
+                Task tiled = make_task(*model_, support.windows_, task_options);
+                choice_ = {true, tiled.calibration.dice_after, task_.calibration.dice_after};
+                if (choice_.windows_dice > choice_.whole_dice + kCalibrationTolerance)
+                    set_ = std::move(support.windows_), task_ = std::move(tiled), tile_ = set_.height;
+            }
+            return;
+        }
+        auto refuse = [](const std::string& why) { throw Error("the saved calibration is not of this support and options: " + why); };
+        if (saved->windows && support.windows_.size() == 0) refuse("it chose windows, and these examples have none to choose");
+        if (saved->windows) set_ = std::move(support.windows_);
+        task_ = make_task(*model_, set_, task_options);
+        tile_ = saved->windows ? set_.height : std::max<int64_t>(options_.tile, 0);
+        choice_ = saved->tile_choice;
+        const Task::Calibration& c = saved->calibration;
+        const bool calibrates = options_.calibrate && !options_.histogram_baseline && set_.size() >= kMinCalibrationSupports &&
+                                int64_t(task_.values.size()) <= kMaxCalibrationLabels;
+        if (calibrates != !c.offsets.empty())
+            refuse(calibrates ? "it holds no calibration, and this task calibrates" : "it holds a calibration, and this task has none");
+        if (c.offsets.size() != c.intensity_weights.size() || (calibrates && c.offsets.size() != task_.values.size()))
+            refuse(std::to_string(c.offsets.size()) + " label offsets for " + std::to_string(task_.values.size()) + " labels");
+        task_.calibration = c;
+    }
+
     // The label map of a prepared query, and in probs its calibrated probabilities (none with the
     // histogram baseline), both at its size.
     Image segment_prepared(const Image& prepared, std::vector<Image>& probs) const {

@@ -186,13 +186,14 @@ inline void folder_sample(const FolderTasks& d, int64_t index, const std::vector
 // B tasks drawn from the folders (draw_folder_task); repeated supports, where a task has too
 // few images, differ by their augmentation. With task_augmentation false (fine-tuning to the
 // folder's own tasks) only mild per-image geometry and intensity changes are applied, no
-// flips, inversion, edges or outlines.
+// flips, inversion, edges or outlines. Task t depends on (seed, step, t) alone: the batch holds
+// tasks first .. first + B - 1 of the step (a process's share of it, train/distributed.hpp).
 inline Batch folder_batch(const FolderTasks& d, uint64_t seed, int64_t step, int64_t B, int64_t S,
-                          bool task_augmentation = true) {
+                          bool task_augmentation = true, int64_t first = 0) {
     const int64_t n = d.size, N = n * n;
     Batch b = Batch::zeros(B, S, n, n);
     for (int64_t t = 0; t < B; ++t) {
-        Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), 0xF01Dull}));
+        Rng rng(seed_from({seed, uint64_t(step), uint64_t(first + t), 0xF01Dull}));
         const FolderDraw draw = draw_folder_task(d, rng, S);
         TaskParams aug = sample_task(rng, n);  // its task augmentations, milder geometry and noise
         aug.rotate = std::min(aug.rotate, 0.3), aug.zoom = std::min(aug.zoom, 0.15), aug.shift = 0.03;

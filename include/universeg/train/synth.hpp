@@ -974,19 +974,20 @@ UNIVERSEG_OMP(parallel for schedule(dynamic))
 }
 
 // Training data for one step: B synthetic tasks, each S supports and one query, a pure
-// function of (seed, step).
-inline Batch synthetic_batch(uint64_t seed, int64_t step, int64_t B, int64_t S, int64_t size) {
+// function of (seed, step). Task t depends on (seed, step, t) alone: the batch holds tasks
+// first .. first + B - 1 of the step (a process's share of it, train/distributed.hpp).
+inline Batch synthetic_batch(uint64_t seed, int64_t step, int64_t B, int64_t S, int64_t size, int64_t first = 0) {
     Batch b = Batch::zeros(B, S, size, size);
     const int64_t N = size * size;
     std::vector<TaskParams> tasks(static_cast<size_t>(B));
     for (int64_t t = 0; t < B; ++t) {
-        Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), 0x7A5Cull}));
+        Rng rng(seed_from({seed, uint64_t(step), uint64_t(first + t), 0x7A5Cull}));
         tasks[size_t(t)] = sample_task(rng, size);
     }
 UNIVERSEG_OMP(parallel for schedule(dynamic))
     for (int64_t k = 0; k < B * (S + 1); ++k) {
         const int64_t t = k / (S + 1), i = k % (S + 1);
-        Rng rng(seed_from({seed, uint64_t(step), uint64_t(t), uint64_t(i)}));
+        Rng rng(seed_from({seed, uint64_t(step), uint64_t(first + t), uint64_t(i)}));
         float* img = i == S ? b.query.data() + t * N : b.support_images.data() + (t * S + i) * N;
         float* lab = i == S ? b.query_labels.data() + t * N : b.support_labels.data() + (t * S + i) * N;
         sample_image(tasks[size_t(t)], rng, img, lab);

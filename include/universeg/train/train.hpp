@@ -21,7 +21,9 @@
 //
 // Determinism: every op has a fixed decomposition (see ops.hpp), the loss and the gradient
 // norm are summed sequentially, and the data for a step is a function of (seed, step): a run
-// is reproducible bit for bit, and a resumed run continues exactly.
+// is reproducible bit for bit, and a resumed run continues exactly. A step of B tasks sums the
+// gradients of its tasks, each computed alone, in task order (task_gradient): the same sums
+// whether one process computes them all or several share them (distributed.hpp).
 #pragma once
 
 #include "../core/api.hpp"
@@ -173,8 +175,11 @@ constexpr double kDiceSmooth = 1.0;
 // Loss of logits (B, n) against 0/1 labels, averaged over the batch; writes d loss / d logit.
 //   soft Dice (the paper's loss): 1 - (2 sum p y + s) / (sum p + sum y + s), p = sigmoid(logit)
 //   BCE: mean over pixels of -y log p - (1 - y) log (1 - p), computed stably from the logit
+// `mean_over` > 0 divides by it instead of B: the share of these B tasks in a larger batch's mean.
 template <class T>
-double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n, Loss loss, T* dlogits) {
+double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n, Loss loss, T* dlogits,
+                     int64_t mean_over = 0) {
+    const int64_t M = mean_over > 0 ? mean_over : B;
     double total = 0;
     for (int64_t b = 0; b < B; ++b) {
         const T* x = logits + b * n;
@@ -192,7 +197,7 @@ double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n,
             for (int64_t i = 0; i < n; ++i) {
                 const double p = sigmoid(double(x[i]));
                 const double dD_dp = (2.0 * y[i] * den - num) / (den * den);
-                d[i] += T(-dD_dp * p * (1 - p) / double(B));
+                d[i] += T(-dD_dp * p * (1 - p) / double(M));
             }
         }
         if (loss != Loss::Dice) {
@@ -200,12 +205,12 @@ double loss_and_grad(const T* logits, const float* labels, int64_t B, int64_t n,
             for (int64_t i = 0; i < n; ++i) {
                 const double xi = double(x[i]), p = sigmoid(xi);
                 s += std::max(xi, 0.0) - xi * y[i] + std::log1p(std::exp(-std::abs(xi)));
-                d[i] += T((p - y[i]) / double(n * B));
+                d[i] += T((p - y[i]) / double(n * M));
             }
             total += s / double(n);
         }
     }
-    return total / double(B);
+    return total / double(M);
 }
 
 // ---- optimiser ------------------------------------------------------------------------------
@@ -319,6 +324,8 @@ UNIVERSEG_OMP(parallel)
 struct TrainWorkspace {
     Activations<float> act;
     std::vector<float> grad, dlogits;
+    std::vector<float> task_grad;  // one task's gradient, or this rank's tasks' (distributed.hpp)
+    std::vector<float> gathered;   // every rank's tasks' gradients (distributed.hpp)
     // The convolutions' GEMM: the best kernels this CPU runs (UNIVERSEG_ARCH caps them).
     const kernels::Table* gemm_kernels = &kernels::select();
 };
@@ -327,21 +334,33 @@ struct StepResult {
     double loss = 0, grad_norm = 0, lr = 0;
 };
 
-// Forward, loss, backward, clipping and one Adam step on `batch`; advances s.step.
-inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptions& o, TrainWorkspace& ws) {
-    const FlushSubnormals flush;
-    reference_forward(s.config, s.layout, s.params.data(), batch.query.data(), batch.support_images.data(),
-                  batch.support_labels.data(), batch.B, batch.S, batch.H, batch.W, ws.act, true, ws.gemm_kernels);
+// Task t of `batch` alone (a forward and a backward with B = 1): its gradient into `grad`
+// (s.params.size() floats, overwritten) and its loss returned, both divided by B, the step's
+// batch size, whose mean loss is the sum of these. A step's gradient is the sum over its tasks,
+// in task order, of these: it depends on nothing but the task, whichever process computes it,
+// so that data-parallel training (distributed.hpp) repeats one process bit for bit.
+inline double task_gradient(const TrainState& s, const Batch& batch, int64_t t, int64_t B, const TrainOptions& o,
+                            TrainWorkspace& ws, float* grad) {
+    const int64_t HW = batch.H * batch.W, S = batch.S;
+    reference_forward(s.config, s.layout, s.params.data(), batch.query.data() + t * HW,
+                      batch.support_images.data() + t * S * HW, batch.support_labels.data() + t * S * HW, 1, S,
+                      batch.H, batch.W, ws.act, true, ws.gemm_kernels);
     ws.dlogits.resize(ws.act.logits.size());
+    const double loss =
+        loss_and_grad(ws.act.logits.data(), batch.query_labels.data() + t * HW, 1, HW, o.loss, ws.dlogits.data(), B);
+    std::fill(grad, grad + s.params.size(), 0.0f);
+    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), grad, true, ws.gemm_kernels);
+    return loss;
+}
+
+// Clipping, one Adam step and the moving average, given the step's gradient (the sum of its
+// tasks') and loss; advances s.step. The caller holds a FlushSubnormals.
+inline StepResult apply_gradient(TrainState& s, std::vector<float>& grad, double loss, const TrainOptions& o) {
     StepResult r;
-    r.loss = loss_and_grad(ws.act.logits.data(), batch.query_labels.data(), batch.B, batch.H * batch.W, o.loss,
-                           ws.dlogits.data());
-    ws.grad.assign(s.params.size(), 0.0f);
-    train_backward(s.config, s.layout, s.params.data(), ws.act, ws.dlogits.data(), ws.grad.data(), true,
-                   ws.gemm_kernels);
-    r.grad_norm = clip_grad_norm(ws.grad, o.clip);
+    r.loss = loss;
+    r.grad_norm = clip_grad_norm(grad, o.clip);
     r.lr = learning_rate(o, s.step);
-    if (std::isfinite(r.grad_norm)) adam_update(s, ws.grad, o, r.lr);  // a non-finite step is skipped
+    if (std::isfinite(r.grad_norm)) adam_update(s, grad, o, r.lr);  // a non-finite step is skipped
     if (o.ema_decay > 0) {
         const float d = float(o.ema_decay);
         if (s.ema.size() != s.params.size()) s.ema = s.params;  // starts at the current weights
@@ -350,6 +369,21 @@ inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptio
     }
     ++s.step;
     return r;
+}
+
+// One step on `batch`: the sum of its tasks' gradients (task_gradient, in task order), then
+// clipping and one Adam step; advances s.step.
+inline StepResult train_step(TrainState& s, const Batch& batch, const TrainOptions& o, TrainWorkspace& ws) {
+    if (batch.B < 1) throw Error("train_step: a batch of " + std::to_string(batch.B) + " tasks");
+    const FlushSubnormals flush;
+    ws.grad.resize(s.params.size());
+    double loss = task_gradient(s, batch, 0, batch.B, o, ws, ws.grad.data());
+    if (batch.B > 1) ws.task_grad.resize(s.params.size());
+    for (int64_t t = 1; t < batch.B; ++t) {
+        loss += task_gradient(s, batch, t, batch.B, o, ws, ws.task_grad.data());
+        for (size_t i = 0; i < ws.grad.size(); ++i) ws.grad[i] += ws.task_grad[i];
+    }
+    return apply_gradient(s, ws.grad, loss, o);
 }
 
 // ---- weights and checkpoints ------------------------------------------------------------------
