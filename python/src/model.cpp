@@ -5,35 +5,21 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
-#include <universeg/universeg.hpp>
+#include <universeg/segment/segmenter.hpp>
 
 #include <algorithm>
-#include <cmath>
-#include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <string>
 #include <utility>
 
 namespace universeg_python {
 namespace {
 
-// A file name as Python spells it (os.fsdecode: undecodable bytes as surrogate escapes).
-py::str fsdecode(const std::string& path) {
-    return py::reinterpret_steal<py::str>(PyUnicode_DecodeFSDefaultAndSize(path.data(), py::ssize_t(path.size())));
-}
-
-// A loaded model and what its file says about it.
-struct LoadedModel {
-    universeg::Model model;
-    std::string path;
-    std::map<std::string, std::string> metadata;  // a safetensors file's __metadata__; empty for .pt
-};
-
 LoadedModel load(const std::filesystem::path& file) {
     const std::string path = file.string();
     try {
-        return LoadedModel{universeg::load_model(path), path, universeg::weights_metadata(path)};
+        return LoadedModel{std::make_shared<const universeg::Model>(universeg::load_model(path)), path,
+                           universeg::weights_metadata(path)};
     } catch (const universeg::Error& e) {
         raise_file_error(path, e.what());
     }
@@ -41,16 +27,15 @@ LoadedModel load(const std::filesystem::path& file) {
 
 // The metadata's image_size, "N" or "HxW" as `universeg train` writes it, as (H, W); none when
 // absent or not a size (the metadata itself stays readable).
-std::optional<std::pair<long long, long long>> image_size(const std::map<std::string, std::string>& metadata) {
+std::optional<std::pair<int64_t, int64_t>> image_size(const std::map<std::string, std::string>& metadata) {
     const auto it = metadata.find("image_size");
-    if (it == metadata.end() || it->second.empty()) return std::nullopt;
-    const char* s = it->second.c_str();
-    char* end = nullptr;
-    const long long h = std::strtoll(s, &end, 10);
-    long long w = h;
-    if (*end == 'x' || *end == 'X') w = std::strtoll(end + 1, &end, 10);
-    if (*end || h < 1 || w < 1) return std::nullopt;
-    return std::make_pair(h, w);
+    if (it == metadata.end()) return std::nullopt;
+    try {
+        const universeg::ImageSize s = universeg::parse_model_size(it->second, "image_size");
+        return std::make_pair(s.height, s.width);
+    } catch (const universeg::Error&) {
+        return std::nullopt;
+    }
 }
 
 py::array_t<float> call(const LoadedModel& self, const py::object& query, const py::object& support_images,
@@ -61,11 +46,7 @@ py::array_t<float> call(const LoadedModel& self, const py::object& query, const 
         options.precision = universeg::engine::Precision::bf16;
     else if (precision != "fp32")
         throw py::value_error("precision must be 'fp32' or 'bf16', got '" + precision + "'");
-    if (max_memory) {
-        if (!(*max_memory > 0) || !std::isfinite(*max_memory))
-            throw py::value_error("max_memory must be a positive number of MiB, got " + std::to_string(*max_memory));
-        options.max_memory_mb = *max_memory;
-    }
+    options.max_memory_mb = memory_bound(max_memory);
 
     const FloatArray q = as_float32(query, "query");
     const FloatArray si = as_float32(support_images, "support_images");
@@ -85,7 +66,7 @@ py::array_t<float> call(const LoadedModel& self, const py::object& query, const 
     {
         // The arrays stay referenced by this frame; Model::forward is const and thread-safe.
         py::gil_scoped_release release;
-        self.model.forward(q.data(), si.data(), sl.data(), B, si.shape(1), H, W, out, options);
+        self.model->forward(q.data(), si.data(), sl.data(), B, si.shape(1), H, W, out, options);
     }
     return logits;
 }
@@ -137,13 +118,13 @@ void bind_model(py::module_& m) {
              py::kw_only(), py::arg("precision") = "fp32", py::arg("threads") = py::none(),
              py::arg("max_memory") = py::none())
         .def_property_readonly(
-            "config", [](const LoadedModel& s) { return s.model.config().to_string(); },
+            "config", [](const LoadedModel& s) { return s.model->config().to_string(); },
             "The architecture, e.g. 'encoder [64,64,64,64] decoder [64,64,64]' for the official v1.")
         .def_property_readonly(
-            "parameter_count", [](const LoadedModel& s) { return s.model.parameter_count(); },
+            "parameter_count", [](const LoadedModel& s) { return s.model->parameter_count(); },
             "The number of weights and biases.")
         .def_property_readonly(
-            "size_multiple", [](const LoadedModel& s) { return s.model.config().size_multiple(); },
+            "size_multiple", [](const LoadedModel& s) { return s.model->config().size_multiple(); },
             "H and W must be multiples of this (one halving per encoder block but the last).")
         .def_property_readonly(
             "image_size", [](const LoadedModel& s) { return image_size(s.metadata); },
@@ -155,7 +136,7 @@ void bind_model(py::module_& m) {
             "path", [](const LoadedModel& s) { return fsdecode(s.path); }, "The weights file it was loaded from.")
         .def("__repr__", [](const LoadedModel& s) {
             return "<universeg.Model " + py::repr(fsdecode(s.path)).cast<std::string>() + ": " +
-                   s.model.config().to_string() + ", " + std::to_string(s.model.parameter_count()) + " parameters>";
+                   s.model->config().to_string() + ", " + std::to_string(s.model->parameter_count()) + " parameters>";
         });
     m.def("load", &load, kLoadDoc, py::arg("path"));
 }

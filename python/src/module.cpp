@@ -2,9 +2,9 @@
 // Python, and the helpers that the groups of bindings share (bindings.hpp).
 #include "bindings.hpp"
 
-#include <universeg/core/tensor.hpp>
 #include <universeg/version.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <system_error>
 #include <vector>
@@ -26,7 +26,7 @@ void set_error(PyObject* type, const std::string& message) {
 
 }  // namespace
 
-FloatArray as_float32(py::handle obj, const char* name) {
+py::array as_real_array(py::handle obj, const char* name) {
     const py::module_ numpy = py::module_::import("numpy");
     py::array a;
     try {
@@ -41,12 +41,20 @@ FloatArray as_float32(py::handle obj, const char* name) {
     if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
         throw py::type_error(std::string(name) + " must hold real numbers (a float, integer or bool array), got dtype " +
                              py::str(a.dtype()).cast<std::string>());
-    // ascontiguousarray returns `a` itself when it already is C-order float32.
-    return numpy.attr("ascontiguousarray")(a, "float32").cast<FloatArray>();
+    return a;
+}
+
+FloatArray as_float32(py::handle obj, const char* name) {
+    // ascontiguousarray returns the array itself when it already is C-order float32.
+    return py::module_::import("numpy").attr("ascontiguousarray")(as_real_array(obj, name), "float32").cast<FloatArray>();
 }
 
 std::string shape_of(const py::array& a) {
     return universeg::shape_string(std::vector<int64_t>(a.shape(), a.shape() + a.ndim()));
+}
+
+py::str fsdecode(const std::string& path) {
+    return py::reinterpret_steal<py::str>(PyUnicode_DecodeFSDefaultAndSize(path.data(), py::ssize_t(path.size())));
 }
 
 void raise_file_error(const std::string& path, const std::string& message) {
@@ -54,6 +62,13 @@ void raise_file_error(const std::string& path, const std::string& message) {
     const bool missing = !std::filesystem::exists(path, ec) && !ec;
     set_error(missing ? PyExc_FileNotFoundError : PyExc_OSError, message);
     throw py::error_already_set();
+}
+
+double memory_bound(std::optional<double> max_memory) {
+    if (!max_memory) return 0;
+    if (!(*max_memory > 0) || !std::isfinite(*max_memory))
+        throw py::value_error("max_memory must be a positive number of MiB, got " + std::to_string(*max_memory));
+    return *max_memory;
 }
 
 ThreadCount::ThreadCount(std::optional<int> threads) {
@@ -88,4 +103,5 @@ PYBIND11_MODULE(_native, m) {
         }
     });
     universeg_python::bind_model(m);
+    universeg_python::bind_segment(m);
 }

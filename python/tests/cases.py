@@ -1,7 +1,7 @@
-"""What the Python tests share: the source tree's data and the official golden cases.
+"""What the Python tests share: the source tree's data, the official golden cases and the CLI.
 
-The tests run with PYTHONPATH=BUILD/python (ctest sets it, and UNIVERSEG_SOURCE_DIR) and need
-numpy only.
+The tests run with PYTHONPATH=BUILD/python (ctest sets it, UNIVERSEG_SOURCE_DIR, and UNIVERSEG_CLI
+where the build has the `universeg` program) and need numpy only.
 """
 import json
 import os
@@ -11,6 +11,8 @@ import numpy as np
 SOURCE = os.environ.get("UNIVERSEG_SOURCE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 GOLDEN = os.path.join(SOURCE, "tests", "data", "golden")
 BUNDLED = os.path.join(SOURCE, "weights", "universeg_synth_nf32.safetensors")
+CELLS = os.path.join(SOURCE, "examples", "data", "cells")  # the bundled example data set
+CLI = os.environ.get("UNIVERSEG_CLI")  # the `universeg` program, where the build has it
 INPUTS = ("query", "support_images", "support_labels")
 
 

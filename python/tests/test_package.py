@@ -45,10 +45,15 @@ class Package(unittest.TestCase):
             self.assertIs(getattr(universeg, name), getattr(_native, name))
         self.assertTrue(os.path.isfile(os.path.join(self.dir, "py.typed")))
 
+    def classes(self):
+        return [n for n in self.stub_defs.values() if isinstance(n, ast.ClassDef)]
+
     def test_docstrings(self):
         self.assertIn("model(query, support_images, support_labels)", universeg.__doc__)
-        documented = [universeg.load, universeg.Model, universeg.Model.__call__]
-        documented += [getattr(universeg.Model, n) for n in public(dir(universeg.Model))]
+        self.assertIn("universeg.Segmenter(model,", universeg.__doc__)
+        documented = [getattr(universeg, n) for n in universeg.__all__]
+        for cls in (universeg.Model, universeg.Support, universeg.Segmenter, universeg.Segmentation):
+            documented += [getattr(cls, n) for n in public(dir(cls)) | ({"__init__", "__call__", "__len__"} & set(vars(cls)))]
         for obj in documented:
             with self.subTest(obj=obj):
                 self.assertGreater(len(inspect.getdoc(obj) or ""), 20)
@@ -58,17 +63,36 @@ class Package(unittest.TestCase):
         stubbed |= {t.id for n in self.stub.body if isinstance(n, ast.AnnAssign) for t in [n.target]}
         self.assertEqual(public(stubbed) | {"__version__"}, public(dir(_native)) | {"__version__"})
         self.assertIn("__version__", stubbed)
-        members = {n.name for n in self.stub_defs["Model"].body if isinstance(n, ast.FunctionDef)}
-        self.assertEqual(public(members), public(dir(universeg.Model)))
-        self.assertIn("__call__", members)
+        self.assertEqual({c.name for c in self.classes()}, {"Model", "Support", "Segmenter", "Segmentation"})
+        for stub in self.classes():
+            with self.subTest(cls=stub.name):
+                cls = getattr(_native, stub.name)
+                members = {n.name for n in stub.body if isinstance(n, ast.FunctionDef)}
+                self.assertEqual(public(members), public(dir(cls)))
+                # The special methods the module defines: a constructor, a call, a length.
+                special = {"__init__", "__call__", "__len__"}
+                defined = {n for n in special & set(vars(cls)) if "Initialize self" not in (getattr(cls, n).__doc__ or "")}
+                self.assertEqual(members & special, defined)
+        self.assertIn("__call__", {n.name for n in self.stub_defs["Model"].body if isinstance(n, ast.FunctionDef)})
 
     def test_stub_parameters(self):
-        methods = {n.name: n for n in self.stub_defs["Model"].body if isinstance(n, ast.FunctionDef)}
-        for fn, stub in ((universeg.load, self.stub_defs["load"]), (universeg.Model.__call__, methods["__call__"])):
-            with self.subTest(fn=fn.__name__):
+        """Every function and method of the stub names the module's parameters, in order, the
+        keyword-only ones after the '*'."""
+        pairs = [(getattr(_native, f.name), f) for f in self.stub_defs.values() if isinstance(f, ast.FunctionDef)]
+        for stub in self.classes():
+            cls = getattr(_native, stub.name)
+            pairs += [(getattr(cls, f.name), f) for f in stub.body
+                      if isinstance(f, ast.FunctionDef) and not any(isinstance(d, ast.Name) and d.id == "property"
+                                                                    for d in f.decorator_list)]
+        self.assertGreaterEqual(len(pairs), 12)
+        for fn, stub in pairs:
+            with self.subTest(fn=fn.__qualname__ if hasattr(fn, "__qualname__") else stub.name):
                 self.assertEqual(stub_names(stub), signature_names(fn.__doc__))
-        self.assertEqual([a.arg for a in methods["__call__"].args.kwonlyargs], ["precision", "threads", "max_memory"])
+                first = fn.__doc__.splitlines()[0]
+                keywords = signature_names("f(" + first.split("*, ", 1)[1]) if "*, " in first else []
+                self.assertEqual([a.arg for a in stub.args.kwonlyargs], keywords)
         self.assertIn("*, precision: str = 'fp32'", universeg.Model.__call__.__doc__)
+        self.assertIn("*, size: object = None, threshold: float = 0.5", universeg.Segmenter.__init__.__doc__)
 
 
 if __name__ == "__main__":
