@@ -570,7 +570,7 @@ std::vector<uint8_t> bmp(int32_t w, int32_t h, int bpp, uint32_t compression, co
                          const std::vector<uint8_t>& rows) {
     const uint64_t offset = 14 + 40 + extra.size();
     return cat(cat(le({{'B' | 'M' << 8, 2}, {offset + rows.size(), 4}, {0, 4}, {offset, 4}, {40, 4}, {uint32_t(w), 4},
-                       {uint32_t(h), 4}, {1, 2}, {uint64_t(bpp), 2}, {compression, 4}, {rows.size(), 4}, {0, 16}}),
+                       {uint32_t(h), 4}, {1, 2}, {uint64_t(bpp), 2}, {compression, 4}, {rows.size(), 4}, {0, 8}, {0, 8}}),
                    extra),
                rows);
 }

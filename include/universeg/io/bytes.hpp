@@ -302,6 +302,7 @@ inline uint64_t load_uint(const uint8_t* p, int n, bool big_endian = false) {
     return v;
 }
 
+// n <= 8, as load_uint.
 inline void append_uint(std::vector<uint8_t>& out, uint64_t v, int n) {
     for (int k = 0; k < n; ++k) out.push_back(uint8_t(v >> (8 * k)));
 }
