@@ -306,7 +306,7 @@ TEST_CASE("bf16 mode: agrees with the fp32 mask on >= 99.5% of pixels, or is ref
 
 // ---- the memory bound ----
 
-TEST_CASE("under a memory bound the logits are bit-identical and the engine stays under it") {
+TEST_CASE("under a memory bound the logits are bit-identical and the engine stays under it", "[bound]") {
     // Edge architectures (one block: no decoder; two blocks: a decoder block without a support
     // path) and a deeper one, with every group size.
     const std::vector<std::vector<BlockFeatures>> configs = {
@@ -333,15 +333,15 @@ static void check_bounded_golden(const char* name) {
     CHECK(same_bits(fast_forward(c.model, c.query.ptr(), c.images.ptr(), c.labels.ptr(), c.B, c.S, c.H, c.W, opt), ref));
 }
 
-TEST_CASE("the custom golden case under a memory bound: the same logits, bit for bit") {
+TEST_CASE("the custom golden case under a memory bound: the same logits, bit for bit", "[bound]") {
     check_bounded_golden("custom_b1_s3_48x80");
 }
 
-TEST_CASE("the v1 golden case (128x128, B=2, S=4) under a memory bound: the same logits, bit for bit", "[heavy]") {
+TEST_CASE("the v1 golden case (128x128, B=2, S=4) under a memory bound: the same logits, bit for bit", "[bound][heavy]") {
     check_bounded_golden("v1_b2_s4_128");
 }
 
-TEST_CASE("a memory bound below one support at a time is refused, naming the minimum") {
+TEST_CASE("a memory bound below one support at a time is refused, naming the minimum", "[bound]") {
     const GoldenCase c = load_golden("custom_b1_s3_48x80");
     engine::Options opt;
     opt.max_memory_mb = 0.5;
@@ -350,7 +350,7 @@ TEST_CASE("a memory bound below one support at a time is refused, naming the min
                       Catch::Contains("memory bound of 0.5 MB is below") && Catch::Contains("48x80"));
 }
 
-TEST_CASE("bf16 under a memory bound gives the bf16 logits, bit for bit") {
+TEST_CASE("bf16 under a memory bound gives the bf16 logits, bit for bit", "[bound]") {
     if (!kernels::cpu_has_bf16()) return;  // the bf16 kernels need AVX512_BF16
     // v1 (every support path in bf16, its stored features too) with one support at a time and
     // with all of them in one group; the custom case has no layer wide enough for bf16.
