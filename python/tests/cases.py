@@ -5,6 +5,8 @@ where the build has the `universeg` program) and need numpy only.
 """
 import json
 import os
+import sys
+import threading
 
 import numpy as np
 
@@ -63,3 +65,26 @@ def architecture(encoder_blocks):
         return "[" + ",".join(str(f) if f == g else f"[{f},{g}]" for f, g in blocks) + "]"
 
     return f"encoder {entries(enc)} decoder {entries(dec)}", count
+
+
+def gil_released(work):
+    """Whether another thread runs while `work` runs in a thread: with a switch interval of an
+    hour, a thread that holds the GIL keeps it until it blocks or releases it."""
+    entered, state = threading.Event(), {}
+
+    def run():
+        entered.set()
+        work()
+        state["returned"] = True
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(3600)
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        entered.wait()
+        running = "returned" not in state
+    finally:
+        sys.setswitchinterval(interval)
+        worker.join()
+    return running

@@ -11,7 +11,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import unittest
@@ -402,38 +401,16 @@ class Threads(unittest.TestCase):
         seg = universeg.Segmenter(MODEL, DATA_FILES["support"], flips=1, threads=2)
         self.assertEqual(seg.calibration, SEG.calibration)
 
-    def released(self, work):
-        """Whether another thread runs while `work` runs in a thread: with a switch interval of an
-        hour, a thread that holds the GIL keeps it until it blocks or releases it."""
-        entered, state = threading.Event(), {}
-
-        def run():
-            entered.set()
-            work()
-            state["returned"] = True
-
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(3600)
-        try:
-            worker = threading.Thread(target=run)
-            worker.start()
-            entered.wait()
-            running = "returned" not in state
-        finally:
-            sys.setswitchinterval(interval)
-            worker.join()
-        return running
-
     def test_calibration_releases_the_gil(self):
-        self.assertTrue(self.released(lambda: universeg.Segmenter(MODEL, DATA_FILES["support"], flips=1, threads=1)))
+        self.assertTrue(cases.gil_released(lambda: universeg.Segmenter(MODEL, DATA_FILES["support"], flips=1, threads=1)))
 
     def test_segmentation_releases_the_gil(self):
         # An array query of fewer than 500 pixels: numpy converts it without releasing the GIL.
         query = universeg.load_image(DATA_FILES["queries"][0])[:16, :16]
-        self.assertTrue(self.released(lambda: SEG.segment(query, threads=1)))
+        self.assertTrue(cases.gil_released(lambda: SEG.segment(query, threads=1)))
 
     def test_a_thread_that_holds_the_gil(self):
-        self.assertFalse(self.released(lambda: sum(range(3000000))))  # the method can tell
+        self.assertFalse(cases.gil_released(lambda: sum(range(3000000))))  # the method can tell
 
 
 if __name__ == "__main__":
