@@ -9,8 +9,10 @@ with the same random input distribution as `universeg bench`.
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -30,6 +32,16 @@ def peak_rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine():
+    """lscpu's model name and CPU count: the table names the machine it was measured on."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        return f"{fields['Model name'].strip()}, {fields['CPU(s)'].strip()} CPUs"
+    except (OSError, subprocess.CalledProcessError, KeyError):
+        return platform.processor() or platform.machine()
 
 
 def inputs(b, s, size, seed=1):

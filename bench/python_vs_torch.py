@@ -25,9 +25,7 @@ CPU time that spinning takes from the work.
 """
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,19 +35,9 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import universeg_torch  # noqa: E402
-from peers import inputs  # noqa: E402  (the inputs of `universeg bench` and compare.py's PyTorch runs)
+from peers import inputs, machine  # noqa: E402  (the inputs of `universeg bench` and compare.py's PyTorch runs)
 
 import universeg  # noqa: E402
-
-
-def machine():
-    """lscpu's model name and CPU count: the table names the machine it was measured on."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{fields['Model name'].strip()}, {fields['CPU(s)'].strip()} CPUs"
-    except (OSError, subprocess.CalledProcessError, KeyError):
-        return platform.processor() or platform.machine()
 
 
 def main():
