@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,8 +16,6 @@ namespace test {
 inline const std::string kData = std::string(UNIVERSEG_TEST_DATA) + "/";
 // The golden custom model: three encoder blocks, so sizes must be multiples of 4.
 inline const std::string kWeights = kData + "golden/custom_b1_s3_48x80/weights.pt";
-// Committed JPEGs (stb_image_write's JPEG encoder trips the UB sanitizer).
-inline const std::string kImages = kData + "images/";
 inline const std::string kRoot = kData + "../../";  // the repository: cases.txt's paths start there
 inline const std::string kCells = kRoot + "examples/data/cells/";
 inline const std::string kVolumes = kData + "segment/volumes/";
@@ -78,12 +75,6 @@ inline std::vector<ReferenceCase> reference_cases() {
     }
     REQUIRE(cases.size() >= 8);
     return cases;
-}
-
-inline std::set<std::string> names_in(const std::string& dir) {
-    std::set<std::string> out;
-    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) out.insert(std::filesystem::relative(e.path(), dir).string());
-    return out;
 }
 
 }  // namespace test

@@ -616,6 +616,15 @@ TEST_CASE("universeg make-case writes a test vector that run reproduces from eit
 
 namespace {
 
+// Committed JPEGs (stb_image_write's JPEG encoder trips the UB sanitizer).
+const std::string kImages = kData + "images/";
+
+std::set<std::string> names_in(const std::string& dir) {
+    std::set<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) out.insert(fs::relative(e.path(), dir).string());
+    return out;
+}
+
 // Float probabilities of a .npy or NIfTI file.
 std::vector<float> float_probabilities(const std::string& path) {
     return image_extension(path) == ".npy" ? load_npy(path).data : load_nifti(path).voxels;
