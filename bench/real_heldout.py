@@ -9,7 +9,7 @@ hippocampus beside its anterior and posterior parts). Each target gets DRAWS tas
 query images and SUPPORTS examples, every one from a different source (sources.csv: the two
 slices of one volume are one source, so a query's own volume never supplies its examples),
 drawn among the images that show the target by a generator seeded with the task's name: the
-same tasks on every run and machine.
+same tasks on every run and machine. A target with too few sources is skipped, with a note.
 
 Output: OUT/DATASET__TARGET__K/{support,queries}/{images,labels}/NAME.png: images linked, label
 maps written 0/1. Needs python3-numpy and python3-pil.
@@ -47,7 +47,8 @@ for name in NAMES:
             by_source.setdefault(source[s], []).append(s)
         keys = sorted(by_source)
         if len(keys) < QUERIES + SUPPORTS:
-            sys.exit(f"{name} target {target}: {len(keys)} sources, fewer than {QUERIES + SUPPORTS}")
+            print(f"{name} target {target}: {len(keys)} sources, fewer than {QUERIES + SUPPORTS}: skipped", file=sys.stderr)
+            continue
         for k in range(DRAWS):
             rng = random.Random(f"{name}/{target}/{k}")
             picked = [rng.choice(by_source[key]) for key in rng.sample(keys, QUERIES + SUPPORTS)]

@@ -1340,6 +1340,22 @@ TEST_CASE("segment in shards with a saved task writes what one run writes, byte 
     r = cli(dir, base + "--task '" + dir / "not_a_task.txt" + "' --out '" + dir / "refused" + "'" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, dir / "not_a_task.txt" + ": not a task file"));
+    // Region choices by hand: one that is none of 0 to 3 is refused; a file without them (saved
+    // before calibration chose regions) is taken as choosing none.
+    const std::string saved = slurp(task);
+    const size_t at = saved.find("\nregions ");
+    REQUIRE(at != std::string::npos);
+    std::string edited = saved;
+    edited[at + 9] = '9';
+    std::ofstream(dir / "edited.txt") << edited;
+    r = cli(dir, base + "--task '" + dir / "edited.txt" + "' --out '" + dir / "refused" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "region choice 9 is none of 0 to 3"));
+    REQUIRE(!fs::exists(dir / "refused"));
+    std::ofstream(dir / "older.txt") << saved.substr(0, at + 1) + saved.substr(saved.find('\n', at + 1) + 1);
+    r = cli(dir, base + outputs + "--task '" + dir / "older.txt" + "' --out '" + dir / "older" + "'" + q);
+    REQUIRE(r.rc == 0);
+    REQUIRE(names_in(dir / "older") == names_in(dir / "one"));
     r = cli(dir, base + "--save-task '" + dir / "support/images/s1.png" + "'");  // not over a file that is not a task
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "is not a task file"));

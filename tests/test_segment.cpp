@@ -167,6 +167,81 @@ CalibrationData calibration_data(int64_t n, int64_t HW, int64_t L, std::vector<d
 }
 }  // namespace
 
+TEST_CASE("clean_regions keeps a label's largest region and fills its holes, and nothing else", "[segment]") {
+    // Label 1: a ring of 8 around a hole (row 1, column 1), a diagonal neighbour of the ring
+    // (8-connected, so part of it), and a separate pair; label 2 inside the ring at row 1,
+    // column 6 is no hole of label 1's; the gap at the border (row 4) is no hole either.
+    const std::vector<float> map = {
+        1, 1, 1, 0, 0, 1, 1, 1,  //
+        1, 0, 1, 0, 0, 1, 2, 1,  //
+        1, 1, 1, 0, 0, 1, 1, 1,  //
+        0, 0, 0, 1, 0, 0, 0, 0,  //
+        1, 1, 0, 0, 0, 1, 0, 1};
+    std::vector<float> m = map;
+    clean_regions(m.data(), 5, 8, 1.0f, 0.0f, kKeepLargest);
+    const std::vector<float> largest = {
+        1, 1, 1, 0, 0, 0, 0, 0,  //
+        1, 0, 1, 0, 0, 0, 2, 0,  //
+        1, 1, 1, 0, 0, 0, 0, 0,  //
+        0, 0, 0, 1, 0, 0, 0, 0,  //
+        0, 0, 0, 0, 0, 0, 0, 0};
+    REQUIRE(m == largest);
+    m = map;
+    clean_regions(m.data(), 5, 8, 1.0f, 0.0f, kFillHoles);
+    std::vector<float> filled = map;
+    filled[1 * 8 + 1] = 1;
+    REQUIRE(m == filled);
+    m = map;
+    clean_regions(m.data(), 5, 8, 1.0f, 0.0f, kKeepLargest | kFillHoles);
+    std::vector<float> both = largest;
+    both[1 * 8 + 1] = 1;
+    REQUIRE(m == both);
+    // Label index maps with -1 for none, as calibration scores them; an absent label changes nothing.
+    std::vector<int64_t> idx = {-1, 0, -1, 0, -1, 0};
+    clean_regions(idx.data(), 2, 3, int64_t(1), int64_t(-1), kKeepLargest | kFillHoles);
+    REQUIRE(idx == std::vector<int64_t>{-1, 0, -1, 0, -1, 0});
+}
+
+TEST_CASE("calibration: regions chosen where they clearly raise the leave-one-out Dice", "[segment]") {
+    // Two 4x4 images, one label, the true 2x2 block at the top left of each. The network finds
+    // image 0's and a stray pixel at the far corner, and image 1's but for a corner (at the
+    // border: no hole to fill). Offsets cannot move logits of +-5.
+    std::vector<double> z(32, -5.0);
+    std::vector<int64_t> y(32, -1);
+    for (int64_t i = 0; i < 2; ++i)
+        for (int64_t p : {0, 1, 4, 5}) y[size_t(i * 16 + p)] = 0, z[size_t(i * 16 + p)] = 5;
+    z[15] = 5, z[16] = -5;
+    CalibrationData d;
+    d.n = 2, d.L = 1, d.start = {0, 16, 32}, d.rows = {4, 4}, d.cols = {4, 4};
+    d.logits = z, d.truth = y, d.evidence.assign(32, 0.0);
+    Task::Calibration c = fit_calibration(d);
+    REQUIRE(c.offsets == std::vector<double>{0});
+    const double before = c.dice_after;
+    fit_regions(d, c);
+    REQUIRE(c.regions == std::vector<int64_t>{kKeepLargest});  // filling adds nothing here
+    REQUIRE(c.dice_after == Approx((1.0 + 6.0 / 7) / 2));
+    REQUIRE(c.dice_after > before + kCalibrationTolerance);
+    // A 3x3 ring with its centre missing in both images: filling its hole wins, the largest
+    // region alone changes nothing, so kFillHoles (the simplest of the best) is chosen.
+    std::fill(z.begin(), z.end(), -5.0), std::fill(y.begin(), y.end(), -1);
+    for (int64_t i = 0; i < 2; ++i)
+        for (int64_t p : {0, 1, 2, 4, 5, 6, 8, 9, 10}) y[size_t(i * 16 + p)] = 0, z[size_t(i * 16 + p)] = p == 5 ? -5 : 5;
+    d.logits = z, d.truth = y;
+    c = fit_calibration(d);
+    fit_regions(d, c);
+    REQUIRE(c.regions == std::vector<int64_t>{kFillHoles});
+    REQUIRE(c.dice_after == 1);
+    // Truth of two regions per image: keeping the largest would lose one, so nothing is chosen.
+    std::fill(z.begin(), z.end(), -5.0), std::fill(y.begin(), y.end(), -1);
+    for (int64_t i = 0; i < 2; ++i)
+        for (int64_t p : {0, 15}) y[size_t(i * 16 + p)] = 0, z[size_t(i * 16 + p)] = 5;
+    d.logits = z, d.truth = y;
+    c = fit_calibration(d);
+    fit_regions(d, c);
+    REQUIRE(c.regions == std::vector<int64_t>{0});
+    REQUIRE(c.dice_after == 1);
+}
+
 TEST_CASE("calibration: the smallest weights and offsets that clearly maximise the mean Dice", "[segment]") {
     // One label: truth on the first two pixels, whose logits (-1) are below 0, the others' at -3.
     // Offsets in (1, 3) are perfect; 1.25 is the smallest on the grid; no intensity needed.

@@ -351,13 +351,18 @@ py::object calibration(const PySegmenter& self) {
     const universeg::Task& task = self.seg->task();
     const universeg::Task::Calibration& c = task.calibration;
     if (c.offsets.empty()) return py::none();
-    py::dict offsets, weights;
+    py::dict offsets, weights, regions;
     for (size_t l = 0; l < task.values.size(); ++l) {
         offsets[py::int_(task.values[l])] = c.offsets[l];
         weights[py::int_(task.values[l])] = c.intensity_weights[l];
+        const int64_t r = l < c.regions.size() ? c.regions[l] : 0;
+        py::list chosen;
+        if (r & universeg::kKeepLargest) chosen.append("largest");
+        if (r & universeg::kFillHoles) chosen.append("filled");
+        regions[py::int_(task.values[l])] = chosen;
     }
     return py::dict("images"_a = c.images, "dice_before"_a = c.dice_before, "dice_after"_a = c.dice_after,
-                    "offsets"_a = offsets, "intensity_weights"_a = weights);
+                    "offsets"_a = offsets, "intensity_weights"_a = weights, "regions"_a = regions);
 }
 
 std::string segmenter_repr(const PySegmenter& self) {
@@ -549,8 +554,8 @@ void bind_segment(py::module_& m) {
             "The examples the task was built from: images, labelled volume slices, or their windows.")
         .def_property_readonly("calibration", &calibration,
                                "What calibration chose: a dict of images (examples segmented from the others), "
-                               "dice_before, dice_after (their mean Dice), offsets and intensity_weights (per label "
-                               "value); None when not calibrated.")
+                               "dice_before, dice_after (their mean Dice), offsets, intensity_weights and regions (per label "
+                               "value; regions a list of 'largest', 'filled'); None when not calibrated.")
         .def("__repr__", &segmenter_repr);
 
     py::class_<Result>(m, "Segmentation", kSegmentationDoc)

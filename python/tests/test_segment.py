@@ -152,6 +152,9 @@ class AgainstTheCli(unittest.TestCase):
         run_cli(out, "--flips", "1")
         self.assertEqual(SEG.values, [1, 2])
         self.assertIsNotNone(SEG.calibration)  # 6 examples: calibrated, as the CLI
+        self.assertEqual(sorted(SEG.calibration["regions"]), SEG.values)
+        for chosen in SEG.calibration["regions"].values():
+            self.assertLessEqual(set(chosen), {"largest", "filled"})
         self.check_images(SEG, out)
 
         # The volume, as a file: the same NIfTI bytes (the query's header kept) and probabilities.

@@ -36,10 +36,10 @@ inline std::vector<int64_t> held_out_rest(const SupportSet& set, int64_t i) {
 
 // Leave-one-out predictions of n images: per pixel and label (pixels, L) the network's logit
 // and the intensity evidence, and per pixel the true label index or -1. Image i holds the
-// pixels [start[i], start[i + 1]).
+// pixels [start[i], start[i + 1]), rows[i] x cols[i] of them row-major (for regions).
 struct CalibrationData {
     int64_t n = 0, L = 0;
-    std::vector<int64_t> start{0};
+    std::vector<int64_t> start{0}, rows, cols;
     std::vector<double> logits, evidence;
     std::vector<int64_t> truth;
 };
@@ -124,11 +124,49 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
     return c;
 }
 
+// The labels of every pixel of d (-1: none) as label_map makes them with c's weights and offsets
+// and, per label in order, `regions` (values for c.regions).
+inline std::vector<int64_t> calibrated_labels(const CalibrationData& d, const Task::Calibration& c,
+                                              const std::vector<int64_t>& regions) {
+    std::vector<int64_t> labels(size_t(d.start[size_t(d.n)]));
+    for (size_t p = 0; p < labels.size(); ++p) {
+        double score;
+        const size_t l = top_label(&d.logits[p * size_t(d.L)], &d.evidence[p * size_t(d.L)], c.intensity_weights, c.offsets, score);
+        labels[p] = score > 0 ? int64_t(l) : -1;
+    }
+    for (int64_t i = 0; i < d.n; ++i)
+        for (int64_t l = 0; l < d.L; ++l)
+            if (regions[size_t(l)])
+                clean_regions(&labels[size_t(d.start[size_t(i)])], d.rows[size_t(i)], d.cols[size_t(i)], l, int64_t(-1),
+                              regions[size_t(l)]);
+    return labels;
+}
+
+// Per label, after its weight and offset, what to do to its regions (kKeepLargest, kFillHoles,
+// both or neither), label by label: as fit_calibration, a choice must raise the mean Dice by more
+// than kCalibrationTolerance, and among equals the simpler (fewer operations) wins.
+inline void fit_regions(const CalibrationData& d, Task::Calibration& c) {
+    c.regions.assign(size_t(d.L), 0);
+    for (int64_t l = 0; l < d.L; ++l) {
+        std::vector<int64_t> trial = c.regions;
+        double best = -1;
+        int64_t choice = 0;
+        for (int64_t r : {kKeepLargest, kFillHoles, kKeepLargest | kFillHoles}) {
+            trial[size_t(l)] = r;
+            const std::vector<int64_t> labels = calibrated_labels(d, c, trial);
+            const double dice = mean_dice(d, [&](int64_t p) { return labels[size_t(p)]; });
+            if (dice > best) best = dice, choice = r;
+        }
+        if (best <= c.dice_after + kCalibrationTolerance) continue;
+        c.regions[size_t(l)] = choice, c.dice_after = best;
+    }
+}
+
 // Leave-one-out calibration (docs/segment.md): each held-out support is segmented
 // from the other supports with the task's options but one view (four mirrored views move the
 // offsets little and cost four times as much), its intensity evidence taken from the other
 // supports too. It is scored as its label map would be made: the probabilities resized to the
-// support's own size, at its samples. Then fit_calibration.
+// support's own size, at its samples. Then fit_calibration and (opt.regions) fit_regions.
 inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
     std::vector<int64_t> held;
     if (set.size() <= kCalibrationImages)
@@ -137,7 +175,12 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
         held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
     CalibrationData d;
     d.n = int64_t(held.size()), d.L = int64_t(t.values.size());
-    for (int64_t i : held) d.start.push_back(d.start.back() + int64_t(set.samples[size_t(i)].images.size()));
+    for (int64_t i : held) {
+        const SupportSamples& s = set.samples[size_t(i)];
+        d.start.push_back(d.start.back() + int64_t(s.images.size()));
+        d.rows.push_back((s.height - s.step / 2 + s.step - 1) / s.step);  // sample_pixels' grid
+        d.cols.push_back((s.width - s.step / 2 + s.step - 1) / s.step);
+    }
     const int64_t HW = set.height * set.width, L = d.L;
     d.logits.resize(size_t(d.start.back() * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.start.back()), -1);
     SegmentOptions one_view = opt;
@@ -173,7 +216,9 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
             });
         }
     }
-    return fit_calibration(d);
+    Task::Calibration c = fit_calibration(d);
+    if (opt.regions) fit_regions(d, c);
+    return c;
 }
 
 // The label values a task of `set` segments, ascending: opt.only_values (each must occur in the

@@ -429,11 +429,14 @@ private:
         check_model_size(*model_, options_.size, "segmenter options");
         SegmentOptions task_options = options_;
         task_options.calibrate = options_.calibrate && !options_.histogram_baseline && !saved;
+        task_options.regions = options_.regions && options_.tile <= 0;
         if (!saved) {
             task_ = make_task(*model_, set_, task_options);
             tile_ = std::max<int64_t>(options_.tile, 0);
             if (support.windows_.size() > 0 && !task_.calibration.offsets.empty()) {
-                Task tiled = make_task(*model_, support.windows_, task_options);
+                SegmentOptions window_options = task_options;
+                window_options.regions = false;
+                Task tiled = make_task(*model_, support.windows_, window_options);
                 choice_ = {true, tiled.calibration.dice_after, task_.calibration.dice_after};
                 if (choice_.windows_dice > choice_.whole_dice + kCalibrationTolerance)
                     set_ = std::move(support.windows_), task_ = std::move(tiled), tile_ = set_.height;
@@ -453,6 +456,12 @@ private:
             refuse(calibrates ? "it holds no calibration, and this task calibrates" : "it holds a calibration, and this task has none");
         if (c.offsets.size() != c.intensity_weights.size() || (calibrates && c.offsets.size() != task_.values.size()))
             refuse(std::to_string(c.offsets.size()) + " label offsets for " + std::to_string(task_.values.size()) + " labels");
+        if (!c.regions.empty() && c.regions.size() != c.offsets.size())
+            refuse(std::to_string(c.regions.size()) + " label region choices for " + std::to_string(c.offsets.size()) + " labels");
+        for (int64_t r : c.regions)
+            if (r < 0 || r > (kKeepLargest | kFillHoles)) refuse("region choice " + std::to_string(r) + " is none of 0 to 3");
+        if (tile_ > 0 && std::count(c.regions.begin(), c.regions.end(), 0) != int64_t(c.regions.size()))
+            refuse("it chose regions for windows, which never choose them");
         task_.calibration = c;
     }
 

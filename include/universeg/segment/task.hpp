@@ -27,6 +27,9 @@ struct SegmentOptions {
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
     int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
     bool calibrate = true;  // per-label offsets and intensity weights, leave-one-out (calibration.hpp)
+    // Calibration may also choose, per label, to keep its largest region and fill its holes
+    // (regions). Off for windows, whose held-out examples are not the whole images queries are.
+    bool regions = true;
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -71,6 +74,7 @@ struct Task {
         std::vector<double> intensity_weights;  // per value, times its intensity evidence
         int64_t images = 0;           // supports segmented from the others
         double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
+        std::vector<int64_t> regions;  // per value: kKeepLargest | kFillHoles; empty: none
     };
     Calibration calibration;
 };
@@ -226,10 +230,76 @@ inline size_t top_label(const double* logits, const double* evidence, const std:
     return best;
 }
 
+// What calibration may choose to do to a label's region in the label map, as nnU-Net's
+// post-processing does: keep only its largest 8-connected region (one lesion, one organ: the
+// rest are look-alikes elsewhere), and fill its holes, regions of no label (4-connected, the
+// complement of 8-connected) that touch neither the border nor another label.
+constexpr int64_t kKeepLargest = 1, kFillHoles = 2;
+
+// Applies `regions` (kKeepLargest | kFillHoles) to `label` in an h x w label map where `none`
+// marks no label. Removed pixels become `none`.
+template <class T>
+void clean_regions(T* map, int64_t h, int64_t w, T label, T none, int64_t regions) {
+    std::vector<int32_t> id(size_t(h * w), -1);
+    std::vector<int64_t> stack;
+    // Labels the component of `seed` (pixels where `in` holds) `k`; returns its size, and in
+    // `enclosed` whether it touches neither the border nor a pixel outside it that fails `wall`.
+    auto fill = [&](int64_t seed, int32_t k, bool eight, auto in, auto wall, bool& enclosed) {
+        int64_t size = 0;
+        enclosed = true;
+        stack.assign(1, seed), id[size_t(seed)] = k;
+        while (!stack.empty()) {
+            const int64_t p = stack.back(), y = p / w, x = p % w;
+            stack.pop_back(), ++size;
+            for (int64_t dy = -1; dy <= 1; ++dy)
+                for (int64_t dx = -1; dx <= 1; ++dx) {
+                    if ((dy == 0 && dx == 0) || (!eight && dy != 0 && dx != 0)) continue;
+                    const int64_t yy = y + dy, xx = x + dx, q = yy * w + xx;
+                    if (yy < 0 || yy >= h || xx < 0 || xx >= w) {
+                        enclosed = false;
+                    } else if (in(map[q])) {
+                        if (id[size_t(q)] < 0) id[size_t(q)] = k, stack.push_back(q);
+                    } else if (!wall(map[q])) {
+                        enclosed = false;
+                    }
+                }
+        }
+        return size;
+    };
+    bool enclosed;
+    if (regions & kKeepLargest) {
+        auto mine = [&](T v) { return v == label; };
+        std::vector<int64_t> sizes;
+        for (int64_t p = 0; p < h * w; ++p)
+            if (mine(map[p]) && id[size_t(p)] < 0) sizes.push_back(fill(p, int32_t(sizes.size()), true, mine, mine, enclosed));
+        const int32_t keep = int32_t(std::max_element(sizes.begin(), sizes.end()) - sizes.begin());
+        for (int64_t p = 0; p < h * w; ++p)
+            if (mine(map[p]) && id[size_t(p)] != keep) map[p] = none;
+        std::fill(id.begin(), id.end(), -1);
+    }
+    if (regions & kFillHoles) {
+        auto empty = [&](T v) { return v == none; };
+        auto mine = [&](T v) { return v == label; };
+        std::vector<int64_t> holes;
+        int32_t k = 0;
+        for (int64_t p = 0; p < h * w; ++p)
+            if (empty(map[p]) && id[size_t(p)] < 0) {
+                fill(p, k, false, empty, mine, enclosed);
+                if (enclosed) holes.push_back(k);
+                ++k;
+            }
+        std::vector<char> hole(size_t(k), 0);
+        for (int64_t c : holes) hole[size_t(c)] = 1;
+        for (int64_t p = 0; p < h * w; ++p)
+            if (id[size_t(p)] >= 0 && hole[size_t(id[size_t(p)])]) map[p] = label;
+    }
+}
+
 // The task's label map of probabilities from predict_probabilities (any size) and the prepared
 // (normalised) query at the same size, whose intensities are the evidence: each pixel takes the
 // value with the highest calibrated logit, if its calibrated probability exceeds `threshold`;
-// else 0. Without calibration, label_map(probs, values, threshold).
+// else 0; then the regions calibration chose (clean_regions), label by label. Without
+// calibration, label_map(probs, values, threshold).
 inline Image label_map(const Task& t, const std::vector<Image>& probs, const Image& query, double threshold) {
     const Task::Calibration& c = t.calibration;
     if (c.offsets.empty()) return label_map(probs, t.values, threshold);
@@ -244,6 +314,8 @@ inline Image label_map(const Task& t, const std::vector<Image>& probs, const Ima
         const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
         if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
     }
+    for (size_t l = 0; l < c.regions.size(); ++l)
+        if (c.regions[l]) clean_regions(out.pixels.data(), out.height, out.width, float(t.values[l]), 0.0f, c.regions[l]);
     return out;
 }
 
