@@ -11,8 +11,9 @@ slices of one volume are one source, so a query's own volume never supplies its 
 drawn among the images that show the target by a generator seeded with the task's name: the
 same tasks on every run and machine. A target with too few sources is skipped, with a note.
 
-Output: OUT/DATASET__TARGET__K/{support,queries}/{images,labels}/NAME.png: images linked, label
-maps written 0/1. Needs python3-numpy and python3-pil.
+Output: OUT/DATASET__TARGET__K/{support,queries}/{images,labels}/NAME.png: images linked (with
+COLOUR=1 in the environment, from images_rgb/ where a data set has it), label maps written 0/1.
+Needs python3-numpy and python3-pil.
 """
 import csv
 import os
@@ -31,6 +32,7 @@ DRAWS, QUERIES, SUPPORTS = (int(a) for a in (sys.argv[4:] + ["3", "8", "16"][len
 shutil.rmtree(OUT, ignore_errors=True)
 for name in NAMES:
     root = os.path.join(DATA, name)
+    rgb = os.environ.get("COLOUR") == "1" and os.path.isdir(os.path.join(root, "images_rgb"))
     stems = sorted(f[:-4] for f in os.listdir(os.path.join(root, "images")) if f.endswith(".png"))
     source = {s: s for s in stems}
     if os.path.exists(os.path.join(root, "sources.csv")):
@@ -57,7 +59,7 @@ for name in NAMES:
                 for sub in ("images", "labels"):
                     os.makedirs(os.path.join(task, part, sub))
                 for s in members:
-                    os.symlink(os.path.abspath(os.path.join(root, "images", s + ".png")),
+                    os.symlink(os.path.abspath(os.path.join(root, "images_rgb" if rgb else "images", s + ".png")),
                                os.path.join(task, part, "images", s + ".png"))
                     binary = np.isin(labels[s], vals).astype(np.uint8)
                     Image.fromarray(binary).save(os.path.join(task, part, "labels", s + ".png"))

@@ -662,6 +662,23 @@ TEST_CASE("BT.601 luma of hand-picked colours", "[image]") {
     REQUIRE(img.pixels[3] == Approx(123.81 / 255).margin(1e-6));
 }
 
+TEST_CASE("colour images keep their R, G, B planes, which crop_image crops and resizing drops", "[image]") {
+    TempDir dir("planes");
+    // 2x2: red, green / blue, (10, 200, 30).
+    const uint8_t rgb[] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 200, 30};
+    REQUIRE(stbi_write_png((dir / "c.png").c_str(), 2, 2, 3, rgb, 6));
+    const Image img = load_image(dir / "c.png");
+    const std::vector<float> planes = {1, 0, 0, 10 / 255.0f, 0, 1, 0, 200 / 255.0f, 0, 0, 1, 30 / 255.0f};
+    REQUIRE(img.colour.size() == planes.size());
+    for (size_t i = 0; i < planes.size(); ++i) REQUIRE(img.colour[i] == Approx(planes[i]).margin(1e-7));
+    const Image right = crop_image(img, 0, 1, 2, 1);  // green, (10, 200, 30)
+    const std::vector<float> cropped = {0, 10 / 255.0f, 1, 200 / 255.0f, 0, 30 / 255.0f};
+    REQUIRE(right.colour.size() == cropped.size());
+    for (size_t i = 0; i < cropped.size(); ++i) REQUIRE(right.colour[i] == Approx(cropped[i]).margin(1e-7));
+    REQUIRE(resize_bilinear(img, 4, 4).colour.empty());
+    REQUIRE(load_image(kImages + "grey16.png").colour.empty());
+}
+
 TEST_CASE("16-bit PNGs written independently: grey, RGB, RGBA, grey+alpha", "[image]") {
     Image g = load_image(kImages + "grey16.png");
     REQUIRE(g.height == 2);

@@ -881,6 +881,62 @@ TEST_CASE("Segmenter: supports in memory as from folders, arrays, one Segmenter 
     REQUIRE(sa.probabilities[0].voxels.size() == q.voxels.size());
 }
 
+// Examples whose label is told from the rest by colour alone: label 1 is (1, 0, 0.5), the rest
+// (0, 0.5, 0.5), and the grey is one value (their luma differ by 0.006, which min-max
+// normalising would stretch apart), so grey evidence sees one intensity.
+namespace {
+Image colour_example(const std::vector<uint8_t>& labels, int64_t h, int64_t w) {
+    Image img{h, w, std::vector<float>(size_t(h * w), 0.35f)};
+    const float a[3] = {1.0f, 0.0f, 0.5f}, b[3] = {0.0f, 0.5f, 0.5f};
+    for (int64_t c = 0; c < 3; ++c)
+        for (int64_t p = 0; p < h * w; ++p) img.colour.push_back(labels[size_t(p)] ? a[c] : b[c]);
+    return img;
+}
+}  // namespace
+
+TEST_CASE("colour evidence: chosen where the examples are colour and it tells the label apart", "[segment]") {
+    const OneThread one;
+    Support support, grey;
+    for (int i = 0; i < 5; ++i) {
+        std::vector<uint8_t> lab = label_pattern(24, 24, i);
+        for (uint8_t& v : lab) v = v != 0;
+        Image labels{24, 24, std::vector<float>(lab.begin(), lab.end())};
+        Image image = colour_example(lab, 24, 24);
+        grey.add(Image{24, 24, image.pixels}, labels, "grey " + std::to_string(i));
+        support.add(std::move(image), std::move(labels), "colour " + std::to_string(i));
+    }
+    std::vector<uint8_t> truth = label_pattern(24, 24, 9);
+    for (uint8_t& v : truth) v = v != 0;
+    const Image query = colour_example(truth, 24, 24);
+    SegmenterOptions opt;
+    opt.size = {16, 16};
+    opt.flips = 1;
+    // The classical classifier: colour bins where every example is colour, and it is exact.
+    opt.histogram_baseline = true;
+    const Segmentation h = Segmenter(model(), support, opt).segment(query);
+    for (size_t p = 0; p < truth.size(); ++p) REQUIRE(h.labels.pixels[p] == float(truth[p]));
+    opt.histogram_baseline = false;
+    const Segmenter seg(model(), support, opt);
+    REQUIRE(seg.task().calibration.colour);
+    REQUIRE(seg.task().colour);
+    REQUIRE(seg.task().intensity[0].size() == size_t(kColourBins));
+    REQUIRE(seg.task().calibration.dice_after > 0.99);
+    const Segmentation s = seg.segment(query);
+    for (size_t p = 0; p < truth.size(); ++p) REQUIRE(s.labels.pixels[p] == float(truth[p]));
+    // A grey query in a colour task is R = G = B: still segmented, by its grey as colour.
+    REQUIRE(seg.segment(Image{24, 24, query.pixels}).labels.pixels.size() == truth.size());
+    // The same examples grey: no colour, and the record of a colour choice is refused there.
+    const Segmenter without(model(), grey, opt);
+    REQUIRE(!without.task().calibration.colour);
+    REQUIRE(without.task().intensity[0].size() == size_t(kIntensityBins));
+    CHECK_THAT(error_of([&] { Segmenter(model(), PreparedSupport(grey, opt), seg.calibrated()); }),
+               Contains("it chose colour evidence, and these examples are not all colour"));
+    // Colour planes that are not three of the image's size.
+    Image bad = query;
+    bad.colour.resize(10);
+    CHECK_THAT(error_of([&] { seg.segment(bad); }), Contains("query: colour planes of 10 values for an image of 24x24"));
+}
+
 TEST_CASE("Segmenter: what calibration decided, given back, segments alike without calibrating", "[segment]") {
     const OneThread one;
     // Five examples, every one at least twice the model size: --tile auto compares windows.

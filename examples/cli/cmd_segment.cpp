@@ -276,6 +276,7 @@ void save_task(const std::string& path, const TaskKey& key, const universeg::Seg
     text += "offsets " + join_numbers(c.calibration.offsets) + "\n";
     text += "intensity-weights " + join_numbers(c.calibration.intensity_weights) + "\n";
     text += "regions " + join_values(c.calibration.regions) + "\n";
+    text += "colour-evidence " + std::string(c.calibration.colour ? "1" : "0") + "\n";
     universeg::write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
@@ -346,8 +347,10 @@ struct SavedTask {
         c.calibration.dice_after = real("dice-after");
         c.calibration.offsets = reals("offsets");
         c.calibration.intensity_weights = reals("intensity-weights");
-        if (fields.count("regions"))  // files saved before calibration chose regions have none
+        // Files saved before calibration chose regions and colour evidence have neither.
+        if (fields.count("regions"))
             for (double r : reals("regions")) c.calibration.regions.push_back(int64_t(r));
+        c.calibration.colour = fields.count("colour-evidence") && real("colour-evidence") != 0;
         return c;
     }
 };
@@ -547,6 +550,7 @@ void print_summary(const universeg::Segmenter& seg, const std::string& weights, 
             std::printf(" %lld:%+.2f,%.1f%s%s", (long long)task.values[l], c.offsets[l], c.intensity_weights[l],
                         r & universeg::kKeepLargest ? ",largest" : "", r & universeg::kFillHoles ? ",filled" : "");
         }
+        if (c.colour) std::printf("; colour evidence");
         const universeg::Segmenter::TileChoice& t = seg.tile_choice();
         if (t.compared)
             std::printf("; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", t.windows_dice,

@@ -362,7 +362,7 @@ py::object calibration(const PySegmenter& self) {
         regions[py::int_(task.values[l])] = chosen;
     }
     return py::dict("images"_a = c.images, "dice_before"_a = c.dice_before, "dice_after"_a = c.dice_after,
-                    "offsets"_a = offsets, "intensity_weights"_a = weights, "regions"_a = regions);
+                    "offsets"_a = offsets, "intensity_weights"_a = weights, "regions"_a = regions, "colour"_a = c.colour);
 }
 
 std::string segmenter_repr(const PySegmenter& self) {
@@ -555,7 +555,8 @@ void bind_segment(py::module_& m) {
         .def_property_readonly("calibration", &calibration,
                                "What calibration chose: a dict of images (examples segmented from the others), "
                                "dice_before, dice_after (their mean Dice), offsets, intensity_weights and regions (per label "
-                               "value; regions a list of 'largest', 'filled'); None when not calibrated.")
+                               "value; regions a list of 'largest', 'filled') and colour (whether the evidence is of colour); None when not "
+                               "calibrated.")
         .def("__repr__", &segmenter_repr);
 
     py::class_<Result>(m, "Segmentation", kSegmentationDoc)

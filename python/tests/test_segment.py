@@ -155,6 +155,7 @@ class AgainstTheCli(unittest.TestCase):
         self.assertEqual(sorted(SEG.calibration["regions"]), SEG.values)
         for chosen in SEG.calibration["regions"].values():
             self.assertLessEqual(set(chosen), {"largest", "filled"})
+        self.assertFalse(SEG.calibration["colour"])  # grey examples
         self.check_images(SEG, out)
 
         # The volume, as a file: the same NIfTI bytes (the query's header kept) and probabilities.

@@ -2,8 +2,8 @@
 // PGM/PPM; 8- and 16-bit; grey, grey+alpha, RGB, RGBA), grey conversion, resizing, intensity
 // normalisation, PNG writing (8/16-bit), overlays and labelled folders.
 //
-//   struct Image { int64_t height, width; std::vector<float> pixels; };     // row-major grey
-//   Image load_image(path);              // grey in [0,1]; colour -> ITU-R BT.601 luma
+//   struct Image { int64_t height, width; std::vector<float> pixels, colour; };  // row-major grey (+ RGB planes)
+//   Image load_image(path);              // grey in [0,1]; colour -> ITU-R BT.601 luma, RGB kept
 //   Image load_label_map(path);          // raw integer values, no scaling
 //   Image resize_bilinear(img, h, w);    // half-pixel centres; antialiased when shrinking
 //   Image resize_nearest(img, h, w);     // for label maps
@@ -71,6 +71,14 @@ namespace universeg {
 struct Image {
     int64_t height = 0, width = 0;
     std::vector<float> pixels;  // row-major, height * width
+    // A colour image's R, G and B planes (3 * height * width), which the network never sees but
+    // the intensity evidence of segment uses; empty for grey. Kept by load_image and crop_image
+    // only: resizing and the other transforms make grey images.
+    std::vector<float> colour;
+
+    Image() = default;
+    Image(int64_t h, int64_t w, std::vector<float> grey, std::vector<float> rgb = {})
+        : height(h), width(w), pixels(std::move(grey)), colour(std::move(rgb)) {}
 };
 
 // Largest image the writer and the resizers handle (16384 x 16384). The readers take at most
@@ -456,15 +464,20 @@ inline void save_label_png(const std::string& path, const Image& labels) {
 }
 
 // Grey in [0,1]: samples / (2^bits - 1); colour by ITU-R BT.601 luma 0.299 R + 0.587 G +
-// 0.114 B. Alpha is ignored (medical images carry none; a transparent pixel keeps its value).
+// 0.114 B, with the R, G, B planes kept in `colour` on the same scale. Alpha is ignored
+// (medical images carry none; a transparent pixel keeps its value).
 inline Image load_image(const std::string& path) {
     const detail::DecodedImage d = detail::decode_image(path);
     const double scale = 1.0 / (d.bits == 16 ? 65535.0 : 255.0);
-    Image img{d.height, d.width, detail::allocate<float>(uint64_t(d.height * d.width), path)};
-    for (size_t i = 0; i < img.pixels.size(); ++i) {
+    const size_t n = size_t(d.height * d.width);
+    Image img{d.height, d.width, detail::allocate<float>(uint64_t(n), path), {}};
+    if (d.channels >= 3) img.colour = detail::allocate<float>(uint64_t(3 * n), path);
+    for (size_t i = 0; i < n; ++i) {
         const uint16_t* p = &d.samples[i * size_t(d.channels)];
         const double v = d.channels < 3 ? double(p[0]) : 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
         img.pixels[i] = float(v * scale);
+        if (d.channels >= 3)
+            for (size_t c = 0; c < 3; ++c) img.colour[c * n + i] = float(p[c] * scale);
     }
     return img;
 }
@@ -578,10 +591,16 @@ inline Image crop_image(const Image& img, int64_t y, int64_t x, int64_t h, int64
         throw Error("crop: window of " + std::to_string(h) + "x" + std::to_string(w) + " at row " + std::to_string(y) +
                     ", column " + std::to_string(x) + " is not inside the image of " + std::to_string(img.height) + "x" +
                     std::to_string(img.width));
-    Image out{h, w, {}};
+    Image out{h, w, {}, {}};
     out.pixels.reserve(size_t(h * w));
     for (int64_t r = y; r < y + h; ++r)
         out.pixels.insert(out.pixels.end(), img.pixels.begin() + (r * img.width + x), img.pixels.begin() + (r * img.width + x + w));
+    if (int64_t(img.colour.size()) == 3 * img.height * img.width)
+        for (int64_t c = 0; c < 3; ++c)
+            for (int64_t r = y; r < y + h; ++r) {
+                const auto row = img.colour.begin() + ((c * img.height + r) * img.width + x);
+                out.colour.insert(out.colour.end(), row, row + w);
+            }
     return out;
 }
 

@@ -166,7 +166,8 @@ inline void fit_regions(const CalibrationData& d, Task::Calibration& c) {
 // from the other supports with the task's options but one view (four mirrored views move the
 // offsets little and cost four times as much), its intensity evidence taken from the other
 // supports too. It is scored as its label map would be made: the probabilities resized to the
-// support's own size, at its samples. Then fit_calibration and (opt.regions) fit_regions.
+// support's own size, at its samples. Then fit_calibration and (opt.regions) fit_regions; where
+// every support is colour, again with colour evidence, kept if clearly better.
 inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
     std::vector<int64_t> held;
     if (set.size() <= kCalibrationImages)
@@ -183,6 +184,8 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
     }
     const int64_t HW = set.height * set.width, L = d.L;
     d.logits.resize(size_t(d.start.back() * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.start.back()), -1);
+    const bool colour = set.colour();
+    std::vector<double> colour_evidence(colour ? d.logits.size() : 0);
     SegmentOptions one_view = opt;
     one_view.flips = 1;
     for (int64_t k = 0; k < d.n; ++k) {
@@ -206,18 +209,32 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
             if (own.height != set.height || own.width != set.width)
                 probs[size_t(l)] = resize_bilinear(probs[size_t(l)], own.height, own.width);
             const std::vector<double> ratio = intensity_log_ratios(set, t.values[size_t(l)], from);
+            const std::vector<double> colour_ratio =
+                colour ? intensity_log_ratios(set, t.values[size_t(l)], from, true) : std::vector<double>{};
             size_t p = 0;  // the sample's index in own
             sample_pixels(own, [&](int64_t pixel) {
                 const int64_t q = d.start[size_t(k)] + int64_t(p);  // its row in d
                 d.logits[size_t(q * L + l)] = logit(probs[size_t(l)].pixels[size_t(pixel)]);
-                d.evidence[size_t(q * L + l)] = ratio[size_t(intensity_bin(own.images[p]))];
+                d.evidence[size_t(q * L + l)] = ratio[size_t(sample_bin(own, p, false))];
+                if (colour) colour_evidence[size_t(q * L + l)] = colour_ratio[size_t(sample_bin(own, p, true))];
                 if (own.labels[p] == float(t.values[size_t(l)])) d.truth[size_t(q)] = l;
                 ++p;
             });
         }
     }
-    Task::Calibration c = fit_calibration(d);
-    if (opt.regions) fit_regions(d, c);
+    auto fit = [&](const CalibrationData& data) {
+        Task::Calibration c = fit_calibration(data);
+        if (opt.regions) fit_regions(data, c);
+        return c;
+    };
+    Task::Calibration c = fit(d);
+    if (colour) {
+        // Colour evidence must earn its place as every other choice does.
+        d.evidence = std::move(colour_evidence);
+        Task::Calibration by_colour = fit(d);
+        by_colour.colour = true;
+        if (by_colour.dice_after > c.dice_after + kCalibrationTolerance) c = by_colour;
+    }
     return c;
 }
 
@@ -263,9 +280,11 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
         throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
     t.flips = opt.flips;
     add_members(t, set, opt);
-    for (int64_t v : t.values) t.intensity.push_back(intensity_log_ratios(set, v));
-    if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels)
+    set_evidence(t, set, false);
+    if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels) {
         t.calibration = calibrate(t, set, opt);
+        if (t.calibration.colour) set_evidence(t, set, true);
+    }
     return t;
 }
 

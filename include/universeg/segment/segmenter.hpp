@@ -98,9 +98,22 @@ inline void check_options(const SegmenterOptions& o) {
 
 // Clip (where asked) and min-max normalise, in place: images whole, volumes whole (so that
 // their slices keep one contrast).
+// The colour planes are left as recorded: stretched plane by plane, colours of one image would
+// shift against another's, and colour evidence is better without (docs/segment.md).
 inline void prepare_intensities(std::vector<float>& v, const SegmenterOptions& o) {
     if (o.clip_low > 0 || o.clip_high < 100) clip_percentiles(v.data(), v.size(), o.clip_low, o.clip_high);
     normalize_min_max(v.data(), v.size());
+}
+
+// Throws unless the image holds height x width pixels and, if colour, three planes of them.
+inline void check_image(const Image& img, const std::string& name) {
+    const int64_t n = img.height * img.width;
+    if (img.height < 1 || img.width < 1 || int64_t(img.pixels.size()) != n)
+        throw Error(name + ": image of " + std::to_string(img.height) + "x" + std::to_string(img.width) + " with " +
+                    std::to_string(img.pixels.size()) + " pixels");
+    if (!img.colour.empty() && int64_t(img.colour.size()) != 3 * n)
+        throw Error(name + ": colour planes of " + std::to_string(img.colour.size()) + " values for an image of " +
+                    std::to_string(img.height) + "x" + std::to_string(img.width) + " (3 planes of its pixels, or none)");
 }
 
 // The labelled examples that define a task, in the order added: the pairs of folders in the
@@ -260,11 +273,6 @@ private:
         }
     }
 
-    static void check_image(const Image& img, const std::string& name) {
-        if (img.height < 1 || img.width < 1 || int64_t(img.pixels.size()) != img.height * img.width)
-            throw Error(name + ": image of " + std::to_string(img.height) + "x" + std::to_string(img.width) + " with " +
-                        std::to_string(img.pixels.size()) + " pixels");
-    }
     static std::string dims(const Volume& v) {
         return std::to_string(v.nx) + "x" + std::to_string(v.ny) + "x" + std::to_string(v.nz);
     }
@@ -300,15 +308,22 @@ using SliceProgress = std::function<void(int64_t done, int64_t slices)>;
 inline Image histogram_label_map(const SupportSet& set, const std::vector<int64_t>& values, const Image& prepared) {
     Image out{prepared.height, prepared.width, std::vector<float>(prepared.pixels.size(), 0.0f)};
     std::vector<float> images, labels, mask, claim(prepared.pixels.size());
+    // Where every example is colour, the classifier's "intensities" are colour bins, each the
+    // middle of its bin of kColourBins in [0, 1].
+    const bool colour = set.colour();
+    auto middle = [](int64_t bin) { return (float(bin) + 0.5f) / float(kColourBins); };
     for (const SupportSamples& p : set.samples) {
-        images.insert(images.end(), p.images.begin(), p.images.end());
+        for (size_t i = 0; i < p.images.size(); ++i) images.push_back(colour ? middle(p.colour[i]) : p.images[i]);
         labels.insert(labels.end(), p.labels.begin(), p.labels.end());
     }
+    std::vector<float> query = prepared.pixels;
+    if (colour)
+        for (size_t i = 0; i < query.size(); ++i) query[i] = middle(evidence_bin(prepared, i, true));
     mask.resize(labels.size());
     for (int64_t v : values) {
         for (size_t i = 0; i < mask.size(); ++i) mask[i] = labels[i] == float(v) ? 1.0f : 0.0f;
-        histogram_baseline(images.data(), mask.data(), 1, int64_t(mask.size()), prepared.pixels.data(), int64_t(claim.size()),
-                           claim.data());
+        histogram_baseline(images.data(), mask.data(), 1, int64_t(mask.size()), query.data(), int64_t(claim.size()), claim.data(),
+                           int(colour ? kColourBins : kIntensityBins));
         for (size_t i = 0; i < claim.size(); ++i)
             if (claim[i] > 0 && out.pixels[i] == 0) out.pixels[i] = float(v);
     }
@@ -361,9 +376,7 @@ public:
 
     // A 2-D query of any size and intensity range (prepared here as the supports were).
     Segmentation segment(const Image& query) const {
-        if (query.height < 1 || query.width < 1 || int64_t(query.pixels.size()) != query.height * query.width)
-            throw Error("query: image of " + std::to_string(query.height) + "x" + std::to_string(query.width) + " with " +
-                        std::to_string(query.pixels.size()) + " pixels");
+        check_image(query, "query");
         Segmentation out;
         out.values = task_.values;
         out.labels = segment_prepared(prepare(query), out.probabilities);
@@ -462,7 +475,9 @@ private:
             if (r < 0 || r > (kKeepLargest | kFillHoles)) refuse("region choice " + std::to_string(r) + " is none of 0 to 3");
         if (tile_ > 0 && std::count(c.regions.begin(), c.regions.end(), 0) != int64_t(c.regions.size()))
             refuse("it chose regions for windows, which never choose them");
+        if (c.colour && !set_.colour()) refuse("it chose colour evidence, and these examples are not all colour");
         task_.calibration = c;
+        if (c.colour) set_evidence(task_, set_, true);
     }
 
     // The label map of a prepared query, and in probs its calibrated probabilities (none with the

@@ -32,6 +32,15 @@ inline void check_label_map(const Image& labels, const std::string& what) {
 // larger support is sampled on a regular grid.
 constexpr int64_t kSupportSamples = 65536;
 
+// Colour evidence (where every example is colour): the joint histogram of R, G and B, each in
+// kColourLevels levels, 64 bins; finer levels leave most bins empty in 16 examples.
+constexpr int64_t kColourLevels = 4, kColourBins = kColourLevels * kColourLevels * kColourLevels;
+
+inline int64_t colour_bin(double r, double g, double b) {
+    auto level = [](double v) { return v > 0 ? (v < 1 ? int64_t(v * kColourLevels) : kColourLevels - 1) : int64_t(0); };
+    return (level(r) * kColourLevels + level(g)) * kColourLevels + level(b);
+}
+
 // A support pair as label maps are made, at its own size: label maps are thresholded there, from
 // probabilities resized back and the query's own intensities, so the intensity evidence and the
 // calibration look at full-size pixels, not at the model size's blur of small objects.
@@ -39,6 +48,7 @@ struct SupportSamples {
     int64_t height = 0, width = 0;      // the pair's own size
     int64_t step = 1;                   // every step-th row and column, from step / 2 (sample_pixels)
     std::vector<float> images, labels;  // the samples' prepared intensities and label values, row-major
+    std::vector<int32_t> colour;        // their colour_bin; empty for a grey pair
 };
 
 // f(row-major index) for every sampled pixel of s, in order.
@@ -59,6 +69,12 @@ struct SupportSet {
     std::vector<int64_t> sources;       // per pair, the image it came from: the windows of one image share it
 
     int64_t size() const { return int64_t(names.size()); }
+    // Every pair is colour: the intensity evidence is a colour histogram.
+    bool colour() const {
+        for (const SupportSamples& s : samples)
+            if (s.colour.empty()) return false;
+        return !samples.empty();
+    }
     // The source of the next image's pairs.
     int64_t next_source() const { return sources.empty() ? 0 : sources.back() + 1; }
 };
@@ -70,6 +86,11 @@ inline SupportSamples sample_support(const Image& image, const Image& labels) {
     s.height = image.height, s.width = image.width;
     while (((s.height + s.step - 1) / s.step) * ((s.width + s.step - 1) / s.step) > kSupportSamples) ++s.step;
     sample_pixels(s, [&](int64_t p) { s.images.push_back(image.pixels[size_t(p)]), s.labels.push_back(labels.pixels[size_t(p)]); });
+    const size_t n = image.pixels.size();
+    if (image.colour.size() == 3 * n)
+        sample_pixels(s, [&](int64_t p) {
+            s.colour.push_back(int32_t(colour_bin(image.colour[size_t(p)], image.colour[n + size_t(p)], image.colour[2 * n + size_t(p)])));
+        });
     return s;
 }
 

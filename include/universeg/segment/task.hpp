@@ -69,12 +69,14 @@ struct Task {
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
     std::vector<std::vector<double>> intensity;  // per value: intensity_log_ratios of all supports
+    bool colour = false;                         // the evidence is of colour bins (set_evidence)
     struct Calibration {
         std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
         std::vector<double> intensity_weights;  // per value, times its intensity evidence
         int64_t images = 0;           // supports segmented from the others
         double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
         std::vector<int64_t> regions;  // per value: kKeepLargest | kFillHoles; empty: none
+        bool colour = false;           // the evidence is of colour bins (chosen where every support is colour)
     };
     Calibration calibration;
 };
@@ -193,16 +195,32 @@ inline Image label_map(const std::vector<Image>& probs, const std::vector<int64_
 // Intensity evidence: the classical per-task classifier's view, a pixel's intensity alone.
 inline int64_t intensity_bin(double v) { return v > 0 ? (v < 1 ? int64_t(v * kIntensityBins) : kIntensityBins - 1) : 0; }
 
-// For one label value, per intensity bin of the prepared support images at their own size (their
-// samples, in [0, 1]): the log of how much more often the bin occurs under the label than
-// elsewhere (both histograms normalised, one pseudo-count per bin, so unseen bins say little).
-// Of the supports `from` (indices into the set).
-inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, const std::vector<int64_t>& from) {
-    std::vector<double> inside(size_t(kIntensityBins), 1.0), outside(size_t(kIntensityBins), 1.0);
+// The evidence bin of sample p of a support pair: its colour bin in a colour task, else its
+// intensity bin.
+inline int64_t sample_bin(const SupportSamples& s, size_t p, bool colour) {
+    return colour ? s.colour[p] : intensity_bin(s.images[p]);
+}
+
+// ... of pixel p of a prepared query: a grey query in a colour task is R = G = B.
+inline int64_t evidence_bin(const Image& query, size_t p, bool colour) {
+    if (!colour) return intensity_bin(query.pixels[p]);
+    const size_t n = query.pixels.size();
+    if (query.colour.size() != 3 * n) return colour_bin(query.pixels[p], query.pixels[p], query.pixels[p]);
+    return colour_bin(query.colour[p], query.colour[n + p], query.colour[2 * n + p]);
+}
+
+// For one label value, per evidence bin of the prepared support images at their own size (their
+// samples; intensity bins, or with `colour` colour bins): the log of how much more often the bin
+// occurs under the label than elsewhere (both histograms normalised, one pseudo-count per bin, so
+// unseen bins say little). Of the supports `from` (indices into the set).
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value, const std::vector<int64_t>& from,
+                                                bool colour = false) {
+    if (colour && !set.colour()) throw Error("colour evidence: not every support is colour");
+    const size_t bins = size_t(colour ? kColourBins : kIntensityBins);
+    std::vector<double> inside(bins, 1.0), outside(bins, 1.0);
     for (int64_t i : from) {
         const SupportSamples& s = set.samples[size_t(i)];
-        for (size_t p = 0; p < s.images.size(); ++p)
-            (s.labels[p] == float(value) ? inside : outside)[size_t(intensity_bin(s.images[p]))] += 1;
+        for (size_t p = 0; p < s.images.size(); ++p) (s.labels[p] == float(value) ? inside : outside)[size_t(sample_bin(s, p, colour))] += 1;
     }
     const double n_in = std::accumulate(inside.begin(), inside.end(), 0.0), n_out = std::accumulate(outside.begin(), outside.end(), 0.0);
     std::vector<double> ratio(inside.size());
@@ -211,10 +229,20 @@ inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t v
 }
 
 // ... of all the supports.
-inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value) {
+inline std::vector<int64_t> all_supports(const SupportSet& set) {
     std::vector<int64_t> all(size_t(set.size()));
     std::iota(all.begin(), all.end(), int64_t(0));
-    return intensity_log_ratios(set, value, all);
+    return all;
+}
+inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value) {
+    return intensity_log_ratios(set, value, all_supports(set));
+}
+
+// The task's evidence: per label, intensity_log_ratios of all supports, of colour bins or not.
+inline void set_evidence(Task& t, const SupportSet& set, bool colour) {
+    t.colour = colour;
+    t.intensity.clear();
+    for (int64_t v : t.values) t.intensity.push_back(intensity_log_ratios(set, v, all_supports(set), colour));
 }
 
 // The label index whose calibrated logit (logit + weight * evidence + offset) is highest, and
@@ -309,7 +337,7 @@ inline Image label_map(const Task& t, const std::vector<Image>& probs, const Ima
     std::vector<double> z(probs.size()), e(probs.size());
     for (size_t p = 0; p < out.pixels.size(); ++p) {
         for (size_t l = 0; l < z.size(); ++l)
-            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(intensity_bin(query.pixels[p]))];
+            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(evidence_bin(query, p, t.colour))];
         double score;
         const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
         if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
@@ -328,7 +356,7 @@ inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, c
     for (size_t l = 0; l < c.offsets.size() && l < probs.size(); ++l)
         for (size_t p = 0; p < probs[l].pixels.size(); ++p)
             probs[l].pixels[p] = float(sigmoid(logit(probs[l].pixels[p]) + c.offsets[l] +
-                                               c.intensity_weights[l] * t.intensity[l][size_t(intensity_bin(query.pixels[p]))]));
+                                               c.intensity_weights[l] * t.intensity[l][size_t(evidence_bin(query, p, t.colour))]));
 }
 
 }  // namespace universeg
