@@ -13,7 +13,8 @@ same tasks on every run and machine. A target with too few sources is skipped, w
 
 Output: OUT/DATASET__TARGET__K/{support,queries}/{images,labels}/NAME.png: images linked (with
 COLOUR=1 in the environment, from images_rgb/ where a data set has it), label maps written 0/1.
-Needs python3-numpy and python3-pil.
+With INVERT=N, every N-th example and query (the first, the N+1-th, ...) is written inverted
+instead: a task that mixes two image types. Needs python3-numpy and python3-pil.
 """
 import csv
 import os
@@ -28,6 +29,7 @@ if not 4 <= len(sys.argv) <= 7:
     sys.exit(__doc__)
 DATA, OUT, NAMES = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 DRAWS, QUERIES, SUPPORTS = (int(a) for a in (sys.argv[4:] + ["3", "8", "16"][len(sys.argv) - 4:]))
+INVERT = int(os.environ.get("INVERT", "0"))
 
 shutil.rmtree(OUT, ignore_errors=True)
 for name in NAMES:
@@ -58,9 +60,13 @@ for name in NAMES:
             for part, members in (("queries", picked[:QUERIES]), ("support", picked[QUERIES:])):
                 for sub in ("images", "labels"):
                     os.makedirs(os.path.join(task, part, sub))
-                for s in members:
-                    os.symlink(os.path.abspath(os.path.join(root, "images_rgb" if rgb else "images", s + ".png")),
-                               os.path.join(task, part, "images", s + ".png"))
+                for m, s in enumerate(members):
+                    image = os.path.abspath(os.path.join(root, "images_rgb" if rgb else "images", s + ".png"))
+                    if INVERT and m % INVERT == 0:
+                        inverted = 255 - np.array(Image.open(image).convert("RGB" if rgb else "L"))
+                        Image.fromarray(inverted).save(os.path.join(task, part, "images", s + ".png"))
+                    else:
+                        os.symlink(image, os.path.join(task, part, "images", s + ".png"))
                     binary = np.isin(labels[s], vals).astype(np.uint8)
                     Image.fromarray(binary).save(os.path.join(task, part, "labels", s + ".png"))
 print(f"{len(os.listdir(OUT))} tasks in {OUT}")

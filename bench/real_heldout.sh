@@ -5,7 +5,8 @@
 # fixed (bench/real_heldout.py: seeded by name, a query's own volume never among its examples).
 #   bench/real_heldout.sh [UNIVERSEG=build/universeg] [DATA=../shared/data] [WORK=/tmp/universeg-heldout] WEIGHTS...
 # Environment: DATASETS (comma-separated; default the two held-out ones), DRAWS (tasks per target,
-# 3), QUERIES (8), THREADS (segment's --threads, 1), COLOUR (1: colour images where a data set has them). Prints one row per task and the means per
+# 3), QUERIES (8), THREADS (segment's --threads, 1), COLOUR (1: colour images where a data set has them),
+# INVERT (N: every N-th example and query inverted, a task of two image types). Prints one row per task and the means per
 # data set and over data sets; WORK/scores.txt keeps the rows.
 set -euo pipefail
 cli=$(realpath "${1:-build/universeg}")
