@@ -168,9 +168,10 @@ CalibrationData calibration_data(int64_t n, int64_t HW, int64_t L, std::vector<d
 }  // namespace
 
 TEST_CASE("clean_regions keeps a label's largest region and fills its holes, and nothing else", "[segment]") {
-    // Label 1: a ring of 8 around a hole (row 1, column 1), a diagonal neighbour of the ring
-    // (8-connected, so part of it), and a separate pair; label 2 inside the ring at row 1,
-    // column 6 is no hole of label 1's; the gap at the border (row 4) is no hole either.
+    // Label 1: a ring of 8 around a hole (row 1, column 1) with a diagonal neighbour (row 3,
+    // column 3: 8-connected, so part of it), a second ring of 8 around label 2 (row 1, column 6:
+    // no hole of label 1's), a separate pair and two single pixels in row 4; the gaps of row 4
+    // touch the border, so they are no holes either.
     const std::vector<float> map = {
         1, 1, 1, 0, 0, 1, 1, 1,  //
         1, 0, 1, 0, 0, 1, 2, 1,  //
@@ -918,7 +919,6 @@ TEST_CASE("colour evidence: chosen where the examples are colour and it tells th
     opt.histogram_baseline = false;
     const Segmenter seg(model(), support, opt);
     REQUIRE(seg.task().calibration.colour);
-    REQUIRE(seg.task().colour);
     REQUIRE(seg.task().intensity[0].size() == size_t(kColourBins));
     REQUIRE(seg.task().calibration.dice_after > 0.99);
     const Segmentation s = seg.segment(query);

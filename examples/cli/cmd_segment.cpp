@@ -546,7 +546,7 @@ void print_summary(const universeg::Segmenter& seg, const std::string& weights, 
                     "intensity weight",
                     (long long)c.images, c.dice_before, c.dice_after);
         for (size_t l = 0; l < c.offsets.size(); ++l) {
-            const int64_t r = l < c.regions.size() ? c.regions[l] : 0;
+            const int64_t r = c.regions[l];
             std::printf(" %lld:%+.2f,%.1f%s%s", (long long)task.values[l], c.offsets[l], c.intensity_weights[l],
                         r & universeg::kKeepLargest ? ",largest" : "", r & universeg::kFillHoles ? ",filled" : "");
         }

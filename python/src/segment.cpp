@@ -355,7 +355,7 @@ py::object calibration(const PySegmenter& self) {
     for (size_t l = 0; l < task.values.size(); ++l) {
         offsets[py::int_(task.values[l])] = c.offsets[l];
         weights[py::int_(task.values[l])] = c.intensity_weights[l];
-        const int64_t r = l < c.regions.size() ? c.regions[l] : 0;
+        const int64_t r = c.regions[l];
         py::list chosen;
         if (r & universeg::kKeepLargest) chosen.append("largest");
         if (r & universeg::kFillHoles) chosen.append("filled");

@@ -88,6 +88,7 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
     c.images = d.n;
     c.offsets.assign(size_t(d.L), 0.0);
     c.intensity_weights.assign(size_t(d.L), 0.0);
+    c.regions.assign(size_t(d.L), 0);
     c.dice_before = c.dice_after = mean_dice(d, c.intensity_weights, c.offsets);
     const int64_t N = d.start[size_t(d.n)];
     std::vector<double> rest(static_cast<size_t>(N));
@@ -124,16 +125,20 @@ inline Task::Calibration fit_calibration(const CalibrationData& d) {
     return c;
 }
 
-// The labels of every pixel of d (-1: none) as label_map makes them with c's weights and offsets
-// and, per label in order, `regions` (values for c.regions).
-inline std::vector<int64_t> calibrated_labels(const CalibrationData& d, const Task::Calibration& c,
-                                              const std::vector<int64_t>& regions) {
+// The labels of every pixel of d (-1: none) as label_map makes them with c's weights and offsets,
+// before any regions.
+inline std::vector<int64_t> calibrated_labels(const CalibrationData& d, const Task::Calibration& c) {
     std::vector<int64_t> labels(size_t(d.start[size_t(d.n)]));
     for (size_t p = 0; p < labels.size(); ++p) {
         double score;
         const size_t l = top_label(&d.logits[p * size_t(d.L)], &d.evidence[p * size_t(d.L)], c.intensity_weights, c.offsets, score);
         labels[p] = score > 0 ? int64_t(l) : -1;
     }
+    return labels;
+}
+
+// ... then, per label in order, `regions` (values for c.regions) applied image by image.
+inline std::vector<int64_t> with_regions(const CalibrationData& d, std::vector<int64_t> labels, const std::vector<int64_t>& regions) {
     for (int64_t i = 0; i < d.n; ++i)
         for (int64_t l = 0; l < d.L; ++l)
             if (regions[size_t(l)])
@@ -146,14 +151,14 @@ inline std::vector<int64_t> calibrated_labels(const CalibrationData& d, const Ta
 // both or neither), label by label: as fit_calibration, a choice must raise the mean Dice by more
 // than kCalibrationTolerance, and among equals the simpler (fewer operations) wins.
 inline void fit_regions(const CalibrationData& d, Task::Calibration& c) {
-    c.regions.assign(size_t(d.L), 0);
+    const std::vector<int64_t> before = calibrated_labels(d, c);
     for (int64_t l = 0; l < d.L; ++l) {
         std::vector<int64_t> trial = c.regions;
         double best = -1;
         int64_t choice = 0;
         for (int64_t r : {kKeepLargest, kFillHoles, kKeepLargest | kFillHoles}) {
             trial[size_t(l)] = r;
-            const std::vector<int64_t> labels = calibrated_labels(d, c, trial);
+            const std::vector<int64_t> labels = with_regions(d, before, trial);
             const double dice = mean_dice(d, [&](int64_t p) { return labels[size_t(p)]; });
             if (dice > best) best = dice, choice = r;
         }

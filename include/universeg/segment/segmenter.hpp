@@ -316,9 +316,10 @@ inline Image histogram_label_map(const SupportSet& set, const std::vector<int64_
         for (size_t i = 0; i < p.images.size(); ++i) images.push_back(colour ? middle(p.colour[i]) : p.images[i]);
         labels.insert(labels.end(), p.labels.begin(), p.labels.end());
     }
-    std::vector<float> query = prepared.pixels;
+    std::vector<float> binned;
     if (colour)
-        for (size_t i = 0; i < query.size(); ++i) query[i] = middle(evidence_bin(prepared, i, true));
+        for (size_t i = 0; i < prepared.pixels.size(); ++i) binned.push_back(middle(colour_bin(prepared, i)));
+    const std::vector<float>& query = colour ? binned : prepared.pixels;
     mask.resize(labels.size());
     for (int64_t v : values) {
         for (size_t i = 0; i < mask.size(); ++i) mask[i] = labels[i] == float(v) ? 1.0f : 0.0f;
@@ -477,6 +478,7 @@ private:
             refuse("it chose regions for windows, which never choose them");
         if (c.colour && !set_.colour()) refuse("it chose colour evidence, and these examples are not all colour");
         task_.calibration = c;
+        task_.calibration.regions.resize(c.offsets.size(), 0);  // a record from before regions chose none
         if (c.colour) set_evidence(task_, set_, true);
     }
 

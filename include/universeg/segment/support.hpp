@@ -41,6 +41,13 @@ inline int64_t colour_bin(double r, double g, double b) {
     return (level(r) * kColourLevels + level(g)) * kColourLevels + level(b);
 }
 
+// ... of pixel p of an image: from its colour planes, or for a grey image R = G = B.
+inline int64_t colour_bin(const Image& img, size_t p) {
+    const size_t n = img.pixels.size();
+    if (img.colour.size() != 3 * n) return colour_bin(img.pixels[p], img.pixels[p], img.pixels[p]);
+    return colour_bin(img.colour[p], img.colour[n + p], img.colour[2 * n + p]);
+}
+
 // A support pair as label maps are made, at its own size: label maps are thresholded there, from
 // probabilities resized back and the query's own intensities, so the intensity evidence and the
 // calibration look at full-size pixels, not at the model size's blur of small objects.
@@ -85,12 +92,11 @@ inline SupportSamples sample_support(const Image& image, const Image& labels) {
     SupportSamples s;
     s.height = image.height, s.width = image.width;
     while (((s.height + s.step - 1) / s.step) * ((s.width + s.step - 1) / s.step) > kSupportSamples) ++s.step;
-    sample_pixels(s, [&](int64_t p) { s.images.push_back(image.pixels[size_t(p)]), s.labels.push_back(labels.pixels[size_t(p)]); });
-    const size_t n = image.pixels.size();
-    if (image.colour.size() == 3 * n)
-        sample_pixels(s, [&](int64_t p) {
-            s.colour.push_back(int32_t(colour_bin(image.colour[size_t(p)], image.colour[n + size_t(p)], image.colour[2 * n + size_t(p)])));
-        });
+    const bool colour = image.colour.size() == 3 * image.pixels.size();
+    sample_pixels(s, [&](int64_t p) {
+        s.images.push_back(image.pixels[size_t(p)]), s.labels.push_back(labels.pixels[size_t(p)]);
+        if (colour) s.colour.push_back(int32_t(colour_bin(image, size_t(p))));
+    });
     return s;
 }
 

@@ -68,14 +68,13 @@ struct Task {
     };
     std::vector<Member> members;  // one per ensemble subset
     int64_t flips = 4;            // SegmentOptions::flips
-    std::vector<std::vector<double>> intensity;  // per value: intensity_log_ratios of all supports
-    bool colour = false;                         // the evidence is of colour bins (set_evidence)
+    std::vector<std::vector<double>> intensity;  // per value: intensity_log_ratios of all supports (colour: calibration.colour)
     struct Calibration {
         std::vector<double> offsets;  // per value, added to its logit; empty: not calibrated
         std::vector<double> intensity_weights;  // per value, times its intensity evidence
         int64_t images = 0;           // supports segmented from the others
         double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
-        std::vector<int64_t> regions;  // per value: kKeepLargest | kFillHoles; empty: none
+        std::vector<int64_t> regions;  // per value: kKeepLargest | kFillHoles, or 0
         bool colour = false;           // the evidence is of colour bins (chosen where every support is colour)
     };
     Calibration calibration;
@@ -203,10 +202,7 @@ inline int64_t sample_bin(const SupportSamples& s, size_t p, bool colour) {
 
 // ... of pixel p of a prepared query: a grey query in a colour task is R = G = B.
 inline int64_t evidence_bin(const Image& query, size_t p, bool colour) {
-    if (!colour) return intensity_bin(query.pixels[p]);
-    const size_t n = query.pixels.size();
-    if (query.colour.size() != 3 * n) return colour_bin(query.pixels[p], query.pixels[p], query.pixels[p]);
-    return colour_bin(query.colour[p], query.colour[n + p], query.colour[2 * n + p]);
+    return colour ? colour_bin(query, p) : intensity_bin(query.pixels[p]);
 }
 
 // For one label value, per evidence bin of the prepared support images at their own size (their
@@ -238,9 +234,9 @@ inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t v
     return intensity_log_ratios(set, value, all_supports(set));
 }
 
-// The task's evidence: per label, intensity_log_ratios of all supports, of colour bins or not.
+// The task's evidence: per label, intensity_log_ratios of all supports, of colour bins or not
+// (as t.calibration.colour says).
 inline void set_evidence(Task& t, const SupportSet& set, bool colour) {
-    t.colour = colour;
     t.intensity.clear();
     for (int64_t v : t.values) t.intensity.push_back(intensity_log_ratios(set, v, all_supports(set), colour));
 }
@@ -294,9 +290,10 @@ void clean_regions(T* map, int64_t h, int64_t w, T label, T none, int64_t region
         }
         return size;
     };
+    auto mine = [&](T v) { return v == label; };
+    auto empty = [&](T v) { return v == none; };
     bool enclosed;
     if (regions & kKeepLargest) {
-        auto mine = [&](T v) { return v == label; };
         std::vector<int64_t> sizes;
         for (int64_t p = 0; p < h * w; ++p)
             if (mine(map[p]) && id[size_t(p)] < 0) sizes.push_back(fill(p, int32_t(sizes.size()), true, mine, mine, enclosed));
@@ -306,18 +303,12 @@ void clean_regions(T* map, int64_t h, int64_t w, T label, T none, int64_t region
         std::fill(id.begin(), id.end(), -1);
     }
     if (regions & kFillHoles) {
-        auto empty = [&](T v) { return v == none; };
-        auto mine = [&](T v) { return v == label; };
-        std::vector<int64_t> holes;
-        int32_t k = 0;
+        std::vector<char> hole;  // per region of no label: a hole of the label's
         for (int64_t p = 0; p < h * w; ++p)
             if (empty(map[p]) && id[size_t(p)] < 0) {
-                fill(p, k, false, empty, mine, enclosed);
-                if (enclosed) holes.push_back(k);
-                ++k;
+                fill(p, int32_t(hole.size()), false, empty, mine, enclosed);
+                hole.push_back(enclosed);
             }
-        std::vector<char> hole(size_t(k), 0);
-        for (int64_t c : holes) hole[size_t(c)] = 1;
         for (int64_t p = 0; p < h * w; ++p)
             if (id[size_t(p)] >= 0 && hole[size_t(id[size_t(p)])]) map[p] = label;
     }
@@ -337,7 +328,7 @@ inline Image label_map(const Task& t, const std::vector<Image>& probs, const Ima
     std::vector<double> z(probs.size()), e(probs.size());
     for (size_t p = 0; p < out.pixels.size(); ++p) {
         for (size_t l = 0; l < z.size(); ++l)
-            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(evidence_bin(query, p, t.colour))];
+            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(evidence_bin(query, p, c.colour))];
         double score;
         const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
         if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
@@ -356,7 +347,7 @@ inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, c
     for (size_t l = 0; l < c.offsets.size() && l < probs.size(); ++l)
         for (size_t p = 0; p < probs[l].pixels.size(); ++p)
             probs[l].pixels[p] = float(sigmoid(logit(probs[l].pixels[p]) + c.offsets[l] +
-                                               c.intensity_weights[l] * t.intensity[l][size_t(evidence_bin(query, p, t.colour))]));
+                                               c.intensity_weights[l] * t.intensity[l][size_t(evidence_bin(query, p, c.colour))]));
 }
 
 }  // namespace universeg
