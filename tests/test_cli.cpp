@@ -1352,6 +1352,16 @@ TEST_CASE("segment in shards with a saved task writes what one run writes, byte 
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, "region choice 9 is none of 0 to 3"));
     REQUIRE(!fs::exists(dir / "refused"));
+    // Example types where these examples are one type: refused.
+    const size_t types_at = saved.find("\nexample-types 0");
+    REQUIRE(types_at != std::string::npos);
+    edited = saved;
+    edited[types_at + 15] = '1';
+    std::ofstream(dir / "edited.txt") << edited;
+    r = cli(dir, base + "--task '" + dir / "edited.txt" + "' --out '" + dir / "refused" + "'" + q);
+    REQUIRE(r.rc == 1);
+    REQUIRE(contains(r.err, "it chose example types, and these examples do not fall into two"));
+    REQUIRE(!fs::exists(dir / "refused"));
     std::ofstream(dir / "older.txt") << saved.substr(0, at + 1) + saved.substr(saved.find('\n', at + 1) + 1);
     r = cli(dir, base + outputs + "--task '" + dir / "older.txt" + "' --out '" + dir / "older" + "'" + q);
     REQUIRE(r.rc == 0);

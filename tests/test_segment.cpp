@@ -937,6 +937,70 @@ TEST_CASE("colour evidence: chosen where the examples are colour and it tells th
     CHECK_THAT(error_of([&] { seg.segment(bad); }), Contains("query: colour planes of 10 values for an image of 24x24"));
 }
 
+// Examples of two types whose label is told by intensity, oppositely: light on dark (type 0),
+// dark on light (type 1). Pooled, the intensity evidence cannot tell the label; per type it can.
+namespace {
+Image typed_example(const std::vector<uint8_t>& labels, int64_t h, int64_t w, bool dark_on_light) {
+    Image img{h, w, {}};
+    for (uint8_t v : labels) img.pixels.push_back((v != 0) != dark_on_light ? 0.9f : 0.1f);
+    return img;
+}
+}  // namespace
+
+TEST_CASE("example types: two kinds of image told apart, each query segmented with its own kind", "[segment]") {
+    const OneThread one;
+    auto binary = [](int seed) {
+        std::vector<uint8_t> lab = label_pattern(24, 24, seed);
+        for (uint8_t& v : lab) v = v != 0;
+        return lab;
+    };
+    auto add = [&](Support& s, int i, bool dark) {
+        const std::vector<uint8_t> lab = binary(i);
+        s.add(typed_example(lab, 24, 24, dark), Image{24, 24, std::vector<float>(lab.begin(), lab.end())}, "pair " + std::to_string(i));
+    };
+    Support support, one_kind, few;
+    for (int i = 0; i < 10; ++i) add(support, i, i % 5 >= 3);  // pairs 3, 4, 8, 9 dark on light
+    for (int i = 0; i < 10; ++i) add(one_kind, i, false);
+    for (int i = 0; i < 10; ++i) add(few, i, i == 3 || i == 4 || i == 8);
+    SegmenterOptions opt;
+    opt.size = {16, 16};
+    opt.flips = 1;
+    // Split only where each kind has kMinTypeExamples examples and the kinds are well apart.
+    const std::vector<Task::Type> types = example_types(PreparedSupport(support, opt).examples());
+    REQUIRE(types.size() == 2);
+    REQUIRE(types[0].examples == std::vector<int64_t>{0, 1, 2, 5, 6, 7});
+    REQUIRE(types[1].examples == std::vector<int64_t>{3, 4, 8, 9});
+    REQUIRE(example_types(PreparedSupport(one_kind, opt).examples()).empty());
+    REQUIRE(example_types(PreparedSupport(few, opt).examples()).empty());
+
+    const Segmenter seg(model(), support, opt);
+    const Task& t = seg.task();
+    REQUIRE(t.calibration.types);
+    REQUIRE(t.calibration.dice_after > 0.99);
+    REQUIRE(t.types.size() == 2);
+    REQUIRE(t.types[1].members[0].indices == std::vector<int64_t>{3, 4, 8, 9});
+    for (bool dark : {false, true}) {
+        const std::vector<uint8_t> truth = binary(11);
+        const Image query = typed_example(truth, 24, 24, dark);
+        REQUIRE(query_type(t, query) == &t.types[dark ? 1 : 0]);
+        const Segmentation s = seg.segment(query);
+        for (size_t p = 0; p < truth.size(); ++p) REQUIRE(s.labels.pixels[p] == float(truth[p]));
+    }
+    // Windows never choose types (a window's intensities are not its image's).
+    SegmenterOptions windows = opt;
+    windows.tile = 16;
+    REQUIRE(!Segmenter(model(), support, windows).task().calibration.types);
+    // One kind: nothing to choose, and the record of the choice is refused there.
+    REQUIRE(!Segmenter(model(), one_kind, opt).task().calibration.types);
+    CHECK_THAT(error_of([&] { Segmenter(model(), PreparedSupport(one_kind, opt), seg.calibrated()); }),
+               Contains("it chose example types, and these examples do not fall into two"));
+    // The record given back segments alike.
+    const Segmenter again(model(), PreparedSupport(support, opt), seg.calibrated());
+    REQUIRE(again.task().types.size() == 2);
+    const Image query = typed_example(binary(12), 24, 24, true);
+    REQUIRE(again.segment(query).labels.pixels == seg.segment(query).labels.pixels);
+}
+
 TEST_CASE("Segmenter: what calibration decided, given back, segments alike without calibrating", "[segment]") {
     const OneThread one;
     // Five examples, every one at least twice the model size: --tile auto compares windows.

@@ -277,6 +277,7 @@ void save_task(const std::string& path, const TaskKey& key, const universeg::Seg
     text += "intensity-weights " + join_numbers(c.calibration.intensity_weights) + "\n";
     text += "regions " + join_values(c.calibration.regions) + "\n";
     text += "colour-evidence " + std::string(c.calibration.colour ? "1" : "0") + "\n";
+    text += "example-types " + std::string(c.calibration.types ? "1" : "0") + "\n";
     universeg::write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
@@ -347,10 +348,11 @@ struct SavedTask {
         c.calibration.dice_after = real("dice-after");
         c.calibration.offsets = reals("offsets");
         c.calibration.intensity_weights = reals("intensity-weights");
-        // Files saved before calibration chose regions and colour evidence have neither.
+        // Files saved before calibration chose regions, colour evidence and example types have none.
         if (fields.count("regions"))
             for (double r : reals("regions")) c.calibration.regions.push_back(int64_t(r));
         c.calibration.colour = fields.count("colour-evidence") && real("colour-evidence") != 0;
+        c.calibration.types = fields.count("example-types") && real("example-types") != 0;
         return c;
     }
 };
@@ -551,6 +553,9 @@ void print_summary(const universeg::Segmenter& seg, const std::string& weights, 
                         r & universeg::kKeepLargest ? ",largest" : "", r & universeg::kFillHoles ? ",filled" : "");
         }
         if (c.colour) std::printf("; colour evidence");
+        if (c.types)
+            std::printf("; examples in two types (%lld and %lld), each query segmented with its own",
+                        (long long)task.types[0].examples.size(), (long long)task.types[1].examples.size());
         const universeg::Segmenter::TileChoice& t = seg.tile_choice();
         if (t.compared)
             std::printf("; --tile auto: calibrated mean Dice %.3f in %lldx%lld windows, %.3f whole", t.windows_dice,

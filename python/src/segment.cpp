@@ -361,8 +361,11 @@ py::object calibration(const PySegmenter& self) {
         if (r & universeg::kFillHoles) chosen.append("filled");
         regions[py::int_(task.values[l])] = chosen;
     }
+    py::list types;  // per example type, its examples' indices
+    for (const universeg::Task::Type& t : task.types) types.append(py::cast(t.examples));
     return py::dict("images"_a = c.images, "dice_before"_a = c.dice_before, "dice_after"_a = c.dice_after,
-                    "offsets"_a = offsets, "intensity_weights"_a = weights, "regions"_a = regions, "colour"_a = c.colour);
+                    "offsets"_a = offsets, "intensity_weights"_a = weights, "regions"_a = regions, "colour"_a = c.colour,
+                    "types"_a = types);
 }
 
 std::string segmenter_repr(const PySegmenter& self) {
@@ -555,7 +558,8 @@ void bind_segment(py::module_& m) {
         .def_property_readonly("calibration", &calibration,
                                "What calibration chose: a dict of images (examples segmented from the others), "
                                "dice_before, dice_after (their mean Dice), offsets, intensity_weights and regions (per label "
-                               "value; regions a list of 'largest', 'filled') and colour (whether the evidence is of colour); None when not "
+                               "value; regions a list of 'largest', 'filled'), colour (whether the evidence is of colour) and types (the "
+                               "examples' indices per example type, empty when all are one); None when not "
                                "calibrated.")
         .def("__repr__", &segmenter_repr);
 

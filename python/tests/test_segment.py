@@ -156,6 +156,7 @@ class AgainstTheCli(unittest.TestCase):
         for chosen in SEG.calibration["regions"].values():
             self.assertLessEqual(set(chosen), {"largest", "filled"})
         self.assertFalse(SEG.calibration["colour"])  # grey examples
+        self.assertEqual(SEG.calibration["types"], [])  # 6 examples: too few for two types of 4
         self.check_images(SEG, out)
 
         # The volume, as a file: the same NIfTI bytes (the query's header kept) and probabilities.

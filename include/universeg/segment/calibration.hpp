@@ -5,6 +5,9 @@
 #include "metrics.hpp"
 #include "task.hpp"
 
+#include <algorithm>
+#include <iterator>
+
 namespace universeg {
 
 // Calibration: how many supports are segmented from the others (a seeded subset of larger
@@ -167,18 +170,14 @@ inline void fit_regions(const CalibrationData& d, Task::Calibration& c) {
     }
 }
 
-// Leave-one-out calibration (docs/segment.md): each held-out support is segmented
-// from the other supports with the task's options but one view (four mirrored views move the
-// offsets little and cost four times as much), its intensity evidence taken from the other
-// supports too. It is scored as its label map would be made: the probabilities resized to the
-// support's own size, at its samples. Then fit_calibration and (opt.regions) fit_regions; where
-// every support is colour, again with colour evidence, kept if clearly better.
-inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
-    std::vector<int64_t> held;
-    if (set.size() <= kCalibrationImages)
-        for (int64_t i = 0; i < set.size(); ++i) held.push_back(i);
-    else
-        held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
+// Leave-one-out predictions of the supports `held`, each segmented from the supports from(i)
+// with the task's options but one view (four mirrored views move the offsets little and cost
+// four times as much), its intensity evidence (and with `colour`, its colour evidence) taken from
+// them too. Each is scored as its label map would be made: the probabilities resized to the
+// support's own size, at its samples.
+template <class From>
+CalibrationData leave_one_out(const Task& t, const SupportSet& set, const std::vector<int64_t>& held, const SegmentOptions& opt,
+                              From from_of, std::vector<double>* colour) {
     CalibrationData d;
     d.n = int64_t(held.size()), d.L = int64_t(t.values.size());
     for (int64_t i : held) {
@@ -189,24 +188,16 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
     }
     const int64_t HW = set.height * set.width, L = d.L;
     d.logits.resize(size_t(d.start.back() * L)), d.evidence.resize(d.logits.size()), d.truth.assign(size_t(d.start.back()), -1);
-    const bool colour = set.colour();
-    std::vector<double> colour_evidence(colour ? d.logits.size() : 0);
+    if (colour) colour->assign(d.logits.size(), 0.0);
     SegmentOptions one_view = opt;
     one_view.flips = 1;
     for (int64_t k = 0; k < d.n; ++k) {
         const int64_t i = held[size_t(k)];
-        const std::vector<int64_t> from = held_out_rest(set, i);
-        SupportSet rest;
-        rest.height = set.height, rest.width = set.width;
-        for (int64_t j : from) {
-            rest.images.insert(rest.images.end(), set.images.begin() + j * HW, set.images.begin() + (j + 1) * HW);
-            rest.labels.insert(rest.labels.end(), set.labels.begin() + j * HW, set.labels.begin() + (j + 1) * HW);
-            rest.names.emplace_back();  // only counted
-        }
+        const std::vector<int64_t> from = from_of(i);
         Task loo;  // the task's label values even where the other supports lack one: an empty mask
         loo.model = t.model, loo.engine = t.engine, loo.height = t.height, loo.width = t.width;
         loo.values = t.values, loo.flips = 1;
-        add_members(loo, rest, one_view);
+        loo.members = make_members(set, from, t.values, one_view);
         const Image image{set.height, set.width, std::vector<float>(set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW)};
         const SupportSamples& own = set.samples[size_t(i)];
         std::vector<Image> probs = predict_probabilities(loo, image);
@@ -221,24 +212,60 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
                 const int64_t q = d.start[size_t(k)] + int64_t(p);  // its row in d
                 d.logits[size_t(q * L + l)] = logit(probs[size_t(l)].pixels[size_t(pixel)]);
                 d.evidence[size_t(q * L + l)] = ratio[size_t(sample_bin(own, p, false))];
-                if (colour) colour_evidence[size_t(q * L + l)] = colour_ratio[size_t(sample_bin(own, p, true))];
+                if (colour) (*colour)[size_t(q * L + l)] = colour_ratio[size_t(sample_bin(own, p, true))];
                 if (own.labels[p] == float(t.values[size_t(l)])) d.truth[size_t(q)] = l;
                 ++p;
             });
         }
     }
-    auto fit = [&](const CalibrationData& data) {
-        Task::Calibration c = fit_calibration(data);
-        if (opt.regions) fit_regions(data, c);
+    return d;
+}
+
+// Leave-one-out calibration (docs/segment.md) of a task's supports (a seeded subset of larger
+// sets): fit_calibration and (opt.whole_images) fit_regions of their leave_one_out predictions;
+// where every support is colour, again with colour evidence; and where the supports fall into two
+// example types (opt.whole_images), again with each held out from its own type's. Each of these
+// choices is kept only where it scores clearly higher.
+inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
+    std::vector<int64_t> held;
+    if (set.size() <= kCalibrationImages)
+        for (int64_t i = 0; i < set.size(); ++i) held.push_back(i);
+    else
+        held = support_subsets(set.size(), kCalibrationImages, 1, opt.seed ^ 0xCA11B8A7Eull)[0];
+    const bool colour = set.colour();
+    auto fit = [&](CalibrationData d, std::vector<double>& colour_evidence) {
+        auto one = [&](const CalibrationData& data) {
+            Task::Calibration c = fit_calibration(data);
+            if (opt.whole_images) fit_regions(data, c);
+            return c;
+        };
+        Task::Calibration c = one(d);
+        if (colour) {
+            d.evidence = std::move(colour_evidence);
+            Task::Calibration by_colour = one(d);
+            by_colour.colour = true;
+            if (by_colour.dice_after > c.dice_after + kCalibrationTolerance) c = by_colour;
+        }
         return c;
     };
-    Task::Calibration c = fit(d);
-    if (colour) {
-        // Colour evidence must earn its place as every other choice does.
-        d.evidence = std::move(colour_evidence);
-        Task::Calibration by_colour = fit(d);
-        by_colour.colour = true;
-        if (by_colour.dice_after > c.dice_after + kCalibrationTolerance) c = by_colour;
+    std::vector<double> colour_evidence;
+    Task::Calibration c = fit(leave_one_out(t, set, held, opt, [&](int64_t i) { return held_out_rest(set, i); },
+                                            colour ? &colour_evidence : nullptr),
+                              colour_evidence);
+    const std::vector<Task::Type> types = opt.whole_images ? example_types(set) : std::vector<Task::Type>{};
+    if (!types.empty()) {
+        // Held out from the other examples of its type (all the others where those share its source).
+        auto own_type = [&](int64_t i) {
+            const std::vector<int64_t> rest = held_out_rest(set, i);
+            const std::vector<int64_t>& first = types[0].examples;
+            const std::vector<int64_t>& mine = types[std::binary_search(first.begin(), first.end(), i) ? 0 : 1].examples;
+            std::vector<int64_t> from;
+            std::set_intersection(rest.begin(), rest.end(), mine.begin(), mine.end(), std::back_inserter(from));
+            return from.empty() ? rest : from;
+        };
+        Task::Calibration by_type = fit(leave_one_out(t, set, held, opt, own_type, colour ? &colour_evidence : nullptr), colour_evidence);
+        by_type.types = true;
+        if (by_type.dice_after > c.dice_after + kCalibrationTolerance) c = by_type;
     }
     return c;
 }
@@ -284,11 +311,12 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
     if (opt.flips != 1 && opt.flips != 2 && opt.flips != 4)
         throw Error("flips must be 1, 2 or 4, not " + std::to_string(opt.flips));
     t.flips = opt.flips;
-    add_members(t, set, opt);
+    t.members = make_members(set, all_supports(set), t.values, opt);
     set_evidence(t, set, false);
     if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels) {
         t.calibration = calibrate(t, set, opt);
-        if (t.calibration.colour) set_evidence(t, set, true);
+        if (t.calibration.types) set_types(t, set, opt);
+        if (t.calibration.colour || t.calibration.types) set_evidence(t, set, t.calibration.colour);
     }
     return t;
 }

@@ -443,13 +443,13 @@ private:
         check_model_size(*model_, options_.size, "segmenter options");
         SegmentOptions task_options = options_;
         task_options.calibrate = options_.calibrate && !options_.histogram_baseline && !saved;
-        task_options.regions = options_.regions && options_.tile <= 0;
+        task_options.whole_images = options_.whole_images && options_.tile <= 0;
         if (!saved) {
             task_ = make_task(*model_, set_, task_options);
             tile_ = std::max<int64_t>(options_.tile, 0);
             if (support.windows_.size() > 0 && !task_.calibration.offsets.empty()) {
                 SegmentOptions window_options = task_options;
-                window_options.regions = false;
+                window_options.whole_images = false;
                 Task tiled = make_task(*model_, support.windows_, window_options);
                 choice_ = {true, tiled.calibration.dice_after, task_.calibration.dice_after};
                 if (choice_.windows_dice > choice_.whole_dice + kCalibrationTolerance)
@@ -477,9 +477,12 @@ private:
         if (tile_ > 0 && std::count(c.regions.begin(), c.regions.end(), 0) != int64_t(c.regions.size()))
             refuse("it chose regions for windows, which never choose them");
         if (c.colour && !set_.colour()) refuse("it chose colour evidence, and these examples are not all colour");
+        if (c.types && tile_ > 0) refuse("it chose example types for windows, which never choose them");
+        if (c.types && example_types(set_).empty()) refuse("it chose example types, and these examples do not fall into two");
         task_.calibration = c;
         task_.calibration.regions.resize(c.offsets.size(), 0);  // a record from before regions chose none
-        if (c.colour) set_evidence(task_, set_, true);
+        if (c.types) set_types(task_, set_, task_options);
+        if (c.colour || c.types) set_evidence(task_, set_, c.colour);
     }
 
     // The label map of a prepared query, and in probs its calibrated probabilities (none with the

@@ -27,9 +27,10 @@ struct SegmentOptions {
     double max_memory_mb = 0;          // > 0: every forward pass under this memory bound (engine::Options)
     int64_t flips = 4;  // 1: as is; 2: also mirrored left-right; 4: also up-down and both. Averaged.
     bool calibrate = true;  // per-label offsets and intensity weights, leave-one-out (calibration.hpp)
-    // Calibration may also choose, per label, to keep its largest region and fill its holes
-    // (regions). Off for windows, whose held-out examples are not the whole images queries are.
-    bool regions = true;
+    // The examples are whole images, as the queries are: calibration may also choose, per label,
+    // to keep its largest region and fill its holes, and to segment each query with the examples
+    // of its own type. Off for windows, whose held-out examples are not what queries are.
+    bool whole_images = true;
 };
 
 // `count` subsets of `size` indices out of [0, n), sorted, drawn without replacement by a
@@ -76,8 +77,18 @@ struct Task {
         double dice_before = NAN, dice_after = NAN;  // their mean Dice with offsets 0 and with these
         std::vector<int64_t> regions;  // per value: kKeepLargest | kFillHoles, or 0
         bool colour = false;           // the evidence is of colour bins (chosen where every support is colour)
+        bool types = false;            // each query segmented with the examples of its type (example_types)
     };
     Calibration calibration;
+    // Where calibration chose example types: per type, its examples (indices into the set, ascending),
+    // the mean of their type_feature, and the members and evidence of those examples alone.
+    struct Type {
+        std::vector<int64_t> examples;
+        std::vector<double> centre;
+        std::vector<Member> members;
+        std::vector<std::vector<double>> intensity;
+    };
+    std::vector<Type> types;
 };
 
 // n images (n, h, w) mirrored left-right (fx) and/or up-down (fy), into out.
@@ -88,25 +99,128 @@ inline void flip_images(float* out, const float* in, int64_t n, int64_t h, int64
                 out[(i * h + y) * w + x] = in[(i * h + (fy ? h - 1 - y : y)) * w + (fx ? w - 1 - x : x)];
 }
 
-// The ensemble's subsets of `set` and, for each, the images and one mask set per t.values.
-inline void add_members(Task& t, const SupportSet& set, const SegmentOptions& opt) {
-    const int64_t size = std::min(opt.support_size > 0 ? opt.support_size : kMaxSupportSize, set.size());
+// Every support of the set: indices 0 to size - 1.
+inline std::vector<int64_t> all_supports(const SupportSet& set) {
+    std::vector<int64_t> all(size_t(set.size()));
+    std::iota(all.begin(), all.end(), int64_t(0));
+    return all;
+}
+
+// Example types. A task's examples may be images of two kinds (fluorescence and brightfield
+// nuclei: light on dark, dark on light), and a query of the minority kind is then segmented as
+// the majority's images are. Told by its intensity distribution, an image's kind is its
+// type_feature: kTypeQuantiles quantiles of its prepared pixels at the model size.
+constexpr int64_t kTypeQuantiles = 15;
+// Two groups of examples are types when each holds at least kMinTypeExamples (calibration
+// holds one out and needs a few left) and the split's mean silhouette reaches kTypeSeparation
+// (well apart: one modality's spread of contrast stays below it).
+constexpr int64_t kMinTypeExamples = 4;
+constexpr double kTypeSeparation = 0.5;
+
+inline std::vector<double> type_feature(const float* pixels, int64_t n) {
+    std::vector<float> v(pixels, pixels + n);
+    std::sort(v.begin(), v.end());
+    std::vector<double> q(static_cast<size_t>(kTypeQuantiles));
+    for (int64_t k = 0; k < kTypeQuantiles; ++k) q[size_t(k)] = v[size_t((k + 1) * (n - 1) / (kTypeQuantiles + 1))];
+    return q;
+}
+
+inline double feature_distance(const std::vector<double>& a, const std::vector<double>& b) {
+    double s = 0;
+    for (size_t k = 0; k < a.size(); ++k) s += (a[k] - b[k]) * (a[k] - b[k]);
+    return std::sqrt(s);
+}
+
+// The set's examples as two types (each its examples and centre, example 0's type first; members
+// and evidence not yet made), or none where they do not clearly fall into two: 2-means on their type_feature from the
+// two examples farthest apart, kept when both groups are large enough and well apart.
+inline std::vector<Task::Type> example_types(const SupportSet& set) {
+    const int64_t n = set.size(), HW = set.height * set.width;
+    if (n < 2 * kMinTypeExamples) return {};
+    std::vector<std::vector<double>> f;
+    for (int64_t i = 0; i < n; ++i) f.push_back(type_feature(&set.images[size_t(i * HW)], HW));
+    int64_t a = 0, b = 0;
+    double far = -1;
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = i + 1; j < n; ++j)
+            if (feature_distance(f[size_t(i)], f[size_t(j)]) > far) far = feature_distance(f[size_t(i)], f[size_t(j)]), a = i, b = j;
+    std::vector<std::vector<double>> centre{f[size_t(a)], f[size_t(b)]};
+    std::vector<int64_t> of(size_t(n), -1);
+    for (bool moved = true; moved;) {  // each pass lowers the within-group distances, so it ends
+        moved = false;
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t g = feature_distance(f[size_t(i)], centre[1]) < feature_distance(f[size_t(i)], centre[0]) ? 1 : 0;
+            if (g != of[size_t(i)]) of[size_t(i)] = g, moved = true;
+        }
+        for (int64_t g = 0; g < 2; ++g) {
+            std::vector<double> sum(static_cast<size_t>(kTypeQuantiles), 0.0);
+            int64_t count = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                if (of[size_t(i)] != g) continue;
+                for (int64_t k = 0; k < kTypeQuantiles; ++k) sum[size_t(k)] += f[size_t(i)][size_t(k)];
+                ++count;
+            }
+            if (count == 0) return {};
+            for (double& x : sum) x /= double(count);
+            centre[size_t(g)] = sum;
+        }
+    }
+    std::vector<Task::Type> types(2);
+    for (int64_t i = 0; i < n; ++i) types[size_t(of[size_t(i)])].examples.push_back(i);
+    for (const Task::Type& t : types)
+        if (int64_t(t.examples.size()) < kMinTypeExamples) return {};
+    double silhouette = 0;  // per example (b - a) / max(a, b): a, b its mean distance to its own other examples, to the others
+    for (int64_t i = 0; i < n; ++i) {
+        double mean[2] = {0, 0};
+        for (int64_t j = 0; j < n; ++j) mean[of[size_t(j)]] += feature_distance(f[size_t(i)], f[size_t(j)]);
+        const int64_t own = of[size_t(i)];
+        const double in = mean[own] / double(types[size_t(own)].examples.size() - 1),
+                     out = mean[1 - own] / double(types[size_t(1 - own)].examples.size());
+        silhouette += std::max(in, out) > 0 ? (out - in) / std::max(in, out) : 0.0;
+    }
+    if (silhouette / double(n) < kTypeSeparation) return {};
+    for (int64_t g = 0; g < 2; ++g) types[size_t(g)].centre = centre[size_t(g)];
+    if (types[0].examples[0] != 0) std::swap(types[0], types[1]);  // example 0's type first
+    return types;
+}
+
+// The type a prepared query (any size: resized to the model size as the network sees it) is
+// closest to; null without types.
+inline const Task::Type* query_type(const Task& t, const Image& query) {
+    if (t.types.empty()) return nullptr;
+    const bool at_size = query.height == t.height && query.width == t.width;
+    const Image resized = at_size ? Image{} : resize_bilinear(query, t.height, t.width);
+    const Image& q = at_size ? query : resized;
+    const std::vector<double> f = type_feature(q.pixels.data(), int64_t(q.pixels.size()));
+    const Task::Type* best = &t.types[0];
+    for (const Task::Type& type : t.types)
+        if (feature_distance(f, type.centre) < feature_distance(f, best->centre)) best = &type;
+    return best;
+}
+
+// The ensemble's members drawn from the supports `from` (indices into `set`): per subset, the
+// images and one mask set per label value of `values`.
+inline std::vector<Task::Member> make_members(const SupportSet& set, const std::vector<int64_t>& from,
+                                              const std::vector<int64_t>& values, const SegmentOptions& opt) {
+    const int64_t n = int64_t(from.size()), size = std::min(opt.support_size > 0 ? opt.support_size : kMaxSupportSize, n);
     const int64_t HW = set.height * set.width;
-    for (const std::vector<int64_t>& subset : support_subsets(set.size(), size, opt.ensemble, opt.seed)) {
+    std::vector<Task::Member> members;
+    for (const std::vector<int64_t>& subset : support_subsets(n, size, opt.ensemble, opt.seed)) {
         Task::Member mem;
         mem.size = size;
-        mem.indices = subset;
-        for (int64_t i : subset)
+        for (int64_t k : subset) mem.indices.push_back(from[size_t(k)]);
+        for (int64_t i : mem.indices)
             mem.images.insert(mem.images.end(), set.images.begin() + i * HW, set.images.begin() + (i + 1) * HW);
-        for (int64_t v : t.values) {
+        for (int64_t v : values) {
             std::vector<float> mask(size_t(size * HW));
             for (int64_t s = 0; s < size; ++s)
                 for (int64_t p = 0; p < HW; ++p)
-                    mask[size_t(s * HW + p)] = set.labels[size_t(subset[size_t(s)] * HW + p)] == float(v) ? 1.0f : 0.0f;
+                    mask[size_t(s * HW + p)] = set.labels[size_t(mem.indices[size_t(s)] * HW + p)] == float(v) ? 1.0f : 0.0f;
             mem.masks.push_back(std::move(mask));
         }
-        t.members.push_back(std::move(mem));
+        members.push_back(std::move(mem));
     }
+    return members;
 }
 
 // log(p / (1 - p)), finite: probabilities of exactly 0 or 1 (float sigmoid saturates) are clamped.
@@ -116,7 +230,8 @@ inline double logit(double p) {
 }
 
 // Per label value, the probability (sigmoid of the logits, averaged over the ensemble and the
-// mirrored views) of every pixel of the prepared query, at the model size; not calibrated.
+// mirrored views) of every pixel of the prepared query, at the model size; not calibrated. With
+// example types, from the members of the query's type.
 inline std::vector<Image> predict_probabilities(const Task& t, const Image& query) {
     if (query.height != t.height || query.width != t.width)
         throw Error("query of " + std::to_string(query.height) + "x" + std::to_string(query.width) +
@@ -125,11 +240,13 @@ inline std::vector<Image> predict_probabilities(const Task& t, const Image& quer
     std::vector<Image> probs(t.values.size(), Image{t.height, t.width, std::vector<float>(size_t(HW), 0.0f)});
     std::vector<float> logits(static_cast<size_t>(HW)), flipped(static_cast<size_t>(HW));
     std::vector<float> q(static_cast<size_t>(HW)), images, masks;
-    const double share = 1.0 / double(t.members.size() * size_t(t.flips));
+    const Task::Type* type = query_type(t, query);
+    const std::vector<Task::Member>& members = type ? type->members : t.members;
+    const double share = 1.0 / double(members.size() * size_t(t.flips));
     for (int64_t f = 0; f < t.flips; ++f) {
         const bool fx = f % 2 == 1, fy = f >= 2;
         flip_images(q.data(), query.pixels.data(), 1, t.height, t.width, fx, fy);
-        for (const Task::Member& mem : t.members) {
+        for (const Task::Member& mem : members) {
             images.resize(mem.images.size());
             flip_images(images.data(), mem.images.data(), mem.size, t.height, t.width, fx, fy);
             for (size_t l = 0; l < t.values.size(); ++l) {
@@ -224,21 +341,33 @@ inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t v
     return ratio;
 }
 
-// ... of all the supports.
-inline std::vector<int64_t> all_supports(const SupportSet& set) {
-    std::vector<int64_t> all(size_t(set.size()));
-    std::iota(all.begin(), all.end(), int64_t(0));
-    return all;
-}
 inline std::vector<double> intensity_log_ratios(const SupportSet& set, int64_t value) {
     return intensity_log_ratios(set, value, all_supports(set));
 }
 
-// The task's evidence: per label, intensity_log_ratios of all supports, of colour bins or not
-// (as t.calibration.colour says).
+// The task's evidence: per label, intensity_log_ratios of all supports and of each type's, of
+// colour bins or not (as t.calibration.colour says).
 inline void set_evidence(Task& t, const SupportSet& set, bool colour) {
     t.intensity.clear();
     for (int64_t v : t.values) t.intensity.push_back(intensity_log_ratios(set, v, all_supports(set), colour));
+    for (Task::Type& type : t.types) {
+        type.intensity.clear();
+        for (int64_t v : t.values) type.intensity.push_back(intensity_log_ratios(set, v, type.examples, colour));
+    }
+}
+
+// The task's example types (example_types) with their members; throws where the examples do not
+// fall into two.
+inline void set_types(Task& t, const SupportSet& set, const SegmentOptions& opt) {
+    t.types = example_types(set);
+    if (t.types.empty()) throw Error("example types: these examples do not fall into two types");
+    for (Task::Type& type : t.types) type.members = make_members(set, type.examples, t.values, opt);
+}
+
+// The evidence a prepared query (any size) is scored with: its type's, or all supports'.
+inline const std::vector<std::vector<double>>& query_evidence(const Task& t, const Image& query) {
+    const Task::Type* type = query_type(t, query);
+    return type ? type->intensity : t.intensity;
 }
 
 // The label index whose calibrated logit (logit + weight * evidence + offset) is highest, and
@@ -325,10 +454,11 @@ inline Image label_map(const Task& t, const std::vector<Image>& probs, const Ima
     if (probs.size() != t.values.size()) throw Error("label_map: probabilities and label values differ in count");
     if (query.pixels.size() != probs[0].pixels.size()) throw Error("label_map: the query and the probabilities differ in size");
     Image out{probs[0].height, probs[0].width, std::vector<float>(probs[0].pixels.size(), 0.0f)};
+    const std::vector<std::vector<double>>& intensity = query_evidence(t, query);
     std::vector<double> z(probs.size()), e(probs.size());
     for (size_t p = 0; p < out.pixels.size(); ++p) {
         for (size_t l = 0; l < z.size(); ++l)
-            z[l] = logit(probs[l].pixels[p]), e[l] = t.intensity[l][size_t(evidence_bin(query, p, c.colour))];
+            z[l] = logit(probs[l].pixels[p]), e[l] = intensity[l][size_t(evidence_bin(query, p, c.colour))];
         double score;
         const size_t best = top_label(z.data(), e.data(), c.intensity_weights, c.offsets, score);
         if (sigmoid(score) > threshold) out.pixels[p] = float(t.values[best]);
@@ -344,10 +474,11 @@ inline void calibrated_probabilities(const Task& t, std::vector<Image>& probs, c
     for (const Image& p : probs)
         if (p.pixels.size() != query.pixels.size())
             throw Error("calibrated_probabilities: the query and the probabilities differ in size");
+    const std::vector<std::vector<double>>& intensity = query_evidence(t, query);
     for (size_t l = 0; l < c.offsets.size() && l < probs.size(); ++l)
         for (size_t p = 0; p < probs[l].pixels.size(); ++p)
             probs[l].pixels[p] = float(sigmoid(logit(probs[l].pixels[p]) + c.offsets[l] +
-                                               c.intensity_weights[l] * t.intensity[l][size_t(evidence_bin(query, p, c.colour))]));
+                                               c.intensity_weights[l] * intensity[l][size_t(evidence_bin(query, p, c.colour))]));
 }
 
 }  // namespace universeg
