@@ -1340,28 +1340,26 @@ TEST_CASE("segment in shards with a saved task writes what one run writes, byte 
     r = cli(dir, base + "--task '" + dir / "not_a_task.txt" + "' --out '" + dir / "refused" + "'" + q);
     REQUIRE(r.rc == 1);
     REQUIRE(contains(r.err, dir / "not_a_task.txt" + ": not a task file"));
-    // Region choices by hand: one that is none of 0 to 3 is refused; a file without them (saved
-    // before calibration chose regions) is taken as choosing none.
+    // Choices by hand: the saved file with `line` (its value one character) set to `value` is
+    // refused with `message`, and nothing written. A region choice that is none of 0 to 3;
+    // example types where these examples are one type. A file without regions (saved before
+    // calibration chose them) is taken as choosing none.
     const std::string saved = slurp(task);
+    auto refused_edit = [&](const std::string& line, char value, const std::string& message) {
+        const size_t found = saved.find("\n" + line + " ");
+        REQUIRE(found != std::string::npos);
+        std::string edited = saved;
+        edited[found + line.size() + 2] = value;
+        std::ofstream(dir / "edited.txt") << edited;
+        r = cli(dir, base + "--task '" + dir / "edited.txt" + "' --out '" + dir / "refused" + "'" + q);
+        REQUIRE(r.rc == 1);
+        REQUIRE(contains(r.err, message));
+        REQUIRE(!fs::exists(dir / "refused"));
+    };
+    refused_edit("regions", '9', "region choice 9 is none of 0 to 3");
+    REQUIRE(contains(saved, "\nexample-types 0\n"));
+    refused_edit("example-types", '1', "it chose example types, and these examples do not fall into two");
     const size_t at = saved.find("\nregions ");
-    REQUIRE(at != std::string::npos);
-    std::string edited = saved;
-    edited[at + 9] = '9';
-    std::ofstream(dir / "edited.txt") << edited;
-    r = cli(dir, base + "--task '" + dir / "edited.txt" + "' --out '" + dir / "refused" + "'" + q);
-    REQUIRE(r.rc == 1);
-    REQUIRE(contains(r.err, "region choice 9 is none of 0 to 3"));
-    REQUIRE(!fs::exists(dir / "refused"));
-    // Example types where these examples are one type: refused.
-    const size_t types_at = saved.find("\nexample-types 0");
-    REQUIRE(types_at != std::string::npos);
-    edited = saved;
-    edited[types_at + 15] = '1';
-    std::ofstream(dir / "edited.txt") << edited;
-    r = cli(dir, base + "--task '" + dir / "edited.txt" + "' --out '" + dir / "refused" + "'" + q);
-    REQUIRE(r.rc == 1);
-    REQUIRE(contains(r.err, "it chose example types, and these examples do not fall into two"));
-    REQUIRE(!fs::exists(dir / "refused"));
     std::ofstream(dir / "older.txt") << saved.substr(0, at + 1) + saved.substr(saved.find('\n', at + 1) + 1);
     r = cli(dir, base + outputs + "--task '" + dir / "older.txt" + "' --out '" + dir / "older" + "'" + q);
     REQUIRE(r.rc == 0);

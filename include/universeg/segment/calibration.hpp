@@ -224,9 +224,11 @@ CalibrationData leave_one_out(const Task& t, const SupportSet& set, const std::v
 // Leave-one-out calibration (docs/segment.md) of a task's supports (a seeded subset of larger
 // sets): fit_calibration and (opt.whole_images) fit_regions of their leave_one_out predictions;
 // where every support is colour, again with colour evidence; and where the supports fall into two
-// example types (opt.whole_images), again with each held out from its own type's. Each of these
-// choices is kept only where it scores clearly higher.
-inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt) {
+// example types (`types`, example_types of the set; none where it has none or the examples are
+// windows), again with each held out from its own type's. Each of these choices is kept only
+// where it scores clearly higher.
+inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const SegmentOptions& opt,
+                                   const std::vector<Task::Type>& types) {
     std::vector<int64_t> held;
     if (set.size() <= kCalibrationImages)
         for (int64_t i = 0; i < set.size(); ++i) held.push_back(i);
@@ -252,7 +254,6 @@ inline Task::Calibration calibrate(const Task& t, const SupportSet& set, const S
     Task::Calibration c = fit(leave_one_out(t, set, held, opt, [&](int64_t i) { return held_out_rest(set, i); },
                                             colour ? &colour_evidence : nullptr),
                               colour_evidence);
-    const std::vector<Task::Type> types = opt.whole_images ? example_types(set) : std::vector<Task::Type>{};
     if (!types.empty()) {
         // Held out from the other examples of its type (all the others where those share its source).
         auto own_type = [&](int64_t i) {
@@ -314,8 +315,9 @@ inline Task make_task(const Model& model, const SupportSet& set, const SegmentOp
     t.members = make_members(set, all_supports(set), t.values, opt);
     set_evidence(t, set, false);
     if (opt.calibrate && set.size() >= kMinCalibrationSupports && int64_t(t.values.size()) <= kMaxCalibrationLabels) {
-        t.calibration = calibrate(t, set, opt);
-        if (t.calibration.types) set_types(t, set, opt);
+        std::vector<Task::Type> types = opt.whole_images ? example_types(set) : std::vector<Task::Type>{};
+        t.calibration = calibrate(t, set, opt, types);
+        if (t.calibration.types) set_types(t, set, std::move(types), opt);
         if (t.calibration.colour || t.calibration.types) set_evidence(t, set, t.calibration.colour);
     }
     return t;

@@ -478,10 +478,11 @@ private:
             refuse("it chose regions for windows, which never choose them");
         if (c.colour && !set_.colour()) refuse("it chose colour evidence, and these examples are not all colour");
         if (c.types && tile_ > 0) refuse("it chose example types for windows, which never choose them");
-        if (c.types && example_types(set_).empty()) refuse("it chose example types, and these examples do not fall into two");
+        std::vector<Task::Type> types = c.types ? example_types(set_) : std::vector<Task::Type>{};
+        if (c.types && types.empty()) refuse("it chose example types, and these examples do not fall into two");
         task_.calibration = c;
         task_.calibration.regions.resize(c.offsets.size(), 0);  // a record from before regions chose none
-        if (c.types) set_types(task_, set_, task_options);
+        if (c.types) set_types(task_, set_, std::move(types), task_options);
         if (c.colour || c.types) set_evidence(task_, set_, c.colour);
     }
 

@@ -113,7 +113,8 @@ inline std::vector<int64_t> all_supports(const SupportSet& set) {
 constexpr int64_t kTypeQuantiles = 15;
 // Two groups of examples are types when each holds at least kMinTypeExamples (calibration
 // holds one out and needs a few left) and the split's mean silhouette reaches kTypeSeparation
-// (well apart: one modality's spread of contrast stays below it).
+// (well apart). Examples of one modality can pass by their contrast alone (hippocampus MRI
+// does); calibration then decides whether the split helps.
 constexpr int64_t kMinTypeExamples = 4;
 constexpr double kTypeSeparation = 0.5;
 
@@ -139,11 +140,13 @@ inline std::vector<Task::Type> example_types(const SupportSet& set) {
     if (n < 2 * kMinTypeExamples) return {};
     std::vector<std::vector<double>> f;
     for (int64_t i = 0; i < n; ++i) f.push_back(type_feature(&set.images[size_t(i * HW)], HW));
+    std::vector<double> dist(size_t(n * n));  // between examples, for the farthest pair and the silhouette
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) dist[size_t(i * n + j)] = feature_distance(f[size_t(i)], f[size_t(j)]);
     int64_t a = 0, b = 0;
-    double far = -1;
     for (int64_t i = 0; i < n; ++i)
         for (int64_t j = i + 1; j < n; ++j)
-            if (feature_distance(f[size_t(i)], f[size_t(j)]) > far) far = feature_distance(f[size_t(i)], f[size_t(j)]), a = i, b = j;
+            if (dist[size_t(i * n + j)] > dist[size_t(a * n + b)]) a = i, b = j;
     std::vector<std::vector<double>> centre{f[size_t(a)], f[size_t(b)]};
     std::vector<int64_t> of(size_t(n), -1);
     for (bool moved = true; moved;) {  // each pass lowers the within-group distances, so it ends
@@ -172,7 +175,7 @@ inline std::vector<Task::Type> example_types(const SupportSet& set) {
     double silhouette = 0;  // per example (b - a) / max(a, b): a, b its mean distance to its own other examples, to the others
     for (int64_t i = 0; i < n; ++i) {
         double mean[2] = {0, 0};
-        for (int64_t j = 0; j < n; ++j) mean[of[size_t(j)]] += feature_distance(f[size_t(i)], f[size_t(j)]);
+        for (int64_t j = 0; j < n; ++j) mean[of[size_t(j)]] += dist[size_t(i * n + j)];
         const int64_t own = of[size_t(i)];
         const double in = mean[own] / double(types[size_t(own)].examples.size() - 1),
                      out = mean[1 - own] / double(types[size_t(1 - own)].examples.size());
@@ -356,11 +359,9 @@ inline void set_evidence(Task& t, const SupportSet& set, bool colour) {
     }
 }
 
-// The task's example types (example_types) with their members; throws where the examples do not
-// fall into two.
-inline void set_types(Task& t, const SupportSet& set, const SegmentOptions& opt) {
-    t.types = example_types(set);
-    if (t.types.empty()) throw Error("example types: these examples do not fall into two types");
+// The task's example types (example_types of `set`), each with its members.
+inline void set_types(Task& t, const SupportSet& set, std::vector<Task::Type> types, const SegmentOptions& opt) {
+    t.types = std::move(types);
     for (Task::Type& type : t.types) type.members = make_members(set, type.examples, t.values, opt);
 }
 
